@@ -1,0 +1,199 @@
+"""Streaming CoNLL reader and writer.
+
+A CoNLL file is a sequence of token lines (one token per line, columns separated by
+spaces or tabs) grouped into sentences by blank lines. ``-DOCSTART-`` lines mark
+document boundaries. The reader yields every line back to the caller, either inside a
+``Sentence`` or as a ``Passthrough``, so a writer can reproduce the file exactly and
+only append columns. It knows nothing of tensors and never holds more than one
+sentence in memory.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
+
+from ner_toolkit.errors import PathLike, UserError
+
+__all__ = [
+    "Sentence",
+    "Passthrough",
+    "Item",
+    "read_conll",
+    "read_sentences",
+    "format_sentence",
+    "format_passthrough",
+]
+
+DOCSTART = "-DOCSTART-"
+_BOM = b"\xef\xbb\xbf"
+# Only ASCII whitespace separates columns (what `bytes.split()` and conlleval's Perl
+# `split` use): a no-break or ideographic space is a character of some corpora's tokens.
+_FIELD = re.compile(r"[^ \t\n\r\f\v]+")
+_TRAILING_BLANKS = " \t\r\f\v"
+
+
+@dataclass
+class Sentence:
+    """One sentence: its token lines, verbatim, plus the columns parsed from them."""
+
+    tokens: list[str]
+    labels: Optional[list[str]]
+    columns: list[list[str]]
+    lines: list[str]
+    line_numbers: list[int]
+    separator: str
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class Passthrough:
+    """A line that belongs to no sentence (blank, whitespace-only or ``-DOCSTART-``), verbatim."""
+
+    line: str
+    line_number: int
+
+
+Item = Union[Sentence, Passthrough]
+
+
+def read_conll(path: PathLike, token_column: int = 0, label_column: int = -1) -> Iterator[Item]:
+    """Yield the sentences and passthrough lines of ``path`` in file order.
+
+    A sentence is yielded before the blank or ``-DOCSTART-`` line that ends it.
+    ``labels`` is None when the file has a single column. A missing or unreadable
+    path is reported now, not at the first ``next()``.
+    """
+    _check_readable(path)
+    return _iter_items(path, token_column, label_column)
+
+
+def read_sentences(path: PathLike, token_column: int = 0, label_column: int = -1) -> list[Sentence]:
+    """All sentences of ``path`` (passthrough lines dropped)."""
+    return [item for item in read_conll(path, token_column, label_column) if isinstance(item, Sentence)]
+
+
+def format_sentence(sentence: Sentence, extra_columns: Sequence[Sequence[str]]) -> str:
+    """The sentence's lines with ``extra_columns[c][i]`` appended to token ``i``, newline-terminated.
+
+    With no extra columns the raw lines come back verbatim. When appending, trailing
+    blanks of a raw line are dropped so no empty column appears before the new one.
+    """
+    n = len(sentence.lines)
+    for c, column in enumerate(extra_columns):
+        if len(column) != n:
+            raise ValueError(f"extra column {c} has {len(column)} values for a sentence of {n} tokens")
+    if not extra_columns:
+        return "\n".join(sentence.lines) + "\n"
+    sep = sentence.separator
+    out = []
+    for i, line in enumerate(sentence.lines):
+        out.append(line.rstrip(_TRAILING_BLANKS) + "".join(sep + column[i] for column in extra_columns))
+    return "\n".join(out) + "\n"
+
+
+def format_passthrough(item: Passthrough) -> str:
+    """The passthrough line, newline-terminated."""
+    return item.line + "\n"
+
+
+def _check_readable(path: PathLike) -> None:
+    """Raise a UserError unless ``path`` is an existing, readable regular file."""
+    if os.path.isdir(path):
+        raise UserError("is a directory, not a CoNLL file; pass the path of a file", path)
+    if not os.path.exists(path):
+        raise UserError("no such file; check the path", path)
+    if not os.access(path, os.R_OK):
+        raise UserError("cannot read the file (permission denied); fix its permissions", path)
+
+
+def _open(path: PathLike) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise UserError("no such file; check the path", path) from None
+    except IsADirectoryError:
+        raise UserError("is a directory, not a CoNLL file; pass the path of a file", path) from None
+    except OSError as e:
+        raise UserError(f"cannot read the file ({e.strerror}); check the path and its permissions", path) from None
+
+
+def _iter_items(path: PathLike, token_column: int, label_column: int) -> Iterator[Item]:
+    with _open(path) as handle:
+        n_columns = 0  # fixed by the first token line
+        first_line = 0
+        separator = " "
+        tok_i = lab_i = 0
+        lines: list[str] = []
+        columns: list[list[str]] = []
+        numbers: list[int] = []
+
+        def flush() -> Sentence:
+            return Sentence(
+                tokens=[cols[tok_i] for cols in columns],
+                labels=None if n_columns == 1 else [cols[lab_i] for cols in columns],
+                columns=columns,
+                lines=lines,
+                line_numbers=numbers,
+                separator=separator,
+            )
+
+        for number, text in enumerate(_decoded_lines(handle, path), start=1):
+            fields = _FIELD.findall(text)
+            if not fields or fields[0] == DOCSTART:
+                if lines:
+                    yield flush()
+                    lines, columns, numbers = [], [], []
+                yield Passthrough(text, number)
+                continue
+            if n_columns == 0:
+                n_columns, first_line = len(fields), number
+                separator = "\t" if "\t" in text else " "
+                tok_i = _resolve_column(token_column, "token", n_columns, path, number)
+                lab_i = _resolve_column(label_column, "label", n_columns, path, number) if n_columns > 1 else 0
+            elif len(fields) != n_columns:
+                raise UserError(
+                    f"expected {n_columns} columns as on line {first_line}, found {len(fields)}; "
+                    "give every token line the same columns (a token may not contain spaces)",
+                    path,
+                    number,
+                )
+            lines.append(text)
+            columns.append(fields)
+            numbers.append(number)
+        if lines:
+            yield flush()
+
+
+def _decoded_lines(handle: BinaryIO, path: PathLike) -> Iterator[str]:
+    """Lines of a binary file as text: UTF-8, BOM stripped, LF or CRLF terminator removed."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-save the file as UTF-8",
+                path,
+                number,
+            ) from None
+
+
+def _resolve_column(index: int, what: str, n_columns: int, path: PathLike, line: int) -> int:
+    """Turn a possibly negative column index into 0..n-1, or explain why it cannot be used."""
+    if -n_columns <= index < n_columns:
+        return index % n_columns
+    raise UserError(
+        f"{what} column {index} does not exist in a line of {n_columns} column(s); "
+        f"choose a {what} column from {-n_columns} to {n_columns - 1}",
+        path,
+        line,
+    )

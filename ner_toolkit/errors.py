@@ -1,0 +1,39 @@
+"""User-facing errors.
+
+Every problem the user can fix (bad file, bad config, missing path) is raised as
+``UserError``; the CLI prints its one-line ``str()`` and exits with code 2.
+Anything else is a bug and keeps its traceback (exit 1).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class UserError(Exception):
+    """An error the user can fix, rendered as ``error: PATH:LINE: message``."""
+
+    def __init__(self, message: str, path: Optional[PathLike] = None, line: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else os.fspath(path)
+        self.line = line
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
+        # One line, always: the CLI contract is a single `error: ...` line.
+        return "error: " + where + " ".join(self.message.split("\n"))
+
+
+def warn(message: str, path: Optional[PathLike] = None, line: Optional[int] = None) -> None:
+    """Print a one-line warning to stderr in the same PATH:LINE format as errors."""
+    import sys
+
+    where = ""
+    if path is not None:
+        where = f"{os.fspath(path)}:{line}: " if line is not None else f"{os.fspath(path)}: "
+    print(f"warning: {where}{message}", file=sys.stderr)

@@ -1,0 +1,146 @@
+"""Span-level evaluation (precision, recall, F1: micro, macro and per type) on top of seqeval.
+
+Two modes:
+
+* ``conlleval`` (default): spans are read the way conlleval reads them (seqeval's default mode), so illegal
+  sequences such as ``O I-PER`` in BIO still produce a chunk. Numbers match ``conlleval.pl``.
+* ``strict``: seqeval's strict mode with the scheme's rules; chunks that are not well formed are not counted.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from seqeval.metrics.sequence_labeling import get_entities
+from seqeval.scheme import IOB2, IOBES, Entities
+
+from ner_toolkit.data.schemes import SchemeError, convert, detect_scheme, normalize_scheme, split_tag, to_spans
+
+# (sentence index, start, end exclusive) per entity type
+_SpanSets = dict[str, set[tuple[int, int, int]]]
+
+
+def _check_shapes(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} sentences but prediction has {len(pred)}")
+    for i, (g, p) in enumerate(zip(gold, pred), 1):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {i}: gold has {len(g)} tags but prediction has {len(p)}")
+
+
+def _resolve_scheme(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: Optional[str]) -> str:
+    if scheme is not None:
+        return normalize_scheme(scheme)
+    # All-O gold says nothing about the scheme; the prediction may.
+    source = gold if any(t != "O" for tags in gold for t in tags) else pred
+    return detect_scheme(source)
+
+
+def _type_ids(sentences: Sequence[Sequence[str]], scheme: str) -> dict[str, str]:
+    """Map entity types to plain names so seqeval's tag parsing cannot mangle types containing "-"."""
+    types: set[str] = set()
+    for tags in sentences:
+        # to_spans validates every tag against the scheme with a user-facing message.
+        types.update(t for t, _, _ in to_spans(tags, scheme))
+    return {t: f"T{i}" for i, t in enumerate(sorted(types))}
+
+
+def _for_seqeval(tags: Sequence[str], ids: dict[str, str]) -> list[str]:
+    """Tags with safe type names and M- read as I- (seqeval knows no M)."""
+    out = []
+    for tag in tags:
+        prefix, type_ = split_tag(tag)
+        out.append("O" if prefix == "O" else f"{'I' if prefix == 'M' else prefix}-{ids[type_]}")
+    return out
+
+
+def _spans(sentences: Sequence[Sequence[str]], scheme: str, strict: bool, ids: dict[str, str]) -> _SpanSets:
+    names = {v: k for k, v in ids.items()}
+    found: _SpanSets = {}
+    if strict:
+        if scheme == "IOB1":
+            # seqeval's strict mode is defined for IOB2; legal IOB1 converts to it without loss.
+            sentences = [convert(tags, "IOB1", "BIO") for tags in sentences]
+        token_scheme = IOB2 if scheme in ("IOB1", "BIO") else IOBES
+        mapped = [_for_seqeval(tags, ids) for tags in sentences]
+        for sent, entities in enumerate(Entities(mapped, token_scheme).entities):
+            for e in entities:
+                found.setdefault(names[e.tag], set()).add((sent, e.start, e.end))
+    else:
+        for sent, tags in enumerate(sentences):
+            for type_, start, last in get_entities(_for_seqeval(tags, ids)):
+                found.setdefault(names[type_], set()).add((sent, start, last + 1))  # seqeval's end is inclusive
+    return found
+
+
+def _prf(correct: int, predicted: int, support: int) -> dict:
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / support if support else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "support": support, "predicted": predicted, "correct": correct}
+
+
+def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
+                   scheme: Optional[str] = None, strict: bool = False) -> dict:
+    """Span P/R/F1 of ``pred`` against ``gold`` (lists of tag sentences of equal lengths).
+
+    ``scheme`` None detects it from gold (from pred when gold is all O). Returns a JSON-serialisable dict with
+    ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``, ``sentences``, ``tokens``, ``token_accuracy``;
+    all rates are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
+    """
+    _check_shapes(gold, pred)
+    scheme = _resolve_scheme(gold, pred, scheme)
+    ids = _type_ids(list(gold) + list(pred), scheme)
+    gold_spans = _spans(gold, scheme, strict, ids)
+    pred_spans = _spans(pred, scheme, strict, ids)
+
+    per_type: dict[str, dict] = {}
+    # Types seen only in gold or only in pred still get a row: they are all misses or all false alarms.
+    for type_ in sorted(set(gold_spans) | set(pred_spans)):
+        g, p = gold_spans.get(type_, set()), pred_spans.get(type_, set())
+        per_type[type_] = _prf(len(g & p), len(p), len(g))
+    micro = _prf(sum(r["correct"] for r in per_type.values()),
+                 sum(r["predicted"] for r in per_type.values()),
+                 sum(r["support"] for r in per_type.values()))
+    n_types = len(per_type)
+    macro = {k: (sum(r[k] for r in per_type.values()) / n_types if n_types else 0.0)
+             for k in ("precision", "recall", "f1")}
+
+    tokens = sum(len(tags) for tags in gold)
+    matching = sum(g == p for gs, ps in zip(gold, pred) for g, p in zip(gs, ps))
+    return {
+        "mode": "strict" if strict else "conlleval",
+        "scheme": scheme,
+        "micro": micro,
+        "macro": macro,
+        "per_type": per_type,
+        "sentences": len(gold),
+        "tokens": tokens,
+        "token_accuracy": matching / tokens if tokens else 0.0,
+    }
+
+
+def format_report(result: dict) -> str:
+    """conlleval-like text table of an :func:`evaluate_spans` result (percentages, 2 decimals)."""
+    micro = result["micro"]
+    lines = [
+        f"mode: {result['mode']}; scheme: {result['scheme']}; sentences: {result['sentences']}; "
+        f"tokens: {result['tokens']}; accuracy: {100 * result['token_accuracy']:.2f}%; "
+        f"phrases: {micro['support']}; found: {micro['predicted']}; correct: {micro['correct']}",
+    ]
+    width = max([len("macro avg")] + [len(t) for t in result["per_type"]])
+    lines.append(f"{'type':<{width}}  {'precision':>10}  {'recall':>10}  {'f1':>10}  {'support':>8}")
+
+    def row(name: str, r: dict, support: str) -> str:
+        return (f"{name:<{width}}  {100 * r['precision']:9.2f}%  {100 * r['recall']:9.2f}%  "
+                f"{100 * r['f1']:9.2f}%  {support:>8}")
+
+    for type_ in sorted(result["per_type"]):
+        r = result["per_type"][type_]
+        lines.append(row(type_, r, str(r["support"])))
+    lines.append(row("micro avg", micro, str(micro["support"])))
+    lines.append(row("macro avg", result["macro"], str(micro["support"])))
+    return "\n".join(lines)
+
+
+__all__ = ["evaluate_spans", "format_report", "SchemeError"]

@@ -1,0 +1,150 @@
+"""Command lines: ``train.py`` / ``ner-train``, ``predict.py`` / ``ner-predict``, ``ner-evaluate``.
+
+User errors end with exit code 2 and one line ``error: PATH:LINE: ...`` on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from .errors import UserError
+
+
+def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return main(list(sys.argv[1:] if argv is None else argv))
+    except UserError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: same one-line format, exit 2
+        raise UserError(f"{message} (see --help)", self.prog)
+
+
+def _train(argv: list[str]) -> int:
+    p = _Parser(prog="train.py", description="Train a sequence labeller from a YAML config.")
+    p.add_argument("--config", required=True, help="YAML experiment config (see configs/reference.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set training.epochs=3 (repeatable; value parsed as YAML)")
+    p.add_argument("--output-dir", help="same as --set output_dir=DIR")
+    args = p.parse_args(argv)
+    from .config import load_config
+
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    config = load_config(args.config, tuple(overrides))
+    from .training.trainer import train
+
+    train(config)
+    return 0
+
+
+def _report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str) -> None:
+    from .data.schemes import SchemeError
+    from .evaluate import evaluate_spans, format_report
+
+    try:
+        result = evaluate_spans(gold, pred, strict=strict)
+    except SchemeError as exc:
+        raise UserError(str(exc), where) from None
+    print(format_report(result))
+    if json_path == "-":
+        print(json.dumps(result, indent=2))
+    elif json_path:
+        from .atomic import atomic_write
+
+        with atomic_write(json_path) as fh:
+            fh.write(json.dumps(result, indent=2) + "\n")
+
+
+def _predict(argv: list[str]) -> int:
+    p = _Parser(prog="predict.py", description="Tag CoNLL files with a trained model.")
+    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="CoNLL files or directories of files")
+    p.add_argument("--output", help="output file (one input) or directory (several); default: stdout")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--evaluate", action="store_true", help="print span P/R/F1 against the gold last column")
+    p.add_argument("--strict", action="store_true", help="with --evaluate: strict span matching")
+    p.add_argument("--json", metavar="PATH", help="with --evaluate: write the scores as JSON (- for stdout)")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1", "--batch-size")
+    from .data.schemes import convert, detect_scheme
+    from .predict import Predictor, output_paths, predict_file, warn_unseen
+
+    pairs = output_paths(args.inputs, args.output)
+    predictor = Predictor.load(args.model, args.device, args.batch_size)
+    gold: list[list[str]] = []
+    pred: list[list[str]] = []
+    for source, target in pairs:
+        result = predict_file(predictor, source, target, evaluate=args.evaluate)
+        if target is not None:
+            print(f"{source} -> {target}: {result.sentences} sentences, {result.tokens} tokens", file=sys.stderr)
+        if args.evaluate and result.gold:
+            scheme = detect_scheme(result.gold) if any(t != "O" for g in result.gold for t in g) \
+                else predictor.labels.output_scheme
+            warn_unseen(result.gold, predictor.labels, scheme, source)
+            gold.extend(result.gold)
+            pred.extend(convert(t, predictor.labels.output_scheme, scheme) for t in result.pred)
+        elif args.evaluate:
+            from .errors import warn
+
+            warn("--evaluate: no gold column (single-column file), nothing scored", source)
+    if args.evaluate and gold:
+        _report(gold, pred, args.strict, args.json, args.inputs[0])
+    return 0
+
+
+def _evaluate(argv: list[str]) -> int:
+    p = _Parser(prog="ner-evaluate", description="Span P/R/F1 from the last two columns (gold, predicted).")
+    p.add_argument("file", help="CoNLL file whose last two columns are gold and predicted tags")
+    p.add_argument("--strict", action="store_true", help="strict span matching (default: conlleval-compatible)")
+    p.add_argument("--json", metavar="PATH", help="also write the scores as JSON (- for stdout)")
+    args = p.parse_args(argv)
+    from .data.conll import read_sentences
+    from .data.schemes import tag_problem
+
+    gold, pred = [], []
+    for sentence in read_sentences(args.file):
+        if len(sentence.columns[0]) < 2:
+            raise UserError("need at least two columns (gold and predicted tags)", args.file, sentence.line_numbers[0])
+        g, q = [c[-2] for c in sentence.columns], [c[-1] for c in sentence.columns]
+        for tags in (g, q):
+            for tag, line in zip(tags, sentence.line_numbers):
+                problem = tag_problem(tag)
+                if problem:
+                    raise UserError(problem, args.file, line)
+        gold.append(g)
+        pred.append(q)
+    if not gold:
+        raise UserError("no sentences to score", args.file)
+    _report(gold, pred, args.strict, args.json, args.file)
+    return 0
+
+
+def train_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _guard(_train, argv)
+
+
+def predict_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _guard(_predict, argv)
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _guard(_evaluate, argv)
+
+
+def _console(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[], None]:
+    return lambda: sys.exit(main(None))
+
+
+train_console, predict_console, evaluate_console = _console(train_main), _console(predict_main), _console(evaluate_main)

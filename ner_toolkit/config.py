@@ -1,0 +1,308 @@
+"""The experiment config: a typed schema, YAML loading with line numbers, dotted overrides.
+
+One YAML file is the whole experiment. Every key has a default and a one-line help text
+(``help`` metadata); ``reference_yaml()`` renders them as the commented reference config.
+Validation errors name the key path, the file line and, for typos, the closest valid key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import UserError
+
+
+def _f(default: Any, help: str) -> Any:
+    """A schema field with a default and a one-line description."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=type(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    train: Optional[str] = _f(None, "training file (CoNLL columns); required by train.py")
+    dev: Optional[str] = _f(None, "dev file scored after each epoch for early stopping and model selection")
+    test: Optional[str] = _f(None, "test file scored once with the best model at the end of training")
+    token_column: int = _f(0, "index of the token column (negative counts from the end)")
+    label_column: int = _f(-1, "index of the gold label column (negative counts from the end)")
+    input_scheme: str = _f("auto", "tag scheme of the files: auto | IOB1 | BIO | BIOES | BMES (predictions are written in it)")
+    tag_scheme: str = _f("BIOES", "scheme used inside the model and its CRF constraints: BIO | BIOES")
+
+
+@dataclass
+class EncoderConfig:
+    name_or_path: Optional[str] = _f(None, "HuggingFace model id or local directory (AutoModel + AutoTokenizer)")
+    scratch: Optional[dict] = _f(None, "inline ALBERT config (AlbertConfig keys) for a randomly initialised encoder; needs `tokenizer`")
+    tokenizer: Optional[str] = _f(None, "tokenizer directory or file (spiece.model, tokenizer.json, vocab.txt) for a scratch encoder")
+    freeze: bool = _f(False, "keep the encoder weights fixed (no gradients)")
+    pooling: Literal["first", "last", "mean", "first_last"] = _f("first", "subword-to-word pooling: first | last | mean | first_last")
+    max_length: Optional[int] = _f(None, "subwords per encoder window incl. specials; null = the encoder's max_position_embeddings")
+    stride: int = _f(64, "subwords of context shared by consecutive windows of a sentence longer than max_length")
+    max_subwords_per_word: int = _f(24, "subwords kept per word (a longer word keeps its first ones; it is never dropped)")
+    dropout: float = _f(0.0, "dropout on the pooled word vectors")
+    trust_remote_code: bool = _f(False, "allow custom code from a model directory (off: never executes downloaded code)")
+
+
+@dataclass
+class WordsConfig:
+    dim: int = _f(100, "word embedding size (must match `vectors` when given)")
+    min_freq: int = _f(1, "minimum training frequency for a word to get its own embedding")
+    lowercase: bool = _f(False, "look words up lower-cased (cased features are lost)")
+    vectors: Optional[str] = _f(None, "pretrained vectors file, GloVe or word2vec text, optionally .gz")
+    freeze: bool = _f(False, "keep word embeddings fixed")
+
+
+@dataclass
+class LstmConfig:
+    enabled: bool = _f(True, "put a BiLSTM between the fused word vectors and the emissions")
+    hidden_size: int = _f(256, "LSTM hidden size per direction")
+    num_layers: int = _f(1, "stacked BiLSTM layers")
+    dropout: float = _f(0.0, "dropout between stacked LSTM layers")
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = _f(EncoderConfig(), "the ALBERT (or other HF) encoder")
+    words: WordsConfig = _f(WordsConfig(), "word embeddings fused with the encoder's word vectors")
+    fusion: Literal["concat", "add", "none"] = _f("concat", "concat | add (both projected to fusion_dim) | none (encoder alone)")
+    fusion_dim: int = _f(256, "common size of the `add` fusion")
+    dropout: float = _f(0.5, "dropout on the fused word representation and on the LSTM output")
+    lstm: LstmConfig = _f(LstmConfig(), "the BiLSTM")
+
+
+@dataclass
+class LearningRates:
+    encoder: float = _f(5e-5, "learning rate of the encoder")
+    words: float = _f(1e-3, "learning rate of the word embeddings")
+    lstm: float = _f(1e-3, "learning rate of the fusion, BiLSTM and emission layer")
+    crf: float = _f(1e-2, "learning rate of the CRF transitions (100-1000x the encoder's for encoder+CRF models)")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = _f(10, "maximum number of passes over the training data")
+    batch_size: int = _f(32, "sentences per optimizer step")
+    eval_batch_size: int = _f(64, "sentences per batch when scoring dev/test")
+    seed: int = _f(42, "seed for initialisation, shuffling and dropout (CPU runs are reproducible)")
+    lr: LearningRates = _f(LearningRates(), "learning rate per parameter group")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases, LayerNorm and the CRF)")
+    warmup: float = _f(0.1, "fraction of all steps with a linear learning-rate warmup; then linear decay to 0")
+    max_grad_norm: float = _f(5.0, "gradient clipping norm (0 = off)")
+    patience: int = _f(3, "stop after this many epochs without a better dev F1 (0 = never stop early)")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    num_threads: Optional[int] = _f(None, "torch CPU threads (null = torch's default)")
+    progress: bool = _f(True, "show tqdm progress bars (on a terminal)")
+
+
+@dataclass
+class Config:
+    output_dir: str = _f("runs/model", "directory that receives the model directory and metrics.jsonl")
+    data: DataConfig = _f(DataConfig(), "input files and their format")
+    model: ModelConfig = _f(ModelConfig(), "the network")
+    training: TrainingConfig = _f(TrainingConfig(), "the optimisation")
+
+
+# --------------------------------------------------------------------------- schema walking
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key path of the schema (leaves and sections)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        path = prefix + f.name
+        keys.append(path)
+        tp = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys.extend(all_keys(tp, path + "."))
+    return keys
+
+
+class _Where:
+    """Maps key paths to the source and line that set them, for error messages."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, tuple[str, Optional[int]]] = {}
+
+    def get(self, path: str, default_source: str) -> tuple[str, Optional[int]]:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path.rpartition(".")[0]
+        return default_source, None
+
+
+def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    src, line = where.get(path, source)
+    if origin is Union:
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner, path, where, source)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise UserError(f"`{path}` must be one of {', '.join(map(str, choices))}, got {value!r}", src, line)
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"`{path}` must be a mapping of keys, got {type(value).__name__} {value!r}", src, line)
+        return _build(tp, value, path + ".", where, source)
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        dict: lambda v: isinstance(v, dict),
+    }[tp]
+    if not ok(value):
+        raise UserError(f"`{path}` must be {_type_name(tp)}, got {type(value).__name__} {value!r}", src, line)
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, raw: dict, prefix: str, where: _Where, source: str) -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            path = prefix + str(key)
+            src, line = where.get(path, source)
+            close = difflib.get_close_matches(path, all_keys(), n=1, cutoff=0.5)
+            hint = f"; did you mean `{close[0]}`?" if close else "; see configs/reference.yaml for valid keys"
+            raise UserError(f"unknown config key `{path}`{hint}", src, line)
+    kwargs = {k: _coerce(v, hints[k], prefix + k, where, source) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _record_lines(node: yaml.Node, prefix: str, source: str, where: _Where) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + str(key_node.value)
+            where.lines[path] = (source, key_node.start_mark.line + 1)
+            _record_lines(value_node, path + ".", source, where)
+
+
+def _set_dotted(tree: dict, path: str, value: Any, where: _Where) -> None:
+    parts = path.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: i + 1])
+            src, line = where.get(prefix, "--set")
+            raise UserError(f"cannot set `{path}`: `{prefix}` is not a section", src, line)
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"training.epochs=3"`` -> ``("training.epochs", 3)``; the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects KEY=VALUE (e.g. training.epochs=3), got {text!r}", "--set")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"the value of --set {key.strip()} is not valid YAML: {exc}", "--set") from None
+    return key.strip(), parsed
+
+
+def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (YAML, safe_load), apply ``--set`` overrides, validate into a ``Config``."""
+    where = _Where()
+    raw: dict = {}
+    source = "--set"
+    if path is not None:
+        source = os.fspath(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError("config file not found; check the --config path", source) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read config: {exc}", source) from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            raw = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else None
+            col = f" column {mark.column + 1}:" if mark else ""
+            raise UserError(f"invalid YAML at{col} {exc.problem or exc.context}", source, line) from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"invalid YAML: {exc}", source) from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise UserError("a config must be a mapping of keys (e.g. `training: {epochs: 3}`)", source, 1)
+        if node is not None:
+            _record_lines(node, "", source, where)
+    for i, text in enumerate(overrides, 1):
+        key, value = parse_override(text)
+        where.lines[key] = ("--set", i)
+        _set_dotted(raw, key, value, where)
+    return _build(Config, raw, "", where, source)
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(raw: dict, source: str = "config") -> Config:
+    return _build(Config, raw, "", _Where(), source)
+
+
+def save_config(config: Config, path: Union[str, os.PathLike]) -> None:
+    from .atomic import atomic_write
+
+    with atomic_write(path) as fh:
+        yaml.safe_dump(to_dict(config), fh, sort_keys=False, allow_unicode=True)
+
+
+def reference_yaml() -> str:
+    """The commented reference config: every key, its default and its one-line description."""
+    lines = ["# ner_toolkit reference config: every key with its default. Generated by", "#   python -m ner_toolkit.config > configs/reference.yaml", ""]
+
+    def walk(cls: type, indent: str) -> None:
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            tp = _hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                lines.append(f"{indent}{f.name}:  # {f.metadata['help']}")
+                walk(tp, indent + "  ")
+            else:
+                value = yaml.safe_dump(getattr(defaults, f.name), default_flow_style=True).strip()
+                value = value.removesuffix("\n...").removesuffix("...").strip()
+                lines.append(f"{indent}{f.name}: {value}  # {f.metadata['help']}")
+
+    walk(Config, "")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_yaml(), end="")

@@ -1,0 +1,230 @@
+"""From token lists to padded tensors: subword alignment, long-sentence windows, bucketing, collate.
+
+Every word gets exactly one encoder position to pool from ("its owner window"), so a sentence of
+any length yields exactly one vector per word: long sentences are split into overlapping windows
+of whole words, and each word is read from the window where it has the most context on both sides.
+A word the tokenizer maps to no subword at all (a lone control or zero-width character) is given
+the tokenizer's unknown token, so it still has a vector and a prediction.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+from .vocab import Vocab
+
+POOLINGS = ("first", "last", "mean", "first_last")
+
+
+@dataclass
+class Encoded:
+    """One sentence as ids: word ids (T), subword ids per word (T non-empty lists), tag ids (T) or None."""
+
+    word_ids: list[int]
+    pieces: list[list[int]]
+    tags: Optional[list[int]]
+    index: int
+
+    def __len__(self) -> int:
+        return len(self.word_ids)
+
+    @property
+    def num_pieces(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+
+class SubwordAligner:
+    """Maps words to subword ids, one tokenizer call per batch of unseen words (cached)."""
+
+    def __init__(self, tokenizer: Any, max_pieces_per_word: int, cache_size: int = 500_000) -> None:
+        self.tokenizer = tokenizer
+        self.max_pieces = max_pieces_per_word
+        self.unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+        self.cache: dict[str, list[int]] = {}
+        self.cache_size = cache_size
+
+    def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """Subword ids for every word of every sentence; never an empty list for a word."""
+        new = list({w for s in sentences for w in s if w not in self.cache})
+        if new:
+            if len(self.cache) + len(new) > self.cache_size:
+                self.cache.clear()  # bounded memory on endless prediction streams
+            # One word per "sentence" with is_split_into_words: each word is tokenized as it would be
+            # inside a sentence (prefix space), and the result does not depend on its neighbours.
+            ids = self.tokenizer([[w] for w in new], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+            for word, word_ids in zip(new, ids):
+                self.cache[word] = list(word_ids[: self.max_pieces]) or [self.unk]
+        return [[self.cache[w] for w in s] for s in sentences]
+
+
+def encode_sentences(
+    aligner: SubwordAligner,
+    vocab: Optional[Vocab],
+    sentences: Sequence[Sequence[str]],
+    tags: Optional[Sequence[Optional[Sequence[int]]]] = None,
+    start_index: int = 0,
+) -> list[Encoded]:
+    pieces = aligner.pieces(sentences)
+    out = []
+    for i, (tokens, p) in enumerate(zip(sentences, pieces)):
+        word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
+        out.append(Encoded(word_ids, p, None if tags is None else (None if tags[i] is None else list(tags[i])), start_index + i))
+    return out
+
+
+def plan_windows(lengths: Sequence[int], content: int, stride: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """Split words with ``lengths`` subwords into windows of at most ``content`` subwords.
+
+    Returns the windows as word ranges [start, end) and, for every word, the index of the window it is
+    read from. Consecutive windows share about ``stride`` subwords of context. Each length must be
+    <= content (callers cap subwords per word).
+    """
+    n = len(lengths)
+    stride = max(0, min(stride, content // 2))
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end, total = start, 0
+        while end < n and total + lengths[end] <= content:
+            total += lengths[end]
+            end += 1
+        windows.append((start, end))
+        if end >= n:
+            break
+        nxt, overlap = end, 0
+        while nxt - 1 > start and overlap + lengths[nxt - 1] <= stride:
+            nxt -= 1
+            overlap += lengths[nxt]
+        start = nxt
+    owner = [0] * n
+    best = [-1] * n
+    for w, (s, e) in enumerate(windows):
+        total = sum(lengths[s:e])
+        left = 0
+        for t in range(s, e):
+            score = min(left, total - left - lengths[t])  # context on the poorer side
+            if score > best[t]:
+                best[t], owner[t] = score, w
+            left += lengths[t]
+    return windows, owner
+
+
+@dataclass
+class Batch:
+    """Padded tensors for B sentences of at most T words, encoded in W windows of S subwords.
+
+    input_ids, attention_mask: (W, S). pools: one or two (src, dst, weight) triples; src (P,) indexes
+    the flattened (W*S) encoder output, dst (P,) the flattened (B*T) word grid, weight (P,) float.
+    word_ids, tags: (B, T) long; mask: (B, T) bool; lengths: (B,) long, kept on the CPU (LSTM packing
+    needs them there); indices: input positions.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pools: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    word_ids: torch.Tensor
+    mask: torch.Tensor
+    tags: Optional[torch.Tensor]
+    lengths: torch.Tensor
+    indices: list[int]
+
+    def to(self, device: torch.device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask),
+                     [(move(s), move(d), move(w)) for s, d, w in self.pools],
+                     move(self.word_ids), move(self.mask), move(self.tags), self.lengths, self.indices)
+
+
+class Collator:
+    """Turns a list of ``Encoded`` into a ``Batch`` (windows, pooling maps, padding)."""
+
+    def __init__(self, cls_id: int, sep_id: int, pad_id: int, max_length: int, stride: int, pooling: str) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.cls_id, self.sep_id, self.pad_id = cls_id, sep_id, pad_id
+        self.content = max_length - 2  # room for [CLS] and [SEP]
+        self.stride = stride
+        self.pooling = pooling
+
+    def __call__(self, items: Sequence[Encoded]) -> Batch:
+        B, T = len(items), max(len(x) for x in items)
+        rows: list[list[int]] = []
+        kinds = ("first", "last") if self.pooling == "first_last" else (self.pooling,)
+        maps = {k: ([], [], []) for k in kinds}
+        for b, item in enumerate(items):
+            lengths = [len(p) for p in item.pieces]
+            if sum(lengths) <= self.content:
+                windows, owner = [(0, len(lengths))], None
+            else:
+                windows, owner = plan_windows(lengths, self.content, self.stride)
+            for w, (s, e) in enumerate(windows):
+                row = [self.cls_id]
+                for t in range(s, e):
+                    first = len(row)
+                    row.extend(item.pieces[t])
+                    if owner is not None and owner[t] != w:
+                        continue
+                    n = lengths[t]
+                    dst = b * T + t
+                    r = len(rows)  # (row, column) pairs are flattened once S is known
+                    for kind in kinds:
+                        src_l, dst_l, w_l = maps[kind]
+                        if kind == "mean":
+                            src_l.extend((r, first + j) for j in range(n))
+                            dst_l.extend([dst] * n)
+                            w_l.extend([1.0 / n] * n)
+                        else:
+                            src_l.append((r, first if kind == "first" else first + n - 1))
+                            dst_l.append(dst)
+                            w_l.append(1.0)
+                row.append(self.sep_id)
+                rows.append(row)
+        S = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), S), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), S), dtype=torch.long)
+        for r, row in enumerate(rows):
+            input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention[r, : len(row)] = 1
+        pools = []
+        for kind in kinds:
+            src_l, dst_l, w_l = maps[kind]
+            pools.append((torch.tensor([r * S + c for r, c in src_l], dtype=torch.long),
+                          torch.tensor(dst_l, dtype=torch.long), torch.tensor(w_l, dtype=torch.float32)))
+        lengths_t = torch.tensor([len(x) for x in items], dtype=torch.long)
+        mask = torch.arange(T)[None, :] < lengths_t[:, None]
+        word_ids = torch.zeros((B, T), dtype=torch.long)
+        tags = None if items[0].tags is None else torch.zeros((B, T), dtype=torch.long)
+        for b, item in enumerate(items):
+            word_ids[b, : len(item)] = torch.tensor(item.word_ids, dtype=torch.long)
+            if tags is not None and item.tags is not None:
+                tags[b, : len(item)] = torch.tensor(item.tags, dtype=torch.long)
+        return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items])
+
+
+def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, rng: Optional[random.Random] = None,
+                     bucket_factor: int = 50) -> Iterator[list[Encoded]]:
+    """Batches of similar-length sentences (little padding).
+
+    With ``shuffle``: the data is shuffled, cut into chunks of ``bucket_factor`` batches, sorted by
+    length inside each chunk, batched, and the batches shuffled, so every epoch sees new batch mixes.
+    Without: sorted by length (decreasing) over the whole list, for fast, deterministic evaluation.
+    """
+    order = list(range(len(items)))
+    if not shuffle:
+        order.sort(key=lambda i: -items[i].num_pieces)
+        for s in range(0, len(order), batch_size):
+            yield [items[i] for i in order[s: s + batch_size]]
+        return
+    assert rng is not None, "shuffling needs a seeded random.Random"
+    rng.shuffle(order)
+    chunk = batch_size * bucket_factor
+    batches = []
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c: c + chunk], key=lambda i: items[i].num_pieces)
+        batches.extend(part[s: s + batch_size] for s in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    for batch in batches:
+        yield [items[i] for i in batch]

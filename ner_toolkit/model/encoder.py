@@ -1,0 +1,159 @@
+"""The subword encoder (ALBERT first; any HF AutoModel encoder) and subword-to-word pooling.
+
+Loading never touches the network unless the user names a hub id: a scratch encoder is built
+from an inline config (random init) and a local tokenizer; a saved model directory is rebuilt
+from its own ``config.json`` and weights.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..config import EncoderConfig
+from ..data.batching import Batch
+from ..errors import UserError
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+# BPE tokenizers that need a leading space to tokenize a word as inside a sentence.
+_PREFIX_SPACE_TYPES = {"roberta", "gpt2", "bart", "longformer", "deberta", "mpnet"}
+
+
+def resolve_path(path: str) -> str:
+    """``builtin:NAME`` names a tokenizer shipped with the package (ner_toolkit/resources/NAME)."""
+    if path.startswith("builtin:"):
+        return str(RESOURCES / path[len("builtin:"):])
+    return path
+
+
+def looks_local(path: str) -> bool:
+    """A path the user meant as local (so a miss is "not found", not a hub lookup)."""
+    return path.startswith(("builtin:", ".", "/", "~")) or os.path.exists(path)
+
+
+def load_tokenizer(path: str, model_type: Optional[str] = None, trust_remote_code: bool = False) -> Any:
+    """A tokenizer from a directory, a hub id, or a single vocabulary file (spiece.model / vocab.txt)."""
+    from transformers import AutoTokenizer, AlbertTokenizer, BertTokenizer
+
+    resolved = resolve_path(path)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if model_type in _PREFIX_SPACE_TYPES:
+        kwargs["add_prefix_space"] = True
+    try:
+        if os.path.isfile(resolved):
+            name = os.path.basename(resolved)
+            if name.endswith(".model"):
+                return AlbertTokenizer.from_pretrained(resolved)
+            if name.endswith(".txt"):
+                return BertTokenizer.from_pretrained(resolved)
+            raise UserError("a tokenizer file must be a SentencePiece .model or a WordPiece vocab.txt; "
+                            "for tokenizer.json give its directory", path)
+        if not os.path.isdir(resolved) and looks_local(path):
+            raise UserError("tokenizer directory not found; check the path", path)
+        return AutoTokenizer.from_pretrained(resolved, **kwargs)
+    except UserError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load a tokenizer: {str(exc).splitlines()[0]}", path) from None
+
+
+def scratch_config(cfg: EncoderConfig, vocab_size: int) -> Any:
+    """An ``AlbertConfig`` from the inline ``model.encoder.scratch`` mapping."""
+    from transformers import AlbertConfig
+
+    values = dict(cfg.scratch or {})
+    values.setdefault("vocab_size", vocab_size)
+    try:
+        return AlbertConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"`model.encoder.scratch` is not a valid ALBERT config: {exc}", "config") from None
+
+
+def build_hf_encoder(cfg: EncoderConfig) -> tuple[nn.Module, Any]:
+    """(HF encoder, tokenizer) for training: scratch (random init, offline) or pretrained."""
+    from transformers import AutoConfig, AutoModel
+
+    if cfg.scratch is not None:
+        if not cfg.tokenizer:
+            raise UserError("`model.encoder.scratch` needs `model.encoder.tokenizer` (e.g. builtin:albert-base-v2)", "config")
+        tokenizer = load_tokenizer(cfg.tokenizer)
+        return _from_config(scratch_config(cfg, len(tokenizer)), False), tokenizer
+    if not cfg.name_or_path:
+        raise UserError("set `model.encoder.name_or_path` (hub id or directory) or `model.encoder.scratch`", "config")
+    name = resolve_path(cfg.name_or_path)
+    if looks_local(cfg.name_or_path) and not os.path.isdir(name):
+        raise UserError("encoder directory not found; check `model.encoder.name_or_path`", cfg.name_or_path)
+    try:
+        hf_config = AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+        tokenizer = load_tokenizer(cfg.tokenizer or name, hf_config.model_type, cfg.trust_remote_code)
+        try:
+            model = AutoModel.from_pretrained(name, config=hf_config, add_pooling_layer=False,
+                                              trust_remote_code=cfg.trust_remote_code)
+        except TypeError:  # encoders without a pooler argument
+            model = AutoModel.from_pretrained(name, config=hf_config, trust_remote_code=cfg.trust_remote_code)
+    except UserError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load encoder {cfg.name_or_path!r}: {str(exc).splitlines()[0]}", "config") from None
+    return model, tokenizer
+
+
+def encoder_from_config_dir(directory: str, trust_remote_code: bool = False) -> nn.Module:
+    """The encoder's architecture from a saved model directory (weights are loaded separately)."""
+    from transformers import AutoConfig
+
+    hf_config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    return _from_config(hf_config, trust_remote_code)
+
+
+def _from_config(hf_config: Any, trust_remote_code: bool) -> nn.Module:
+    """A randomly initialised encoder, without the pooler that token labelling never uses."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_config(hf_config, add_pooling_layer=False, trust_remote_code=trust_remote_code)
+    except TypeError:
+        return AutoModel.from_config(hf_config, trust_remote_code=trust_remote_code)
+
+
+def max_positions(hf_model: nn.Module) -> int:
+    n = getattr(hf_model.config, "max_position_embeddings", 512)
+    # RoBERTa-style models reserve padding_idx + 1 positions.
+    if getattr(hf_model.config, "model_type", "") in {"roberta", "xlm-roberta", "camembert", "longformer"}:
+        n -= 2
+    return int(n)
+
+
+class Encoder(nn.Module):
+    """HF encoder + pooling: windows of subwords (W,S) -> one vector per word (B,T,H or 2H)."""
+
+    def __init__(self, hf_model: nn.Module, pooling: str, freeze: bool, dropout: float) -> None:
+        super().__init__()
+        self.model = hf_model
+        self.pooling = pooling
+        self.freeze = freeze
+        if freeze:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+        self.dropout = nn.Dropout(dropout)
+        hidden = int(hf_model.config.hidden_size)
+        self.output_dim = hidden * (2 if pooling == "first_last" else 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Returns word vectors (B, T, output_dim); padded positions are zeros."""
+        B, T = batch.mask.shape
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        flat = hidden.reshape(-1, hidden.shape[-1])  # (W*S, H)
+        parts = []
+        for src, dst, weight in batch.pools:
+            picked = flat.index_select(0, src)
+            if self.pooling == "mean":
+                picked = picked * weight.to(picked.dtype)[:, None]
+            out = flat.new_zeros(B * T, flat.shape[-1])
+            parts.append(out.index_add(0, dst, picked))
+        words = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        return self.dropout(words.view(B, T, -1))

@@ -1,0 +1,77 @@
+"""The network: encoder -> pooled word vectors (+) word embeddings -> BiLSTM -> emissions -> CRF."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..config import LearningRates, ModelConfig
+from ..data.batching import Batch
+from .crf import CRF
+from .embeddings import WordFusion
+from .encoder import Encoder
+
+Constraints = tuple[list[bool], list[bool], list[list[bool]]]
+
+
+class Tagger(nn.Module):
+    """Sequence labeller over batches from ``Collator``; K = number of internal labels."""
+
+    def __init__(self, cfg: ModelConfig, hf_encoder: nn.Module, num_labels: int, vocab_size: int,
+                 constraints: Optional[Constraints], vectors: Optional[torch.Tensor] = None) -> None:
+        super().__init__()
+        self.encoder = Encoder(hf_encoder, cfg.encoder.pooling, cfg.encoder.freeze, cfg.encoder.dropout)
+        self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors)
+        self.dropout = nn.Dropout(cfg.dropout)
+        features = self.fusion.output_dim
+        self.lstm: Optional[nn.LSTM] = None
+        if cfg.lstm.enabled:
+            self.lstm = nn.LSTM(features, cfg.lstm.hidden_size, num_layers=cfg.lstm.num_layers, batch_first=True,
+                                bidirectional=True, dropout=cfg.lstm.dropout if cfg.lstm.num_layers > 1 else 0.0)
+            features = 2 * cfg.lstm.hidden_size
+        self.emissions = nn.Linear(features, num_labels)
+        self.crf = CRF(num_labels, constraints)
+
+    def compute_emissions(self, batch: Batch) -> torch.Tensor:
+        """Emission scores (B, T, K)."""
+        x = self.dropout(self.fusion(self.encoder(batch), batch.word_ids))
+        if self.lstm is not None:
+            # Packing keeps padding out of the backward direction, so a sentence's output does not
+            # depend on the other sentences of its batch.
+            packed = pack_padded_sequence(x, batch.lengths.cpu(), batch_first=True, enforce_sorted=False)
+            x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+            x = self.dropout(x)
+        return self.emissions(x)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean negative log-likelihood per sentence (scalar)."""
+        assert batch.tags is not None, "training batches carry tags"
+        return self.crf(self.compute_emissions(batch), batch.tags, batch.mask, reduction="mean")
+
+    @torch.no_grad()
+    def decode(self, batch: Batch) -> torch.Tensor:
+        """Best label ids (B, T) on the model's device, 0 beyond each length."""
+        paths, _ = self.crf.decode(self.compute_emissions(batch), batch.mask)
+        return paths
+
+    def param_groups(self, lr: LearningRates, weight_decay: float) -> list[dict]:
+        """AdamW groups, each with its own learning rate; no decay on biases, norms, embeddings tables of words, CRF."""
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            if name.startswith("encoder."):
+                part = "encoder"
+            elif name.startswith("fusion.words."):
+                part = "words"
+            elif name.startswith("crf."):
+                part = "crf"
+            else:
+                part = "lstm"
+            no_decay = part in ("crf", "words") or param.ndim < 2 or "norm" in name.lower()
+            groups.setdefault((part, no_decay), []).append(param)
+        return [{"name": part + ("" if not nd else "_no_decay"), "params": params, "lr": getattr(lr, part),
+                 "weight_decay": 0.0 if nd else weight_decay}
+                for (part, nd), params in sorted(groups.items())]

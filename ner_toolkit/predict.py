@@ -1,0 +1,195 @@
+"""Batch prediction: token lists in memory (``Predictor.predict``) and CoNLL files (streamed, order kept)."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Optional, Sequence, Union
+
+import torch
+
+from .atomic import atomic_write
+from .config import EncoderConfig
+from .data.batching import Collator, SubwordAligner, bucketed_batches, encode_sentences
+from .data.conll import Passthrough, Sentence, format_passthrough, format_sentence, read_conll
+from .data.schemes import convert, tag_problem, to_spans
+from .data.vocab import Vocab
+from .errors import UserError, warn
+from .model.directory import LabelInfo, load_model
+from .model.encoder import max_positions
+from .model.tagger import Tagger
+
+
+def make_collator(tokenizer: Any, hf_model: torch.nn.Module, cfg: EncoderConfig) -> tuple[SubwordAligner, Collator]:
+    """The aligner and collator for an encoder: window size from the config or the encoder's limit."""
+    limit = max_positions(hf_model)
+    max_length = min(cfg.max_length or limit, limit)
+    if max_length < 4:
+        raise UserError(f"`model.encoder.max_length` must be at least 4, got {max_length}", "config")
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # A word never needs more than a window (minus [CLS]/[SEP]); capping keeps every word in one window.
+    aligner = SubwordAligner(tokenizer, max(1, min(cfg.max_subwords_per_word, max_length - 2)))
+    return aligner, Collator(cls_id, sep_id, pad_id, max_length, cfg.stride, cfg.pooling)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu", "--device")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", "--device") from None
+
+
+class Predictor:
+    """Tags token lists with a model held in memory. Output tags are in the training data's scheme."""
+
+    def __init__(self, tagger: Tagger, tokenizer: Any, vocab: Optional[Vocab], labels: LabelInfo,
+                 encoder_cfg: EncoderConfig, device: torch.device, batch_size: int = 64, token_column: int = 0) -> None:
+        self.tagger, self.vocab, self.labels = tagger, vocab, labels
+        self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
+        self.device, self.batch_size = device, batch_size
+        self.aligner, self.collator = make_collator(tokenizer, tagger.encoder.model, encoder_cfg)
+
+    @classmethod
+    def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64) -> "Predictor":
+        dev = resolve_device(device)
+        model = load_model(directory, dev)
+        return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
+                   model.config.data.token_column)
+
+    def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Tags for each sentence (one per token, always), in the input order."""
+        out: list[Optional[list[str]]] = [None] * len(sentences)
+        non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
+        for i in range(len(sentences)):
+            if not sentences[i]:
+                out[i] = []
+        encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty])
+        names = self.labels.labels
+        was_training = self.tagger.training
+        self.tagger.eval()
+        try:
+            with torch.inference_mode():
+                for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
+                    batch = self.collator(items).to(self.device)
+                    paths = self.tagger.decode(batch).cpu().tolist()  # the one host copy per batch
+                    for item, path in zip(items, paths):
+                        internal = [names[k] for k in path[: len(item)]]
+                        out[non_empty[item.index]] = convert(internal, self.labels.tag_scheme, self.labels.output_scheme)
+        finally:
+            self.tagger.train(was_training)
+        return out  # type: ignore[return-value]
+
+
+@dataclass
+class FileResult:
+    input: Path
+    output: Optional[Path]
+    sentences: int = 0
+    tokens: int = 0
+    gold: list[list[str]] = field(default_factory=list)
+    pred: list[list[str]] = field(default_factory=list)
+
+
+def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileResult, keep_gold: bool) -> None:
+    sentences = [it for it in items if isinstance(it, Sentence)]
+    tags = predictor.predict([s.tokens for s in sentences])
+    by_id = {id(s): t for s, t in zip(sentences, tags)}
+    for it in items:
+        if isinstance(it, Passthrough):
+            line = it.line
+            if line.split() and line.split()[0] == "-DOCSTART-":
+                # conlleval needs the same column count on every non-blank line: DOCSTART gets an O too.
+                line = line.rstrip() + ("\t" if "\t" in line else " ") + "O"
+            out.write(format_passthrough(Passthrough(line, it.line_number)))
+            continue
+        predicted = by_id[id(it)]
+        out.write(format_sentence(it, [predicted]))
+        result.sentences += 1
+        result.tokens += len(it.tokens)
+        if keep_gold and it.labels is not None:
+            result.gold.append(it.labels)
+            result.pred.append(predicted)
+
+
+def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evaluate: bool = False,
+                 chunk_sentences: int = 4096) -> FileResult:
+    """Predict one CoNLL file into ``output`` (stdout when None), streaming in chunks of sentences.
+
+    The output is written under a temporary name and renamed at the end, so an interrupted run never
+    leaves a partial file behind.
+    """
+    result = FileResult(path, output)
+    items_iter = read_conll(path, token_column=predictor.token_column)
+
+    def run(out: IO[str]) -> None:
+        chunk: list = []
+        count = 0
+        for item in items_iter:
+            chunk.append(item)
+            if isinstance(item, Sentence):
+                if evaluate and item.labels is not None:
+                    for tag, line in zip(item.labels, item.line_numbers):
+                        problem = tag_problem(tag)
+                        if problem:
+                            raise UserError(f"--evaluate needs gold tags in the last column: {problem}", path, line)
+                count += 1
+                if count >= chunk_sentences:
+                    _write_chunk(out, chunk, predictor, result, evaluate)
+                    chunk, count = [], 0
+        _write_chunk(out, chunk, predictor, result, evaluate)
+
+    if output is None:
+        run(sys.stdout)
+    else:
+        with atomic_write(output) as fh:
+            run(fh)
+    return result
+
+
+def output_paths(inputs: Sequence[str], output: Optional[str]) -> list[tuple[Path, Optional[Path]]]:
+    """Pair each input file with its output path; a directory input expands to its files."""
+    files: list[Path] = []
+    for name in inputs:
+        p = Path(name)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            if not found:
+                raise UserError("input directory holds no files", p)
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError("input file not found; check the path", p)
+    several = len(files) > 1 or any(Path(n).is_dir() for n in inputs)
+    if not several:
+        return [(files[0], Path(output) if output else None)]
+    if not output:
+        raise UserError("several inputs need --output DIR (one output file per input)", inputs[0])
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError("with several inputs --output must be a directory", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs, seen = [], set()
+    for f in files:
+        target = out_dir / f.name
+        if target in seen:
+            raise UserError(f"two inputs are named {f.name}; their outputs would collide in {out_dir}", f)
+        if target.resolve() == f.resolve():
+            raise UserError("output would overwrite its input; choose another --output directory", f)
+        seen.add(target)
+        pairs.append((f, target))
+    return pairs
+
+
+def warn_unseen(gold: list[list[str]], labels: LabelInfo, scheme: str, path: Any) -> None:
+    """Warn (never fail) about gold entity types the model cannot predict: they count as misses."""
+    missing = sorted({t for tags in gold for t, _, _ in to_spans(tags, scheme)} - labels.types)
+    if missing:
+        warn(f"gold entity types never seen in training: {', '.join(missing)}; their spans count as misses", path)

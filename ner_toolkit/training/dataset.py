@@ -1,0 +1,86 @@
+"""Labelled CoNLL files -> validated sentences, the label set, and internal tag ids."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ..config import DataConfig
+from ..data.conll import Sentence, read_sentences
+from ..data.schemes import SchemeError, convert, detect_scheme, labels_for_types, normalize_scheme, repair, tag_problem, to_spans
+from ..errors import UserError
+from ..model.directory import LabelInfo
+
+INTERNAL_SCHEMES = ("BIO", "BIOES")
+
+
+@dataclass
+class LabelledFile:
+    path: str
+    sentences: list[Sentence]
+
+    @property
+    def tokens(self) -> list[list[str]]:
+        return [s.tokens for s in self.sentences]
+
+    @property
+    def gold(self) -> list[list[str]]:
+        return [s.labels or [] for s in self.sentences]
+
+
+def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
+    """Read ``path`` (the file of config key ``key``) and check every tag, naming the first bad line."""
+    sentences = read_sentences(path, cfg.token_column, cfg.label_column)
+    if not sentences:
+        raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
+    if sentences[0].labels is None:
+        raise UserError(f"`{key}` needs a label column, but the file has a single column", path,
+                        sentences[0].line_numbers[0])
+    for sentence in sentences:
+        for tag, line in zip(sentence.labels or [], sentence.line_numbers):
+            problem = tag_problem(tag)
+            if problem:
+                raise UserError(problem, path, line)
+    return LabelledFile(path, sentences)
+
+
+def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
+    """The scheme of the data files: configured, or detected from the training file."""
+    try:
+        if cfg.input_scheme != "auto":
+            return normalize_scheme(cfg.input_scheme)
+        return detect_scheme(train.gold)
+    except SchemeError as exc:
+        raise UserError(str(exc), train.path if cfg.input_scheme == "auto" else "config") from None
+
+
+def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo:
+    """Every internal label of every training type (all prefixes, seen or not), ``O`` first."""
+    try:
+        internal = normalize_scheme(cfg.tag_scheme)
+    except SchemeError as exc:
+        raise UserError(f"`data.tag_scheme`: {exc}", "config") from None
+    if internal not in INTERNAL_SCHEMES:
+        raise UserError(f"`data.tag_scheme` must be BIO or BIOES, got {cfg.tag_scheme!r}", "config")
+    types = {t for tags in train.gold for t, _, _ in spans_or_error(tags, scheme, train.path)}
+    return LabelInfo(labels_for_types(types, internal), internal, scheme)
+
+
+def spans_or_error(tags: list[str], scheme: str, path: str) -> list:
+    try:
+        return to_spans(tags, scheme)
+    except SchemeError as exc:
+        raise UserError(f"{exc} (the file's tags do not fit the {scheme} scheme; set data.input_scheme)", path) from None
+
+
+def tag_ids(data: LabelledFile, labels: LabelInfo) -> tuple[list[list[int]], int]:
+    """Internal label ids per sentence (illegal sequences repaired the conlleval way) and the repair count."""
+    index = {label: i for i, label in enumerate(labels.labels)}
+    out, repaired = [], 0
+    for sentence in data.sentences:
+        tags = sentence.labels or []
+        try:
+            fixed, changed = repair(tags, labels.output_scheme)
+        except SchemeError as exc:
+            raise UserError(f"{exc}; set data.input_scheme", data.path, sentence.line_numbers[0]) from None
+        repaired += changed
+        out.append([index[t] for t in convert(fixed, labels.output_scheme, labels.tag_scheme)])
+    return out, repaired
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,10 @@ class _Where:
         return default_source, None
 
 
+# YAML 1.2 floats that PyYAML (YAML 1.1) leaves as strings: `1e-4`, `2E5` (no dot, or an unsigned exponent).
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
 def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
     origin = typing.get_origin(tp)
     src, line = where.get(path, source)
@@ -179,6 +184,8 @@ def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
         str: lambda v: isinstance(v, str),
         dict: lambda v: isinstance(v, dict),
     }[tp]
+    if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)
     if not ok(value):
         raise UserError(f"`{path}` must be {_type_name(tp)}, got {type(value).__name__} {value!r}", src, line)
     return float(value) if tp is float else value

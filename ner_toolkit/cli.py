@@ -78,11 +78,12 @@ def _predict(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
-    from .data.schemes import convert, detect_scheme
+    from .data.schemes import SchemeError, convert, detect_scheme
     from .predict import Predictor, output_paths, predict_file, warn_unseen
 
-    pairs = output_paths(args.inputs, args.output)
+    output_paths(args.inputs, args.output, create=False)  # bad inputs or outputs fail before the model loads
     predictor = Predictor.load(args.model, args.device, args.batch_size)
+    pairs = output_paths(args.inputs, args.output)
     gold: list[list[str]] = []
     pred: list[list[str]] = []
     for source, target in pairs:
@@ -90,8 +91,11 @@ def _predict(argv: list[str]) -> int:
         if target is not None:
             print(f"{source} -> {target}: {result.sentences} sentences, {result.tokens} tokens", file=sys.stderr)
         if args.evaluate and result.gold:
-            scheme = detect_scheme(result.gold) if any(t != "O" for g in result.gold for t in g) \
-                else predictor.labels.output_scheme
+            try:
+                scheme = detect_scheme(result.gold) if any(t != "O" for g in result.gold for t in g) \
+                    else predictor.labels.output_scheme
+            except SchemeError as exc:
+                raise UserError(f"--evaluate: {exc}", source) from None
             warn_unseen(result.gold, predictor.labels, scheme, source)
             gold.extend(result.gold)
             pred.extend(convert(t, predictor.labels.output_scheme, scheme) for t in result.pred)

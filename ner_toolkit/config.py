@@ -174,6 +174,8 @@ def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
             raise UserError(f"`{path}` must be one of {', '.join(map(str, choices))}, got {value!r}", src, line)
         return value
     if dataclasses.is_dataclass(tp):
+        if value is None:  # `training:` with every key commented out: the section's defaults
+            value = {}
         if not isinstance(value, dict):
             raise UserError(f"`{path}` must be a mapping of keys, got {type(value).__name__} {value!r}", src, line)
         return _build(tp, value, path + ".", where, source)
@@ -207,9 +209,15 @@ def _build(cls: type, raw: dict, prefix: str, where: _Where, source: str) -> Any
 
 def _record_lines(node: yaml.Node, prefix: str, source: str, where: _Where) -> None:
     if isinstance(node, yaml.MappingNode):
+        first_lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             path = prefix + str(key_node.value)
-            where.lines[path] = (source, key_node.start_mark.line + 1)
+            line = key_node.start_mark.line + 1
+            if path in first_lines:
+                # PyYAML keeps the last of equal keys: the first one (a whole section, maybe) would vanish.
+                raise UserError(f"duplicate key `{path}` (first on line {first_lines[path]}); merge the two", source, line)
+            first_lines[path] = line
+            where.lines[path] = (source, line)
             _record_lines(value_node, path + ".", source, where)
 
 

@@ -13,7 +13,7 @@ from .atomic import atomic_write
 from .config import EncoderConfig
 from .data.batching import Collator, SubwordAligner, bucketed_batches, encode_sentences
 from .data.conll import Passthrough, Sentence, format_passthrough, format_sentence, read_conll
-from .data.schemes import convert, tag_problem, to_spans
+from .data.schemes import SchemeError, convert, tag_problem, to_spans
 from .data.vocab import Vocab
 from .errors import UserError, warn
 from .model.directory import LabelInfo, load_model
@@ -35,15 +35,16 @@ def make_collator(tokenizer: Any, hf_model: torch.nn.Module, cfg: EncoderConfig)
     return aligner, Collator(cls_id, sep_id, pad_id, max_length, cfg.stride, cfg.pooling)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, source: str = "--device") -> torch.device:
+    """A torch device from ``auto``/``cpu``/``cuda[:N]``; ``source`` names the option in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu", "--device")
+        raise UserError(f"device {name!r} requested but CUDA is not available; use cpu", source)
     try:
         return torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", "--device") from None
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", source) from None
 
 
 class Predictor:
@@ -153,8 +154,12 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
     return result
 
 
-def output_paths(inputs: Sequence[str], output: Optional[str]) -> list[tuple[Path, Optional[Path]]]:
-    """Pair each input file with its output path; a directory input expands to its files."""
+def output_paths(inputs: Sequence[str], output: Optional[str], create: bool = True) -> list[tuple[Path, Optional[Path]]]:
+    """Pair each input file with its output path; a directory input expands to its files.
+
+    With several inputs ``output`` is a directory, created when ``create`` (otherwise only checked, so that
+    a failure before any prediction leaves nothing behind).
+    """
     files: list[Path] = []
     for name in inputs:
         p = Path(name)
@@ -169,13 +174,27 @@ def output_paths(inputs: Sequence[str], output: Optional[str]) -> list[tuple[Pat
             raise UserError("input file not found; check the path", p)
     several = len(files) > 1 or any(Path(n).is_dir() for n in inputs)
     if not several:
-        return [(files[0], Path(output) if output else None)]
+        target = Path(output) if output else None
+        if target is not None and target.resolve() == files[0].resolve():
+            raise UserError("output would overwrite its input; choose another --output file", files[0])
+        return [(files[0], target)]
     if not output:
         raise UserError("several inputs need --output DIR (one output file per input)", inputs[0])
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError("with several inputs --output must be a directory", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the output directory ({exc.strerror}); choose another --output", out_dir) from None
+    else:
+        ancestor = out_dir
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UserError(f"cannot create the output directory: {ancestor} is not a directory; choose another --output",
+                            out_dir)
     pairs, seen = [], set()
     for f in files:
         target = out_dir / f.name
@@ -189,7 +208,14 @@ def output_paths(inputs: Sequence[str], output: Optional[str]) -> list[tuple[Pat
 
 
 def warn_unseen(gold: list[list[str]], labels: LabelInfo, scheme: str, path: Any) -> None:
-    """Warn (never fail) about gold entity types the model cannot predict: they count as misses."""
-    missing = sorted({t for tags in gold for t, _, _ in to_spans(tags, scheme)} - labels.types)
+    """Warn (never fail) about gold entity types the model cannot predict: they count as misses.
+
+    Gold tags that do not belong to ``scheme`` are a UserError naming ``path``.
+    """
+    try:
+        found = {t for tags in gold for t, _, _ in to_spans(tags, scheme)}
+    except SchemeError as exc:
+        raise UserError(str(exc), path) from None
+    missing = sorted(found - labels.types)
     if missing:
         warn(f"gold entity types never seen in training: {', '.join(missing)}; their spans count as misses", path)

@@ -94,8 +94,10 @@ def plan_windows(lengths: Sequence[int], content: int, stride: int) -> tuple[lis
         windows.append((start, end))
         if end >= n:
             break
+        # Step back for shared context, but never so far that the next window could not reach a new word.
+        room = min(stride, content - lengths[end])
         nxt, overlap = end, 0
-        while nxt - 1 > start and overlap + lengths[nxt - 1] <= stride:
+        while nxt - 1 > start and overlap + lengths[nxt - 1] <= room:
             nxt -= 1
             overlap += lengths[nxt]
         start = nxt

@@ -65,6 +65,9 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
         (tmp / LABELS).write_text(json.dumps(asdict(labels), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp / WEIGHTS, 0o666 & ~umask)  # safetensors writes 0600; the rest of the directory is shared
         tagger.encoder.model.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (vocab or Vocab(["<pad>", "<unk>"])).save(tmp / VOCAB)

@@ -6,6 +6,7 @@ from its own ``config.json`` and weights.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -66,10 +67,21 @@ def scratch_config(cfg: EncoderConfig, vocab_size: int) -> Any:
 
     values = dict(cfg.scratch or {})
     values.setdefault("vocab_size", vocab_size)
+    # AlbertConfig accepts any keyword: a typo would silently train the default (huge) architecture.
+    valid = set(AlbertConfig().to_dict())
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            raise UserError(f"unknown ALBERT config key `model.encoder.scratch.{key}`{hint}", "config")
     try:
-        return AlbertConfig(**values)
+        config = AlbertConfig(**values)
     except (TypeError, ValueError) as exc:
         raise UserError(f"`model.encoder.scratch` is not a valid ALBERT config: {exc}", "config") from None
+    if config.hidden_size % config.num_attention_heads:
+        raise UserError(f"`model.encoder.scratch`: hidden_size ({config.hidden_size}) must be a multiple of "
+                        f"num_attention_heads ({config.num_attention_heads})", "config")
+    return config
 
 
 def build_hf_encoder(cfg: EncoderConfig) -> tuple[nn.Module, Any]:

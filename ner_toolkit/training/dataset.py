@@ -51,6 +51,17 @@ def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
         raise UserError(str(exc), train.path if cfg.input_scheme == "auto" else "config") from None
 
 
+def check_scheme(data: LabelledFile, scheme: str) -> None:
+    """Every tag of ``data`` must belong to ``scheme`` (e.g. no S-PER in an IOB1 corpus); names the line."""
+    for sentence in data.sentences:
+        for tag, line in zip(sentence.labels or [], sentence.line_numbers):
+            try:
+                to_spans([tag], scheme)
+            except SchemeError as exc:
+                raise UserError(f"{exc} (the training file is {scheme}; use one scheme for all files or set "
+                                f"data.input_scheme)", data.path, line) from None
+
+
 def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo:
     """Every internal label of every training type (all prefixes, seen or not), ``O`` first."""
     try:

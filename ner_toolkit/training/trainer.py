@@ -22,7 +22,7 @@ from ..model.directory import LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder
 from ..model.tagger import Tagger
 from ..predict import Predictor, make_collator, resolve_device, warn_unseen
-from .dataset import LabelledFile, build_labels, input_scheme, read_labelled, tag_ids
+from .dataset import LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, tag_ids
 
 
 def seed_everything(seed: int) -> None:
@@ -113,7 +113,7 @@ def prepare(config: Config) -> Setup:
     tc = config.training
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device, "training.device")
     seed_everything(tc.seed)
     # Adam moments of rarely seen embedding rows decay into denormal floats, which are 10-100x slower
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.
@@ -123,6 +123,9 @@ def prepare(config: Config) -> Setup:
     dev = read_labelled(config.data.dev, config.data, "data.dev") if config.data.dev else None
     test = read_labelled(config.data.test, config.data, "data.test") if config.data.test else None
     scheme = input_scheme(train_data, config.data)
+    for data in (train_data, dev, test):
+        if data is not None:
+            check_scheme(data, scheme)
     labels = build_labels(train_data, scheme, config.data)
     train_tags, repaired = tag_ids(train_data, labels)
     if repaired:
@@ -180,6 +183,7 @@ def train(config: Config) -> dict:
 
     for epoch in range(1, tc.epochs + 1):
         t0 = time.time()
+        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # the rates this epoch starts with
         bar = tqdm(total=len(items), desc=f"epoch {epoch}/{tc.epochs}", unit="sent", disable=not progress, leave=False)
         mean_loss = run_epoch(tagger, items, collator, optimizer, scheduler, tc, rng, device, bar)
         bar.close()
@@ -189,7 +193,7 @@ def train(config: Config) -> dict:
         improved = f1 > best_f1
         record = {"epoch": epoch, "loss": round(mean_loss, 6),
                   "dev": _short(dev_result) if dev_result else None,
-                  "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+                  "lr": lrs,
                   "seconds": round(time.time() - t0, 3), "sentences_per_second": round(len(items) / max(train_seconds, 1e-9), 1),
                   "best": improved}
         with metrics_path.open("a", encoding="utf-8") as fh:

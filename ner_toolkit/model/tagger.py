@@ -5,10 +5,10 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..config import LearningRates, ModelConfig
 from ..data.batching import Batch
+from .bilstm import BiLSTM
 from .crf import CRF
 from .embeddings import WordFusion
 from .encoder import Encoder
@@ -26,10 +26,9 @@ class Tagger(nn.Module):
         self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors)
         self.dropout = nn.Dropout(cfg.dropout)
         features = self.fusion.output_dim
-        self.lstm: Optional[nn.LSTM] = None
+        self.lstm: Optional[BiLSTM] = None
         if cfg.lstm.enabled:
-            self.lstm = nn.LSTM(features, cfg.lstm.hidden_size, num_layers=cfg.lstm.num_layers, batch_first=True,
-                                bidirectional=True, dropout=cfg.lstm.dropout if cfg.lstm.num_layers > 1 else 0.0)
+            self.lstm = BiLSTM(features, cfg.lstm.hidden_size, cfg.lstm.num_layers, cfg.lstm.dropout)
             features = 2 * cfg.lstm.hidden_size
         self.emissions = nn.Linear(features, num_labels)
         self.crf = CRF(num_labels, constraints)
@@ -38,11 +37,7 @@ class Tagger(nn.Module):
         """Emission scores (B, T, K)."""
         x = self.dropout(self.fusion(self.encoder(batch), batch.word_ids))
         if self.lstm is not None:
-            # Packing keeps padding out of the backward direction, so a sentence's output does not
-            # depend on the other sentences of its batch.
-            packed = pack_padded_sequence(x, batch.lengths.cpu(), batch_first=True, enforce_sorted=False)
-            x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
-            x = self.dropout(x)
+            x = self.dropout(self.lstm(x, batch.lengths))
         return self.emissions(x)
 
     def loss(self, batch: Batch) -> torch.Tensor:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from ..config import DataConfig
-from ..data.conll import Sentence, read_sentences
+from ..data.conll import Sentence, read_conll
 from ..data.schemes import SchemeError, convert, detect_scheme, labels_for_types, normalize_scheme, repair, tag_problem, to_spans
 from ..errors import UserError
 from ..model.directory import LabelInfo
@@ -13,32 +14,37 @@ INTERNAL_SCHEMES = ("BIO", "BIOES")
 
 @dataclass
 class LabelledFile:
+    """Tokens and gold tags of a labelled file. Only what training needs is kept (not the raw lines
+    and other columns), which halves the memory of a large corpus."""
+
     path: str
-    sentences: list[Sentence]
+    tokens: list[list[str]]
+    gold: list[list[str]]
+    first_lines: list[int]  # line number of each sentence's first token; its lines are consecutive
 
-    @property
-    def tokens(self) -> list[list[str]]:
-        return [s.tokens for s in self.sentences]
-
-    @property
-    def gold(self) -> list[list[str]]:
-        return [s.labels or [] for s in self.sentences]
+    def lines(self, index: int) -> range:
+        return range(self.first_lines[index], self.first_lines[index] + len(self.tokens[index]))
 
 
 def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     """Read ``path`` (the file of config key ``key``) and check every tag, naming the first bad line."""
-    sentences = read_sentences(path, cfg.token_column, cfg.label_column)
-    if not sentences:
-        raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
-    if sentences[0].labels is None:
-        raise UserError(f"`{key}` needs a label column, but the file has a single column", path,
-                        sentences[0].line_numbers[0])
-    for sentence in sentences:
-        for tag, line in zip(sentence.labels or [], sentence.line_numbers):
+    data = LabelledFile(path, [], [], [])
+    for item in read_conll(path, cfg.token_column, cfg.label_column):
+        if not isinstance(item, Sentence):
+            continue
+        if item.labels is None:
+            raise UserError(f"`{key}` needs a label column, but the file has a single column", path,
+                            item.line_numbers[0])
+        for tag, line in zip(item.labels, item.line_numbers):
             problem = tag_problem(tag)
             if problem:
                 raise UserError(problem, path, line)
-    return LabelledFile(path, sentences)
+        data.tokens.append(item.tokens)
+        data.gold.append(item.labels)
+        data.first_lines.append(item.line_numbers[0])
+    if not data.tokens:
+        raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
+    return data
 
 
 def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
@@ -53,8 +59,8 @@ def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
 
 def check_scheme(data: LabelledFile, scheme: str) -> None:
     """Every tag of ``data`` must belong to ``scheme`` (e.g. no S-PER in an IOB1 corpus); names the line."""
-    for sentence in data.sentences:
-        for tag, line in zip(sentence.labels or [], sentence.line_numbers):
+    for i, tags in enumerate(data.gold):
+        for tag, line in zip(tags, data.lines(i)):
             try:
                 to_spans([tag], scheme)
             except SchemeError as exc:
@@ -85,12 +91,11 @@ def tag_ids(data: LabelledFile, labels: LabelInfo) -> tuple[list[list[int]], int
     """Internal label ids per sentence (illegal sequences repaired the conlleval way) and the repair count."""
     index = {label: i for i, label in enumerate(labels.labels)}
     out, repaired = [], 0
-    for sentence in data.sentences:
-        tags = sentence.labels or []
+    for i, tags in enumerate(data.gold):
         try:
             fixed, changed = repair(tags, labels.output_scheme)
         except SchemeError as exc:
-            raise UserError(f"{exc}; set data.input_scheme", data.path, sentence.line_numbers[0]) from None
+            raise UserError(f"{exc}; set data.input_scheme", data.path, data.first_lines[i]) from None
         repaired += changed
         out.append([index[t] for t in convert(fixed, labels.output_scheme, labels.tag_scheme)])
     return out, repaired

@@ -18,7 +18,7 @@ from ..data.batching import Batch, Collator, Encoded, bucketed_batches, encode_s
 from ..data.vocab import Vocab, load_vectors
 from ..errors import UserError, warn
 from ..evaluate import evaluate_spans, format_report
-from ..model.directory import LabelInfo, save_model, write_metrics
+from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder
 from ..model.tagger import Tagger
 from ..predict import Predictor, make_collator, resolve_device, warn_unseen
@@ -139,7 +139,7 @@ def prepare(config: Config) -> Setup:
     vectors = None
     if config.model.fusion != "none":
         w = config.model.words
-        vocab = Vocab.build((t for s in train_data.sentences for t in s.tokens), w.min_freq, w.lowercase)
+        vocab = Vocab.build((t for s in train_data.tokens for t in s), w.min_freq, w.lowercase)
         if w.vectors:
             vectors, found = load_vectors(w.vectors, vocab, w.dim)
             print(f"vectors: {found}/{len(vocab) - 2} vocabulary words found in {w.vectors}", file=sys.stderr)
@@ -213,11 +213,14 @@ def train(config: Config) -> dict:
 
     summary: dict[str, Any] = {"best_epoch": best_epoch, "dev_f1": best_f1 if dev else None, "test_f1": None,
                                "model_dir": str(model_dir), "seconds": None}
-    final = Predictor.load(model_dir, str(device), tc.eval_batch_size)  # score what was saved, exactly
+    # Score exactly the weights that were saved (the best epoch), without a second copy of the model.
+    from safetensors.torch import load_file
+
+    tagger.load_state_dict(load_file(str(model_dir / WEIGHTS), device=str(device)))
     metrics: dict[str, Any] = {"epoch": best_epoch, "dev": None, "test": None}
     for key, data in (("dev", dev), ("test", test)):
         if data is not None:
-            result = score(final, data, labels)
+            result = score(predictor, data, labels)
             metrics[key] = result
             print(f"{key} ({data.path}):\n{format_report(result)}", file=sys.stderr)
     if test is not None:

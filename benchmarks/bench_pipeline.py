@@ -140,7 +140,7 @@ def main() -> None:
                                  f"output_dir={tmp / 'full'}", "training.epochs=1"]:
             cmd += ["--set", item]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"full CoNLL-2003 training run (1 epoch + dev): {time.perf_counter() - t0:.0f} s, "
               f"peak RSS {peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB")
 

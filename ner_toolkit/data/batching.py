@@ -184,12 +184,12 @@ class Collator:
                             w_l.append(1.0)
                 row.append(self.sep_id)
                 rows.append(row)
+        # One tensor construction per field (padded Python lists), not one per row: collate stays a
+        # small fraction of a prediction step.
         S = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), S), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), S), dtype=torch.long)
-        for r, row in enumerate(rows):
-            input_ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention[r, : len(row)] = 1
+        input_ids = torch.tensor([r + [self.pad_id] * (S - len(r)) for r in rows], dtype=torch.long)
+        row_lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        attention = (torch.arange(S)[None, :] < row_lengths[:, None]).long()
         pools = []
         for kind in kinds:
             src_l, dst_l, w_l = maps[kind]
@@ -197,12 +197,10 @@ class Collator:
                           torch.tensor(dst_l, dtype=torch.long), torch.tensor(w_l, dtype=torch.float32)))
         lengths_t = torch.tensor([len(x) for x in items], dtype=torch.long)
         mask = torch.arange(T)[None, :] < lengths_t[:, None]
-        word_ids = torch.zeros((B, T), dtype=torch.long)
-        tags = None if items[0].tags is None else torch.zeros((B, T), dtype=torch.long)
-        for b, item in enumerate(items):
-            word_ids[b, : len(item)] = torch.tensor(item.word_ids, dtype=torch.long)
-            if tags is not None and item.tags is not None:
-                tags[b, : len(item)] = torch.tensor(item.tags, dtype=torch.long)
+        word_ids = torch.tensor([x.word_ids + [0] * (T - len(x)) for x in items], dtype=torch.long)
+        tags = None
+        if all(x.tags is not None for x in items):
+            tags = torch.tensor([x.tags + [0] * (T - len(x)) for x in items], dtype=torch.long)  # type: ignore[operator]
         return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items])
 
 

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ner_toolkit.data.schemes import SCHEMES, SchemeError, from_spans, labels_for_types, to_spans
+from ner_toolkit.data.conll import read_sentences
+from ner_toolkit.data.schemes import (
+    SCHEMES,
+    SchemeError,
+    from_spans,
+    labels_for_types,
+    to_spans,
+)
 from ner_toolkit.evaluate import evaluate_spans, format_report
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -142,16 +149,7 @@ def test_micro_matches_independent_span_count(scheme: str, strict: bool, data: s
 
 
 def _conll_tags(path: Path) -> list[list[str]]:
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-        cols = line.split()
-        if not cols:
-            if current:
-                sentences.append(current)
-            current = []
-        elif cols[0] != "-DOCSTART-":
-            current.append(cols[-1])
-    return sentences
+    return [s.labels or [] for s in read_sentences(path)]
 
 
 def test_conll2003_dev_counts() -> None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.data.schemes import (
     SCHEMES,
     SchemeError,
@@ -210,17 +211,8 @@ def test_transitions_match_is_legal_random(scheme: str, data: st.DataObject) -> 
 # --- real data: CoNLL-2003 IOB1 -> IOB2 -------------------------------------------------------------------------
 
 def _read_conll(path: Path) -> list[list[tuple[str, str]]]:
-    """(token, last column) pairs per sentence; blank lines separate sentences, -DOCSTART- is skipped."""
-    sentences, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-        cols = line.split()
-        if not cols:
-            if current:
-                sentences.append(current)
-            current = []
-        elif cols[0] != "-DOCSTART-":
-            current.append((cols[0], cols[-1]))
-    return sentences
+    """(token, last column) pairs per sentence, read by the toolkit's reader (-DOCSTART- skipped)."""
+    return [list(zip(s.tokens, s.labels or [])) for s in read_sentences(path)]
 
 
 @pytest.mark.parametrize("split", ["train", "dev", "test"])

@@ -322,3 +322,37 @@ def test_predictions_come_back_in_the_input_scheme(tmp_path, scheme, prefixes, c
     assert used and used <= prefixes, used
     assert all(is_legal(tags, scheme) for tags in pred)
     assert used & ({"M", "E", "S"} if scheme == "BMES" else {"B"}), used  # not the internal BIOES passed through
+
+
+def test_frozen_encoder_and_pretrained_vectors(small_train, tmp_path, capsys):
+    """freeze keeps the encoder's initial weights; a frozen vectors file lands in the embedding rows it covers."""
+    import gzip
+
+    from safetensors.torch import load_file
+
+    from ner_toolkit.training.trainer import prepare
+
+    vectors = tmp_path / "vectors.txt.gz"
+    with gzip.open(vectors, "wt", encoding="utf-8") as fh:
+        fh.write("2 32\n")  # word2vec header
+        fh.write("EU " + " ".join(["0.5"] * 32) + "\n")
+        fh.write("german " + " ".join(["-0.25"] * 32) + "\n")  # found through the lowercase fallback
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    overrides = ["model.encoder.freeze=true", f"model.words.vectors={vectors}", "model.words.freeze=true"]
+    args = ["--config", str(config), "--output-dir", str(tmp_path / "run")]
+    for o in overrides:
+        args += ["--set", o]
+    assert train_main(args) == 0
+    assert "vectors: 2/" in capsys.readouterr().err  # coverage is reported
+    saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    initial = prepare(load_config(config, tuple(overrides) + (f"output_dir={tmp_path / 'unused'}",)))
+    for name, value in initial.tagger.state_dict().items():
+        if name.startswith("encoder."):
+            assert torch.equal(saved[name], value), f"{name} changed although the encoder is frozen"
+    vocab = initial.vocab
+    assert vocab is not None
+    table = saved["fusion.words.weight"]
+    assert torch.all(table[vocab.lookup("EU")] == 0.5)
+    assert torch.all(table[vocab.lookup("German")] == -0.25)
+    assert not torch.equal(saved["emissions.weight"], initial.tagger.state_dict()["emissions.weight"])

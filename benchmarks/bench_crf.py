@@ -1,0 +1,136 @@
+"""CRF speed: ner_toolkit's CRF against pytorch-crf (``torchcrf.CRF``) in one process, on the same inputs.
+
+    python benchmarks/bench_crf.py [--reps 15] [--threads N] [--devices cpu,cuda]
+
+For each (B, T, K) the two CRFs share parameters (ours loads pytorch-crf's ``state_dict``) and get the
+same random emissions and mixed lengths (uniform in [1, T], one sentence of length T). Measured:
+
+* decode seq/s: ``decode`` (ours returns device tensors; pytorch-crf returns Python lists, so its time
+  includes that host copy; on CUDA ours is synchronised before the clock stops).
+* NLL fwd+bwd seq/s: the summed NLL and ``backward()`` (gradients for emissions and parameters).
+* same paths: ours equals pytorch-crf's best paths for every sentence.
+
+Timing: warm-up, then ``--reps`` rounds that alternate ours and theirs (so load changes hit both), median.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from ner_toolkit.model.crf import CRF  # noqa: E402
+
+try:
+    import torchcrf
+except ImportError:  # pragma: no cover
+    sys.exit("pytorch-crf is needed for this comparison: pip install pytorch-crf")
+
+SHAPES = [(32, 40, 9), (256, 40, 9), (256, 60, 37), (1024, 40, 9)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(ours, theirs, device: torch.device, reps: int) -> tuple[float, float]:
+    """Median seconds of two callables, measured in alternation after a warm-up."""
+    for fn in (ours, theirs, ours, theirs):
+        fn()
+    sync(device)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for fn, bucket in ((ours, times[0]), (theirs, times[1])):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def bench_shape(batch: int, seq_len: int, num_tags: int, device: torch.device, reps: int) -> dict:
+    gen = torch.Generator().manual_seed(batch * 1000 + seq_len * 10 + num_tags)
+    torch.manual_seed(0)
+    ref = torchcrf.CRF(num_tags, batch_first=True)
+    with torch.no_grad():  # trained-looking transitions instead of the near-zero init
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+    ours = CRF(num_tags)
+    ours.load_state_dict(ref.state_dict())
+    ref.to(device)
+    ours.to(device)
+    emissions = (torch.randn(batch, seq_len, num_tags, generator=gen) * 3).to(device)
+    lengths = torch.randint(1, seq_len + 1, (batch,), generator=gen)
+    lengths[0] = seq_len
+    mask = (torch.arange(seq_len).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
+    tags = torch.randint(0, num_tags, (batch, seq_len), generator=gen).to(device)
+
+    with torch.no_grad():
+        ours_paths, _ = ours.decode(emissions, mask)
+        their_paths = ref.decode(emissions, mask)
+        ours_list = ours_paths.cpu().tolist()
+        same = all(ours_list[b][: int(lengths[b])] == their_paths[b] for b in range(batch))
+        t_dec = time_pair(
+            lambda: ours.decode(emissions, mask), lambda: ref.decode(emissions, mask), device, reps
+        )
+
+    def nll(model, sign: float):
+        def run() -> None:
+            em = emissions.detach().requires_grad_()
+            for p in model.parameters():
+                p.grad = None
+            loss = sign * model(em, tags, mask, reduction="sum")
+            loss.backward()
+
+        return run
+
+    t_nll = time_pair(nll(ours, 1.0), nll(ref, -1.0), device, reps)
+    return {
+        "dec": (batch / t_dec[0], batch / t_dec[1]),
+        "nll": (batch / t_nll[0], batch / t_nll[1]),
+        "same": same,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--devices", default=None, help="comma-separated; default cpu plus cuda if available")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.devices:
+        names = args.devices.split(",")
+
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, CPU threads {threads}, median of {args.reps} alternating reps")
+    header = (
+        f"{'device':<6} {'B':>5} {'T':>3} {'K':>3} | {'decode ours':>12} {'torchcrf':>10} {'ratio':>6} | "
+        f"{'NLL f+b ours':>12} {'torchcrf':>10} {'ratio':>6} | same paths"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        device = torch.device(name)
+        for batch, seq_len, num_tags in SHAPES:
+            r = bench_shape(batch, seq_len, num_tags, device, args.reps)
+            (d_ours, d_ref), (n_ours, n_ref) = r["dec"], r["nll"]
+            print(
+                f"{name:<6} {batch:>5} {seq_len:>3} {num_tags:>3} | {d_ours:>12,.0f} {d_ref:>10,.0f} "
+                f"{d_ours / d_ref:>5.1f}x | {n_ours:>12,.0f} {n_ref:>10,.0f} {n_ours / n_ref:>5.1f}x | "
+                f"{'yes' if r['same'] else 'NO'}"
+            )
+    print("(seq/s = sentences per second; higher is better)")
+
+
+if __name__ == "__main__":
+    main()

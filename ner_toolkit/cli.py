@@ -75,11 +75,20 @@ def _predict(argv: list[str]) -> int:
     p.add_argument("--evaluate", action="store_true", help="print span P/R/F1 against the gold last column")
     p.add_argument("--strict", action="store_true", help="with --evaluate: strict span matching")
     p.add_argument("--json", metavar="PATH", help="with --evaluate: write the scores as JSON (- for stdout)")
+    p.add_argument("--nbest", type=int, default=1, metavar="K",
+                   help="also write the tags of the 2nd..K-th best paths as columns after the prediction")
+    p.add_argument("--scores", action="store_true",
+                   help="also write each token's tag probability and its span's probability (CRF marginals)")
+    p.add_argument("--format", choices=("conll", "jsonl"), default="conll",
+                   help="conll: input lines + prediction columns; jsonl: one JSON object per sentence with "
+                        "tokens, tags, spans (label, offsets, confidence)")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
+    if args.nbest < 1:
+        raise UserError("--nbest must be at least 1", "--nbest")
     from .data.schemes import SchemeError, convert, detect_scheme
-    from .predict import Predictor, output_paths, predict_file, warn_unseen
+    from .predict import OutputOptions, Predictor, output_paths, predict_file, warn_unseen
 
     output_paths(args.inputs, args.output, create=False)  # bad inputs or outputs fail before the model loads
     predictor = Predictor.load(args.model, args.device, args.batch_size)
@@ -87,7 +96,8 @@ def _predict(argv: list[str]) -> int:
     gold: list[list[str]] = []
     pred: list[list[str]] = []
     for source, target in pairs:
-        result = predict_file(predictor, source, target, evaluate=args.evaluate)
+        result = predict_file(predictor, source, target, evaluate=args.evaluate,
+                              options=OutputOptions(args.nbest, args.scores, args.format))
         if target is not None:
             print(f"{source} -> {target}: {result.sentences} sentences, {result.tokens} tokens", file=sys.stderr)
         if args.evaluate and result.gold:
@@ -113,15 +123,26 @@ def _evaluate(argv: list[str]) -> int:
     p.add_argument("file", help="CoNLL file whose last two columns are gold and predicted tags")
     p.add_argument("--strict", action="store_true", help="strict span matching (default: conlleval-compatible)")
     p.add_argument("--json", metavar="PATH", help="also write the scores as JSON (- for stdout)")
+    p.add_argument("--gold-column", type=int, default=-2, metavar="N",
+                   help="column of the gold tags (default -2: second to last)")
+    p.add_argument("--pred-column", type=int, default=-1, metavar="N",
+                   help="column of the predicted tags (default -1: last); for predict.py --nbest/--scores output "
+                        "the prediction is the first column after the input's")
     args = p.parse_args(argv)
     from .data.conll import read_sentences
     from .data.schemes import tag_problem
 
     gold, pred = [], []
     for sentence in read_sentences(args.file):
-        if len(sentence.columns[0]) < 2:
+        width = len(sentence.columns[0])
+        if width < 2:
             raise UserError("need at least two columns (gold and predicted tags)", args.file, sentence.line_numbers[0])
-        g, q = [c[-2] for c in sentence.columns], [c[-1] for c in sentence.columns]
+        for column in (args.gold_column, args.pred_column):
+            if not -width <= column < width:
+                raise UserError(f"column {column} does not exist: the file has {width} columns; check "
+                                f"--gold-column/--pred-column", args.file, sentence.line_numbers[0])
+        g = [c[args.gold_column] for c in sentence.columns]
+        q = [c[args.pred_column] for c in sentence.columns]
         for tags in (g, q):
             for tag, line in zip(tags, sentence.line_numbers):
                 problem = tag_problem(tag)

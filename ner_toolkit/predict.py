@@ -11,11 +11,12 @@ import torch
 
 from .atomic import atomic_write
 from .config import EncoderConfig
-from .data.batching import Collator, SubwordAligner, bucketed_batches, encode_sentences
+from .data.batching import Batch, Collator, Encoded, SubwordAligner, bucketed_batches, encode_sentences
 from .data.conll import Passthrough, Sentence, format_passthrough, format_sentence, read_conll
-from .data.schemes import SchemeError, convert, tag_problem, to_spans
+from .data.schemes import SchemeError, convert, segment_continues, tag_problem, to_spans
 from .data.vocab import Vocab
 from .errors import UserError, warn
+from .formats import conll_columns, jsonl_record
 from .model.directory import LabelInfo, load_model
 from .model.encoder import max_positions
 from .model.tagger import Tagger
@@ -47,6 +48,22 @@ def resolve_device(name: str, source: str = "--device") -> torch.device:
         raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", source) from None
 
 
+@dataclass
+class Span:
+    label: str
+    start: int                          # token index of the first token
+    end: int                            # token index after the last token
+    confidence: Optional[float] = None  # probability of this exact span under the CRF (with scores=True)
+
+
+@dataclass
+class Prediction:
+    tags: list[str]                                   # in the training data's scheme
+    spans: list[Span]                                 # filled with nbest > 1 or scores=True
+    token_confidence: Optional[list[float]] = None    # marginal probability of each predicted tag
+    nbest: Optional[list[tuple[list[str], float]]] = None  # (tags, path score), best first, best included
+
+
 class Predictor:
     """Tags token lists with a model held in memory. Output tags are in the training data's scheme."""
 
@@ -56,6 +73,7 @@ class Predictor:
         self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
         self.device, self.batch_size = device, batch_size
         self.aligner, self.collator = make_collator(tokenizer, tagger.encoder.model, encoder_cfg)
+        self.continues = torch.tensor(segment_continues(labels.labels, labels.tag_scheme), dtype=torch.bool)
 
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64) -> "Predictor":
@@ -66,26 +84,70 @@ class Predictor:
 
     def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """Tags for each sentence (one per token, always), in the input order."""
-        out: list[Optional[list[str]]] = [None] * len(sentences)
+        return [p.tags for p in self.predict_detailed(sentences)]
+
+    def predict_detailed(self, sentences: Sequence[Sequence[str]], nbest: int = 1,
+                         scores: bool = False) -> list[Prediction]:
+        """Tags plus, on request, the ``nbest`` best paths and CRF confidences, in the input order.
+
+        ``scores``: each token's marginal probability of its predicted tag, and each predicted span's
+        probability under the CRF (that exact span, not a softmax over path scores).
+        """
+        if nbest < 1:
+            raise ValueError(f"nbest must be at least 1, got {nbest}")
+        out: list[Prediction] = [Prediction([], []) for _ in sentences]
         non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
-        for i in range(len(sentences)):
-            if not sentences[i]:
-                out[i] = []
         encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty])
-        names = self.labels.labels
         was_training = self.tagger.training
         self.tagger.eval()
         try:
             with torch.inference_mode():
                 for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
                     batch = self.collator(items).to(self.device)
-                    paths = self.tagger.decode(batch).cpu().tolist()  # the one host copy per batch
-                    for item, path in zip(items, paths):
-                        internal = [names[k] for k in path[: len(item)]]
-                        out[non_empty[item.index]] = convert(internal, self.labels.tag_scheme, self.labels.output_scheme)
+                    for item, prediction in zip(items, self._batch(batch, items, nbest, scores)):
+                        out[non_empty[item.index]] = prediction
         finally:
             self.tagger.train(was_training)
-        return out  # type: ignore[return-value]
+        return out
+
+    def _batch(self, batch: Batch, items: Sequence[Encoded], nbest: int, scores: bool) -> list[Prediction]:
+        """Decode one batch on the device; results come to the host together at the end."""
+        crf = self.tagger.crf
+        emissions = self.tagger.compute_emissions(batch)
+        if nbest > 1:
+            k_paths, k_scores = crf.nbest(emissions, batch.mask, nbest)
+            paths = k_paths[:, 0]
+        else:
+            paths = crf.decode(emissions, batch.mask)[0]
+        device_out = {"paths": paths}
+        if nbest > 1:
+            device_out.update(k_paths=k_paths, k_scores=k_scores)
+        if scores:
+            marginals = crf.marginals(emissions, batch.mask)
+            device_out["token_p"] = marginals.gather(2, paths.unsqueeze(2)).squeeze(2)
+            is_end, starts, log_p = crf.span_log_probs(emissions, batch.mask, paths, self.continues.to(paths.device))
+            device_out.update(span_start=starts, span_p=log_p.exp())
+        host = {k: v.cpu().tolist() for k, v in device_out.items()}  # the host copy, after all device work
+        names, internal_scheme, scheme = self.labels.labels, self.labels.tag_scheme, self.labels.output_scheme
+        results = []
+        for b, item in enumerate(items):
+            n = len(item)
+            internal = [names[k] for k in host["paths"][b][:n]]
+            prediction = Prediction(convert(internal, internal_scheme, scheme), [])
+            if scores or nbest > 1:
+                for label, start, end in to_spans(internal, internal_scheme):
+                    confidence = None
+                    if scores and host["span_start"][b][end - 1] == start:
+                        confidence = host["span_p"][b][end - 1]
+                    prediction.spans.append(Span(label, start, end, confidence))
+            if scores:
+                prediction.token_confidence = host["token_p"][b][:n]
+            if nbest > 1:
+                prediction.nbest = [
+                    (convert([names[k] for k in path[:n]], internal_scheme, scheme), score)
+                    for path, score in zip(host["k_paths"][b], host["k_scores"][b]) if score != float("-inf")]
+            results.append(prediction)
+        return results
 
 
 @dataclass
@@ -98,34 +160,53 @@ class FileResult:
     pred: list[list[str]] = field(default_factory=list)
 
 
-def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileResult, keep_gold: bool) -> None:
+@dataclass
+class OutputOptions:
+    """What ``predict_file`` writes: ``fmt`` conll (input lines + columns) or jsonl (one object per sentence)."""
+
+    nbest: int = 1
+    scores: bool = False
+    fmt: str = "conll"
+
+
+def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileResult, keep_gold: bool,
+                 options: OutputOptions) -> None:
     sentences = [it for it in items if isinstance(it, Sentence)]
-    tags = predictor.predict([s.tokens for s in sentences])
-    by_id = {id(s): t for s, t in zip(sentences, tags)}
+    scores = options.scores or options.fmt == "jsonl"
+    predictions = predictor.predict_detailed([s.tokens for s in sentences], options.nbest, scores)
+    by_id = {id(s): p for s, p in zip(sentences, predictions)}
     for it in items:
         if isinstance(it, Passthrough):
+            if options.fmt == "jsonl":
+                continue
             line = it.line
             if line.split() and line.split()[0] == "-DOCSTART-":
-                # conlleval needs the same column count on every non-blank line: DOCSTART gets an O too.
-                line = line.rstrip() + ("\t" if "\t" in line else " ") + "O"
+                # conlleval needs the same column count on every non-blank line: DOCSTART gets an O too
+                # (and "-" for every further column).
+                extra = options.nbest - 1 + (2 if options.scores else 0)
+                line = (("\t" if "\t" in line else " ")).join([line.rstrip(), "O"] + ["-"] * extra)
             out.write(format_passthrough(Passthrough(line, it.line_number)))
             continue
-        predicted = by_id[id(it)]
-        out.write(format_sentence(it, [predicted]))
+        prediction = by_id[id(it)]
+        if options.fmt == "jsonl":
+            out.write(jsonl_record(it, prediction))
+        else:
+            out.write(format_sentence(it, conll_columns(prediction, options.nbest, options.scores)))
         result.sentences += 1
         result.tokens += len(it.tokens)
         if keep_gold and it.labels is not None:
             result.gold.append(it.labels)
-            result.pred.append(predicted)
+            result.pred.append(prediction.tags)
 
 
 def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evaluate: bool = False,
-                 chunk_sentences: int = 4096) -> FileResult:
+                 chunk_sentences: int = 4096, options: Optional[OutputOptions] = None) -> FileResult:
     """Predict one CoNLL file into ``output`` (stdout when None), streaming in chunks of sentences.
 
     The output is written under a temporary name and renamed at the end, so an interrupted run never
     leaves a partial file behind.
     """
+    options = options or OutputOptions()
     result = FileResult(path, output)
     items_iter = read_conll(path, token_column=predictor.token_column)
 
@@ -142,9 +223,9 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
                             raise UserError(f"--evaluate needs gold tags in the last column: {problem}", path, line)
                 count += 1
                 if count >= chunk_sentences:
-                    _write_chunk(out, chunk, predictor, result, evaluate)
+                    _write_chunk(out, chunk, predictor, result, evaluate, options)
                     chunk, count = [], 0
-        _write_chunk(out, chunk, predictor, result, evaluate)
+        _write_chunk(out, chunk, predictor, result, evaluate, options)
 
     if output is None:
         run(sys.stdout)

@@ -120,8 +120,7 @@ class Batch:
 
     input_ids, attention_mask: (W, S). pools: one or two (src, dst, weight) triples; src (P,) indexes
     the flattened (W*S) encoder output, dst (P,) the flattened (B*T) word grid, weight (P,) float.
-    word_ids, tags: (B, T) long; mask: (B, T) bool; lengths: (B,) long, kept on the CPU (LSTM packing
-    needs them there); indices: input positions.
+    word_ids, tags: (B, T) long; mask: (B, T) bool; lengths: (B,) long; indices: input positions.
     """
 
     input_ids: torch.Tensor
@@ -137,7 +136,7 @@ class Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask),
                      [(move(s), move(d), move(w)) for s, d, w in self.pools],
-                     move(self.word_ids), move(self.mask), move(self.tags), self.lengths, self.indices)
+                     move(self.word_ids), move(self.mask), move(self.tags), move(self.lengths), self.indices)
 
 
 class Collator:
@@ -152,7 +151,7 @@ class Collator:
         self.pooling = pooling
 
     def __call__(self, items: Sequence[Encoded]) -> Batch:
-        B, T = len(items), max(len(x) for x in items)
+        T = max(len(x) for x in items)
         rows: list[list[int]] = []
         kinds = ("first", "last") if self.pooling == "first_last" else (self.pooling,)
         maps = {k: ([], [], []) for k in kinds}

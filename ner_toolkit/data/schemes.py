@@ -232,3 +232,13 @@ def allowed_transitions(labels: Sequence[str], scheme: str) -> tuple[list[bool],
     end = [_step_allowed(scheme, p, None) for p in parsed]
     trans = [[_step_allowed(scheme, a, b) for b in parsed] for a in parsed]
     return start, end, trans
+
+
+def segment_continues(labels: Sequence[str], scheme: str) -> list[list[bool]]:
+    """``continues[i][j]``: label ``j`` right after label ``i`` extends the same entity (the CRF's span
+    confidences use it to find where a predicted entity ends)."""
+    scheme = normalize_scheme(scheme)
+    parsed = [_parse(label, scheme) for label in labels]
+    inside = {"BIO": ("I",), "IOB1": ("I",), "BIOES": ("I", "E"), "BMES": ("M", "E")}[scheme]
+    open_ = {"BIO": ("B", "I"), "IOB1": ("B", "I"), "BIOES": ("B", "I"), "BMES": ("B", "M")}[scheme]
+    return [[a[0] in open_ and b[0] in inside and a[1] == b[1] for b in parsed] for a in parsed]

@@ -34,7 +34,7 @@ class BiLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, D), ``lengths`` (B,) -> (B, T, 2H)."""
-        index = reverse_index(lengths.to(x.device), x.shape[1]).unsqueeze(2)  # (B, T, 1)
+        index = reverse_index(lengths, x.shape[1]).unsqueeze(2)  # (B, T, 1)
         for layer, (fwd, bwd) in enumerate(zip(self.forward_layers, self.backward_layers)):
             if layer > 0:
                 x = self.dropout(x)

@@ -1,142 +1,20 @@
-"""Linear-chain conditional random field: NLL, constrained Viterbi, n-best, marginals, span probabilities.
-
-Self-contained (imports only ``torch`` and ``typing``) and batched: the only Python loops run over time
-steps, and nothing copies tensors to the host or branches on tensor values (the ``mask[:, 0]`` guard in
-:meth:`CRF._validate` runs only for CPU tensors outside ``torch.compile``). All arithmetic is float32,
-also for bf16/fp16 inputs and under autocast. Memory is O(B·T·K) plus per-step histories; no
-``(B, T, K, K)`` tensor is built. Parameter names and initialisation follow pytorch-crf, so its
-``state_dict`` loads unchanged; label-scheme constraints are non-persistent buffers of additive penalties.
-
-Shapes: ``B`` sentences, ``T`` time steps, ``K`` tags. The recursions run *batch-last*, ``(T, K, B)``:
-each step works on ``(K, B)`` tensors and reduces over a leading dimension, which vectorises well.
-"""
+"""The ``CRF`` module: parameters (pytorch-crf names), constraints, and the public API."""
 
 from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CRF", "DISALLOWED_PENALTY"]
+from .scaled import LogPartition, forward_backward, log_z
+from .viterbi import kbest, viterbi
 
 #: Added to the score of a disallowed start / transition / end. Finite (not ``-inf``) so that every
 #: sentence keeps a finite best path and NLL, while ``exp`` of it is exactly 0 in float32.
 DISALLOWED_PENALTY = -1.0e4
 
-#: The exp-space recursions subtract ``max - 60`` before ``exp``: the best entry becomes ``e^60`` (no
-#: overflow even summed over thousands of tags) and entries ~147 nats below it are still representable
-#: (~87 with a plain max shift), at the price of ~2e-6 relative rounding, below pytorch-crf's own.
-_HEADROOM = 60.0
-#: ``e^(60 - 75)``: the NLL backward skips columns whose scaled mass is below it (see there).
-_PAIR_FLOOR = 3.0e-7
-
 _REDUCTIONS = ("none", "sum", "mean", "token_mean")
 
 Constraints = Tuple[Sequence[bool], Sequence[bool], Sequence[Sequence[bool]]]
-
-
-def _batch_last(em: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
-    """``(B, T, K)`` float emissions → ``(T, K, B)`` with padding zeroed (so that the recursions, which
-    run on past each sentence's end, stay finite whatever padding holds); ``(B, T)`` mask → ``(T, B)``."""
-    return em.masked_fill(~mask.unsqueeze(2), 0.0).permute(1, 2, 0).contiguous(), mask.t()
-
-
-def _forward_scaled(em: Tensor, start: Tensor, trans: Tensor) -> Tuple[Tensor, Tensor]:
-    """Forward algorithm in exp space. ``em`` ``(T, K, B)`` → ``(a (T, K, B), shift (T, 1, B))`` with
-    ``log_alpha[t] = a[t] + shift[:t+1].sum(0)`` (emission ``t`` included).
-
-    Step: ``a_t = log(A^T @ exp(a_{t-1} + r - m_t)) + em_t`` with ``A = exp(trans - r)``, ``r`` the row
-    max of ``trans`` and ``m_t`` the max of ``a_{t-1} + r`` minus :data:`_HEADROOM`: a ``(K, K) @ (K, B)``
-    matmul instead of a ``(B, K, K)`` logsumexp (NLL forward+backward 1.2-7x faster at every benchmarked
-    shape, so the log-space form is kept only as a test reference). Safe because the best row has
-    weight ``e^60`` and reaches some tag with factor 1, disallowed moves (``exp(-1e4)``) are exactly 0,
-    and a tag whose mass underflows gets ``-inf``: mass is dropped, never invented, and the NLL stays
-    finite. The limit: prefixes ~147 nats below a step's best are dropped (emissions far sharper
-    than trained taggers produce). The running shift ``sum(m)`` is kept apart so that ``a`` stays at
-    the scale of one step: ``a + b`` (marginals, gradients) then loses no precision on long sentences.
-    """
-    r = trans.amax(1, keepdim=True)  # (K, 1)
-    mat_t = torch.exp(trans - r).t()  # (K_to, K_from): A^T
-    # Histories are preallocated and written in place: per-step tensors kept in a list interleave
-    # with each step's transient buffers on the heap and fragment it (peak RSS +200 MB at K=300).
-    a = torch.empty_like(em)
-    shift = torch.zeros_like(em[:, :1])  # (T, 1, B)
-    em_t, a_t, shift_t = em.unbind(0), a.unbind(0), shift.unbind(0)  # per-step views, sliced once
-    torch.add(start.unsqueeze(1), em_t[0], out=a_t[0])
-    for t in range(1, em.size(0)):
-        s = a_t[t - 1] + r
-        m = torch.sub(s.amax(0, keepdim=True), _HEADROOM, out=shift_t[t])  # (1, B)
-        torch.add((mat_t @ torch.exp(s - m)).log_(), em_t[t], out=a_t[t])
-    return a, shift
-
-
-def _backward_scaled(em: Tensor, valid: Tensor, end: Tensor, trans: Tensor) -> Tuple[Tensor, Tensor]:
-    """Backward algorithm: ``(b (T, K, B), shift (T, 1, B))`` with ``log_beta[t] = b[t] + shift[t:].sum(0)``
-    (emission ``t`` excluded, the end transition at each sentence's own last position included: ``b =
-    end`` and ``shift = 0`` there and beyond). Scaled as :func:`_forward_scaled`, with ``c`` the column
-    max of ``trans`` folded into the emissions (which only blurs tags nothing can reach)."""
-    c = trans.amax(0)
-    a_c = torch.exp(trans - c.unsqueeze(0))  # (K_from, K_to)
-    em_c = em + c.unsqueeze(1)
-    end_b = end.unsqueeze(1).expand(-1, em.size(2))
-    b = torch.empty_like(em)
-    shift = torch.zeros_like(em[:, :1])
-    em_t, b_t, shift_t, valid_t = em_c.unbind(0), b.unbind(0), shift.unbind(0), valid.unbind(0)
-    b_t[-1].copy_(end_b)
-    for t in range(em.size(0) - 2, -1, -1):
-        s = b_t[t + 1] + em_t[t + 1]
-        m = s.amax(0, keepdim=True) - _HEADROOM
-        keep = valid_t[t + 1]  # t < last; otherwise the sentence ends at or before t
-        torch.where(keep, (a_c @ torch.exp(s - m)).log_(), end_b, out=b_t[t])
-        torch.mul(m, keep, out=shift_t[t])  # m is finite; 0 where the sentence has ended
-    return b, shift
-
-
-def _last_of(x: Tensor, last: Tensor) -> Tensor:
-    """``x`` ``(T, K, B)`` at each sentence's last position ``last`` ``(B,)`` → ``(K, B)``."""
-    return x.gather(0, last.view(1, 1, -1).expand(1, x.size(1), -1)).squeeze(0)
-
-
-def _log_z(a: Tensor, shift: Tensor, end: Tensor, last: Tensor) -> Tensor:
-    """log Z ``(B,)`` from the scaled forward pass."""
-    total = _last_of(shift.cumsum(0), last).squeeze(0)  # running shift at each sentence's end
-    return torch.logsumexp(_last_of(a, last) + end.unsqueeze(1), dim=0) + total
-
-
-class _LogPartition(torch.autograd.Function):
-    """log Z ``(B,)`` with a hand-written backward (forward–backward): no autograd graph per time step,
-    several times cheaper than differentiating the loop, and more precise."""
-
-    @staticmethod
-    def forward(ctx, em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> Tensor:
-        em_k, valid = _batch_last(em, mask)
-        a, shift = _forward_scaled(em_k, start, trans)
-        last = mask.sum(1) - 1
-        ctx.save_for_backward(em_k, valid, last, a, shift, end, trans)
-        return _log_z(a, shift, end, last)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        em_k, valid, last, a, shift, end, trans = ctx.saved_tensors
-        with torch.autocast(device_type=em_k.device.type, enabled=False):  # backward may run under autocast
-            b, _ = _backward_scaled(em_k, valid, end, trans)
-            valid3 = valid.unsqueeze(1)  # (T, 1, B)
-            # P(y_t = j) per valid position: the shifts are constant per position, softmax drops them.
-            g = torch.where(valid3, torch.softmax(a + b, dim=1), 0.0) * grad  # d log Z / d emissions
-            # Pairwise P(y_{t-1}=i, y_t=j) = P_i * A_ij * marg_j / q_j with the forward pass's weights
-            # P = exp(a + r - m) and q = A^T P, so d log Z / d trans = sum over steps of P (marg/q)^T * A.
-            r = trans.amax(1, keepdim=True)
-            mat = torch.exp(trans - r)
-            p = torch.exp(a[:-1] + r - shift[1:])  # (T-1, K, B)
-            q = torch.matmul(mat.t(), p)  # (T-1, K_to, B)
-            # Products with A_ij > 0 are <= marg_j, but p <= e^60 times marg/q for a pair that A then
-            # zeroes can overflow when column j is starved (> 75 nats below the best row): such
-            # columns are left out of the transition gradient, which stays finite.
-            ok = valid3[1:] & (q > _PAIR_FLOOR)
-            w = torch.where(ok, g[1:] / torch.where(ok, q, 1.0), 0.0)
-            # Per step, then summed: one GEMM over all T*B terms loses ~10x more precision.
-            grad_trans = (torch.bmm(p, w.transpose(1, 2)) * mat).sum(0)
-            return g.permute(2, 0, 1), None, g[0].sum(1), _last_of(g, last).sum(1), grad_trans
 
 
 class CRF(nn.Module):
@@ -238,7 +116,7 @@ class CRF(nn.Module):
             mask = mask.bool()
             start, end, trans = self._scoring_params()
             gold = self._gold_score(em, tags, mask, start, end, trans)
-            nll = _LogPartition.apply(em, mask, start, end, trans) - gold  # (B,)
+            nll = LogPartition.apply(em, mask, start, end, trans) - gold  # (B,)
             if reduction == "none":
                 return nll
             if reduction == "sum":
@@ -260,7 +138,7 @@ class CRF(nn.Module):
         """
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            return self._viterbi(*self._inference_inputs(emissions, mask))
+            return viterbi(*self._inference_inputs(emissions, mask))
 
     def nbest(self, emissions: Tensor, mask: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         """The ``k`` best distinct legal paths per sentence (batched k-best Viterbi).
@@ -279,7 +157,7 @@ class CRF(nn.Module):
             raise ValueError(f"k must be a positive int, got {k!r}")
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            return self._kbest(*self._inference_inputs(emissions, mask), k)
+            return kbest(*self._inference_inputs(emissions, mask), k, self._penalties())
 
     def forward_backward(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Forward–backward log-scores, float32 and detached (inference only; train with :meth:`forward`).
@@ -293,10 +171,10 @@ class CRF(nn.Module):
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             em, mask, start, end, trans = self._inference_inputs(emissions, mask)
-            a, a_shift, b, b_shift, _ = self._forward_backward(em, mask, start, end, trans)
+            a, a_shift, b, b_shift, _ = forward_backward(em, mask, start, end, trans)
             alpha = (a + a_shift.cumsum(0)).permute(2, 0, 1).contiguous()
             beta = (b + b_shift.flip(0).cumsum(0).flip(0)).permute(2, 0, 1).contiguous()
-            return alpha, beta, _log_z(a, a_shift, end, mask.sum(1) - 1)
+            return alpha, beta, log_z(a, a_shift, end, mask.sum(1) - 1)
 
     def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """Posterior tag probabilities ``P(y_t = k)``, ``(B, T, K)`` float32 and detached: each valid
@@ -304,7 +182,7 @@ class CRF(nn.Module):
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             em, mask, start, end, trans = self._inference_inputs(emissions, mask)
-            a, _, b, _, _ = self._forward_backward(em, mask, start, end, trans)
+            a, _, b, _, _ = forward_backward(em, mask, start, end, trans)
             # exp(alpha + beta - log Z), normalised per position (the shifts are constant there).
             marg = torch.where(mask.t().unsqueeze(1), torch.softmax(a + b, dim=1), 0.0)
             return marg.permute(2, 0, 1).contiguous()
@@ -338,7 +216,7 @@ class CRF(nn.Module):
             raise ValueError(f"continues must be a ({num_tags}, {num_tags}) bool tensor")
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             em, mask, start, end, trans = self._inference_inputs(emissions, mask)
-            a, _, b, b_shift, em = self._forward_backward(em, mask, start, end, trans)  # (T, K, B)
+            a, _, b, b_shift, em = forward_backward(em, mask, start, end, trans)  # (T, K, B)
             b_shift = b_shift.squeeze(1)  # log_beta[t] - log_beta[t+1] = b[t] - b[t+1] + b_shift[t]
             valid = mask.t()
             y = paths.t().long().masked_fill(~valid, 0)  # (T, B)
@@ -439,104 +317,12 @@ class CRF(nn.Module):
         last_tags = tags.gather(1, last.unsqueeze(1)).squeeze(1)
         return score + end[last_tags]
 
+    def _penalties(self) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+        if self.start_penalty is None or self.end_penalty is None or self.transition_penalty is None:
+            return None
+        return self.start_penalty, self.end_penalty, self.transition_penalty
+
     def _inference_inputs(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, ...]:
         """Detached float32 ``(emissions, mask (bool), start, end, transitions)``, penalties added."""
         start, end, trans = (p.detach() for p in self._scoring_params())
         return emissions.detach().float(), mask.bool(), start, end, trans
-
-    @staticmethod
-    def _forward_backward(
-        em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor
-    ) -> Tuple[Tensor, ...]:
-        """Scaled passes ``(a, a_shift, b, b_shift, emissions)``, ``(T, K, B)`` / ``(T, 1, B)``."""
-        em, valid = _batch_last(em, mask)
-        a, a_shift = _forward_scaled(em, start, trans)
-        return (a, a_shift, *_backward_scaled(em, valid, end, trans), em)
-
-    @staticmethod
-    def _viterbi(
-        em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor
-    ) -> Tuple[Tensor, Tensor]:
-        """Max-plus forward pass keeping only the score history; the backtrace recomputes the one
-        argmax it needs per step (over ``K`` entries per sentence). Storing backpointers instead takes
-        an arg-max over each step's whole ``K x K`` block: as fast at B=32, 1.5-4x slower from B=256
-        (and uint8/int16 storage adds a conversion per step). Wide batches run batch-last,
-        ``(T, K, B)``, narrow ones batch-first, ``(T, B, K)``, so reductions have a long contiguous side."""
-        tag_dim = 0 if em.size(0) >= 16 else 1  # position of the tag axis in a step's (K, B) / (B, K)
-        # No padding mask needed: whatever runs on past a sentence's end is never read back.
-        if tag_dim == 0:  # step candidates (K_to, K_from, B)
-            em, trans_t = em.permute(1, 2, 0), trans.t().unsqueeze(2)
-        else:  # step candidates (B, K_to, K_from)
-            em, trans_t = em.transpose(0, 1), trans.t()
-        em, trans_t = em.contiguous(), trans_t.contiguous()
-        seq_len, num_tags = em.size(0), em.size(1 + tag_dim)
-        em_t = em.unbind(0)  # per-step views, sliced once (indexing every step costs more than the maths)
-        scores = torch.empty_like(em)  # written in place (see _forward_scaled)
-        steps = scores.unbind(0)
-        prev = steps if tag_dim == 0 else scores.unsqueeze(2).unbind(0)  # broadcastable against trans_t
-        torch.add(start.unsqueeze(1 - tag_dim), em_t[0], out=steps[0])
-        for t in range(1, seq_len):
-            torch.add((prev[t - 1] + trans_t).amax(tag_dim + 1), em_t[t], out=steps[t])
-        last = mask.sum(1) - 1
-        at_last = scores.gather(0, last.unsqueeze(tag_dim).unsqueeze(0).expand_as(scores[:1])).squeeze(0)
-        best_score, best_last = (at_last + end.unsqueeze(1 - tag_dim)).max(tag_dim)  # (B,), (B,)
-        # From each sentence's last position on, pin the history to its final tag (0 there, -inf
-        # elsewhere): the backtrace can then start at T-1 for everyone without a per-step select.
-        tags = torch.arange(num_tags, device=em.device).unsqueeze(1 - tag_dim)
-        pin = torch.where(tags == best_last.unsqueeze(tag_dim), 0.0, float("-inf"))
-        after = torch.arange(seq_len, device=em.device).unsqueeze(1) >= last  # (T, B)
-        pinned = torch.where(after.unsqueeze(1 + tag_dim), pin, scores)
-        # The backtrace arg-maxes (B, K) rows when K is small: max(0) over (K, B) with indices pays
-        # a multithreading toll of a few microseconds per step, argmax over short rows does not.
-        if tag_dim == 0 and num_tags <= 16:
-            pinned, tag_dim = pinned.transpose(1, 2).contiguous(), 1
-        back = trans if tag_dim == 0 else trans.t().contiguous()
-        cur = best_last
-        path = [cur]
-        for row in pinned.unbind(0)[-2::-1]:  # t = T-2 .. 0
-            x = row + back.index_select(1 - tag_dim, cur)
-            cur = x.max(0).indices if tag_dim == 0 else x.argmax(1)
-            path.append(cur)
-        path.reverse()
-        return torch.stack(path, dim=1).masked_fill_(~mask, 0), best_score
-
-    def _kbest(
-        self, em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor, k: int
-    ) -> Tuple[Tensor, Tensor]:
-        """k-best Viterbi. The state ``(k, K, B)`` holds the k best prefix scores per tag, rank-major,
-        so a flat index ``rank * K + tag`` names a prefix. Each step takes the top k of the ``k * K``
-        candidates per tag (a transient ``(k*K, K, B)`` block) and keeps their flat indices as
-        backpointers. Ranks start at ``-inf`` (no prefix): that is how short sentences get missing ranks."""
-        em, valid = _batch_last(em, mask)
-        seq_len, num_tags, batch = em.shape
-        em_t, valid_t = em.unbind(0), valid.unbind(0)
-        trans4 = trans.view(1, num_tags, num_tags, 1)
-        score = torch.full((k, num_tags, batch), float("-inf"), device=em.device)
-        score[0] = start.unsqueeze(1) + em_t[0]
-        history = torch.empty(max(seq_len - 1, 1), k, num_tags, batch, dtype=torch.long, device=em.device)
-        history_t = history.unbind(0)
-        best = torch.empty_like(score)
-        for t in range(1, seq_len):
-            cand = (score.unsqueeze(2) + trans4).view(k * num_tags, num_tags, batch)
-            torch.topk(cand, k, dim=0, out=(best, history_t[t - 1]))  # sorted, best first
-            score = torch.where(valid_t[t], best + em_t[t], score)  # frozen after each sentence's end
-        final, flat = (score + end.unsqueeze(1)).view(k * num_tags, batch).topk(k, dim=0)  # (k, B)
-        tags = [flat % num_tags]
-        if seq_len > 1:
-            # Past each sentence's end the state was frozen: make those backpointers the identity.
-            identity = torch.arange(k * num_tags, device=em.device).unsqueeze(1)
-            history = history.view(seq_len - 1, k * num_tags, batch)
-            steps = torch.where(valid[1:].unsqueeze(1), history, identity).unbind(0)
-            for t in range(seq_len - 2, -1, -1):
-                flat = steps[t].gather(0, flat)
-                tags.append(flat % num_tags)
-        tags.reverse()
-        paths = torch.stack(tags, dim=2)  # (k, B, T); past each end it repeats the last tag
-        missing = final == float("-inf")
-        if self.constrained:  # ranks reached only through penalised moves are not legal paths
-            pen = self.start_penalty[paths[:, :, 0]] + self.end_penalty[paths[:, :, -1]]
-            step_pen = self.transition_penalty[paths[:, :, :-1], paths[:, :, 1:]]
-            missing = missing | (pen + torch.where(valid[1:].t(), step_pen, 0.0).sum(2) < 0)
-        missing[0] = False  # rank 0 is decode's path (legal whenever the sentence has a legal path)
-        paths = paths.masked_fill(missing.unsqueeze(2) | ~mask, 0).transpose(0, 1).contiguous()
-        return paths, final.masked_fill(missing, float("-inf")).t().contiguous()

@@ -73,7 +73,8 @@ class Predictor:
         self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
         self.device, self.batch_size = device, batch_size
         self.aligner, self.collator = make_collator(tokenizer, tagger.encoder.model, encoder_cfg)
-        self.continues = torch.tensor(segment_continues(labels.labels, labels.tag_scheme), dtype=torch.bool)
+        self.continues = torch.tensor(segment_continues(labels.labels, labels.tag_scheme), dtype=torch.bool,
+                                      device=device)
 
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64) -> "Predictor":
@@ -125,7 +126,7 @@ class Predictor:
         if scores:
             marginals = crf.marginals(emissions, batch.mask)
             device_out["token_p"] = marginals.gather(2, paths.unsqueeze(2)).squeeze(2)
-            is_end, starts, log_p = crf.span_log_probs(emissions, batch.mask, paths, self.continues.to(paths.device))
+            is_end, starts, log_p = crf.span_log_probs(emissions, batch.mask, paths, self.continues)
             device_out.update(span_start=starts, span_p=log_p.exp())
         host = {k: v.cpu().tolist() for k, v in device_out.items()}  # the host copy, after all device work
         names, internal_scheme, scheme = self.labels.labels, self.labels.tag_scheme, self.labels.output_scheme
@@ -200,7 +201,7 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
 
 
 def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evaluate: bool = False,
-                 chunk_sentences: int = 4096, options: Optional[OutputOptions] = None) -> FileResult:
+                 chunk_sentences: int = 1024, options: Optional[OutputOptions] = None) -> FileResult:
     """Predict one CoNLL file into ``output`` (stdout when None), streaming in chunks of sentences.
 
     The output is written under a temporary name and renamed at the end, so an interrupted run never

@@ -33,7 +33,8 @@ import torch  # noqa: E402
 
 from ner_toolkit.config import load_config  # noqa: E402
 from ner_toolkit.data.batching import bucketed_batches, encode_sentences  # noqa: E402
-from ner_toolkit.training.trainer import make_optimizer, prepare, run_epoch, train_step  # noqa: E402
+from ner_toolkit.model.precision import autocast  # noqa: E402
+from ner_toolkit.training.trainer import make_optimization, prepare, run_epoch  # noqa: E402
 
 CONLL = ROOT.parent / "shared" / "datasets" / "conll2003"
 REFERENCE = [
@@ -78,6 +79,8 @@ def main() -> None:
     ap.add_argument("--train-sentences", type=int, default=3200)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--full-rss", action="store_true", help="also train 1 epoch on the full training set (subprocess)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config overrides on top of the reference architecture, e.g. training.precision=bf16")
     args = ap.parse_args()
     if not CONLL.is_dir():
         sys.exit(f"CoNLL-2003 not found at {CONLL}")
@@ -86,25 +89,26 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     train_file = head(CONLL / "train.txt", args.train_sentences, tmp / "train.txt")
     config = load_config(None, tuple(REFERENCE + [f"data.train={train_file}", f"data.test={CONLL / 'test.txt'}",
-                                                  f"output_dir={tmp / 'run'}"]))
+                                                  f"output_dir={tmp / 'run'}"] + args.overrides))
     setup = prepare(config)
     tc = config.training
     tokens = sum(len(x) for x in setup.items)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(setup.items)} training sentences "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {tc.precision}; {len(setup.items)} training sentences "
           f"({tokens} tokens), {sum(p.numel() for p in setup.tagger.parameters()) / 1e6:.1f}M parameters", flush=True)
 
     # Warm-up (allocator, oneDNN primitives) on a slice, then the pipeline epoch.
-    optimizer, scheduler = make_optimizer(setup)
-    run_epoch(setup.tagger, setup.items[:256], setup.collator, optimizer, scheduler, tc, random.Random(0), setup.device)
-    optimizer, scheduler = make_optimizer(setup)
-    pipeline_train = timed(lambda: run_epoch(setup.tagger, setup.items, setup.collator, optimizer, scheduler, tc,
-                                             random.Random(1), setup.device))
-    batches = [setup.collator(c) for c in bucketed_batches(setup.items, tc.batch_size, True, random.Random(1))]
-    optimizer, scheduler = make_optimizer(setup)
+    run_epoch(setup.items[:256], setup.collator, make_optimization(setup), tc, random.Random(0), setup.device)
+    optimization = make_optimization(setup)
+    pipeline_train = timed(lambda: run_epoch(setup.items, setup.collator, optimization, tc, random.Random(1),
+                                             setup.device))
+    batches = [setup.collator(c) for c in bucketed_batches(setup.items, tc.batch_size, True, random.Random(1),
+                                                           batch_tokens=tc.batch_tokens)]
+    optimization = make_optimization(setup)
 
     def floor_train() -> None:
         setup.tagger.train()
-        losses = [train_step(setup.tagger, optimizer, scheduler, b, tc.max_grad_norm) for b in batches]
+        losses = [optimization.backward(b) for b in batches]
+        optimization.step()
         float(torch.stack(losses).sum())
 
     floor_train_s = timed(floor_train)
@@ -119,7 +123,7 @@ def main() -> None:
 
     def floor_predict() -> None:
         setup.tagger.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(setup.device, tc.precision):
             for b in pred_batches:
                 setup.tagger.decode(b).cpu()
 
@@ -137,7 +141,7 @@ def main() -> None:
     if args.full_rss:
         cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quickstart.yaml")]
         for item in REFERENCE + [f"data.train={CONLL / 'train.txt'}", f"data.dev={CONLL / 'dev.txt'}", "data.test=null",
-                                 f"output_dir={tmp / 'full'}", "training.epochs=1"]:
+                                 f"output_dir={tmp / 'full'}", "training.epochs=1"] + args.overrides:
             cmd += ["--set", item]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -72,6 +72,8 @@ def _predict(argv: list[str]) -> int:
     p.add_argument("--output", help="output file (one input) or directory (several); default: stdout")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32 | bf16 (autocast; fast on CPUs with AVX-512 BF16) | fp16 (CUDA); the CRF stays fp32")
     p.add_argument("--evaluate", action="store_true", help="print span P/R/F1 against the gold last column")
     p.add_argument("--strict", action="store_true", help="with --evaluate: strict span matching")
     p.add_argument("--json", metavar="PATH", help="with --evaluate: write the scores as JSON (- for stdout)")
@@ -91,7 +93,7 @@ def _predict(argv: list[str]) -> int:
     from .predict import OutputOptions, Predictor, output_paths, predict_file, warn_unseen
 
     output_paths(args.inputs, args.output, create=False)  # bad inputs or outputs fail before the model loads
-    predictor = Predictor.load(args.model, args.device, args.batch_size)
+    predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision)
     pairs = output_paths(args.inputs, args.output)
     gold: list[list[str]] = []
     pred: list[list[str]] = []

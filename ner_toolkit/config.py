@@ -92,7 +92,10 @@ class LearningRates:
 @dataclass
 class TrainingConfig:
     epochs: int = _f(10, "maximum number of passes over the training data")
-    batch_size: int = _f(32, "sentences per optimizer step")
+    batch_size: int = _f(32, "sentences per batch (ignored when batch_tokens is set)")
+    batch_tokens: Optional[int] = _f(None, "subwords per batch (padding included), length-bucketed; null = use batch_size")
+    accumulate: int = _f(1, "batches whose gradients are summed into one optimizer step")
+    precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "fp32 | bf16 (CPU or GPU autocast) | fp16 (CUDA, loss scaling); the CRF stays fp32")
     eval_batch_size: int = _f(64, "sentences per batch when scoring dev/test")
     seed: int = _f(42, "seed for initialisation, shuffling and dropout (CPU runs are reproducible)")
     lr: LearningRates = _f(LearningRates(), "learning rate per parameter group")

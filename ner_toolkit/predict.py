@@ -19,6 +19,7 @@ from .errors import UserError, warn
 from .formats import conll_columns, jsonl_record
 from .model.directory import LabelInfo, load_model
 from .model.encoder import max_positions
+from .model.precision import autocast, check_precision
 from .model.tagger import Tagger
 
 
@@ -68,8 +69,11 @@ class Predictor:
     """Tags token lists with a model held in memory. Output tags are in the training data's scheme."""
 
     def __init__(self, tagger: Tagger, tokenizer: Any, vocab: Optional[Vocab], labels: LabelInfo,
-                 encoder_cfg: EncoderConfig, device: torch.device, batch_size: int = 64, token_column: int = 0) -> None:
+                 encoder_cfg: EncoderConfig, device: torch.device, batch_size: int = 64, token_column: int = 0,
+                 precision: str = "fp32") -> None:
+        check_precision(precision, device, "--precision")
         self.tagger, self.vocab, self.labels = tagger, vocab, labels
+        self.precision = precision
         self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
         self.device, self.batch_size = device, batch_size
         self.aligner, self.collator = make_collator(tokenizer, tagger.encoder.model, encoder_cfg)
@@ -77,11 +81,13 @@ class Predictor:
                                       device=device)
 
     @classmethod
-    def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64) -> "Predictor":
+    def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64,
+             precision: str = "fp32") -> "Predictor":
         dev = resolve_device(device)
+        check_precision(precision, dev, "--precision")
         model = load_model(directory, dev)
         return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
-                   model.config.data.token_column)
+                   model.config.data.token_column, precision)
 
     def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """Tags for each sentence (one per token, always), in the input order."""
@@ -114,7 +120,8 @@ class Predictor:
     def _batch(self, batch: Batch, items: Sequence[Encoded], nbest: int, scores: bool) -> list[Prediction]:
         """Decode one batch on the device; results come to the host together at the end."""
         crf = self.tagger.crf
-        emissions = self.tagger.compute_emissions(batch)
+        with autocast(self.device, self.precision):
+            emissions = self.tagger.compute_emissions(batch)  # the CRF below computes in float32
         if nbest > 1:
             k_paths, k_scores = crf.nbest(emissions, batch.mask, nbest)
             paths = k_paths[:, 0]

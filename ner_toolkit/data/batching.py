@@ -203,9 +203,30 @@ class Collator:
         return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items])
 
 
+def _cut(order: list[int], items: Sequence[Encoded], batch_size: int, batch_tokens: Optional[int]) -> list[list[int]]:
+    """Consecutive batches of ``order`` (sorted by length): ``batch_size`` sentences each, or as many as fit
+    in ``batch_tokens`` padded subwords (a longer sentence alone forms a batch: nothing is dropped)."""
+    if batch_tokens is None:
+        return [order[s: s + batch_size] for s in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    widest = 0
+    for i in order:
+        width = items[i].num_pieces + 2  # [CLS] and [SEP]
+        if current and max(widest, width) * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, widest = [], 0
+        current.append(i)
+        widest = max(widest, width)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, rng: Optional[random.Random] = None,
-                     bucket_factor: int = 50) -> Iterator[list[Encoded]]:
-    """Batches of similar-length sentences (little padding).
+                     bucket_factor: int = 50, batch_tokens: Optional[int] = None) -> Iterator[list[Encoded]]:
+    """Batches of similar-length sentences (little padding), of ``batch_size`` sentences or, with
+    ``batch_tokens``, of at most that many padded subwords.
 
     With ``shuffle``: the data is shuffled, cut into chunks of ``bucket_factor`` batches, sorted by
     length inside each chunk, batched, and the batches shuffled, so every epoch sees new batch mixes.
@@ -214,8 +235,8 @@ def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, r
     order = list(range(len(items)))
     if not shuffle:
         order.sort(key=lambda i: -items[i].num_pieces)
-        for s in range(0, len(order), batch_size):
-            yield [items[i] for i in order[s: s + batch_size]]
+        for batch in _cut(order, items, batch_size, batch_tokens):
+            yield [items[i] for i in batch]
         return
     assert rng is not None, "shuffling needs a seeded random.Random"
     rng.shuffle(order)
@@ -223,7 +244,7 @@ def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, r
     batches = []
     for c in range(0, len(order), chunk):
         part = sorted(order[c: c + chunk], key=lambda i: items[i].num_pieces)
-        batches.extend(part[s: s + batch_size] for s in range(0, len(part), batch_size))
+        batches.extend(_cut(part, items, batch_size, batch_tokens))
     rng.shuffle(batches)
     for batch in batches:
         yield [items[i] for i in batch]

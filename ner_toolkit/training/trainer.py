@@ -14,14 +14,16 @@ from typing import Any, Optional
 import torch
 
 from ..config import Config, TrainingConfig, save_config
-from ..data.batching import Batch, Collator, Encoded, bucketed_batches, encode_sentences
+from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences
 from ..data.vocab import Vocab, load_vectors
 from ..errors import UserError, warn
 from ..evaluate import evaluate_spans, format_report
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder
+from ..model.precision import check_precision
 from ..model.tagger import Tagger
 from ..predict import Predictor, make_collator, resolve_device, warn_unseen
+from .optimization import Optimization
 from .dataset import LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, tag_ids
 
 
@@ -32,38 +34,16 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def train_step(tagger: Tagger, optimizer: torch.optim.Optimizer, scheduler: Any, batch: Batch,
-               max_grad_norm: float) -> torch.Tensor:
-    """One optimizer step on one batch; returns the (detached) loss without syncing the device."""
-    loss = tagger.loss(batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(tagger.parameters(), max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    return loss.detach()
-
-
-def run_epoch(tagger: Tagger, items: list[Encoded], collator: Collator, optimizer: torch.optim.Optimizer,
-              scheduler: Any, tc: TrainingConfig, rng: random.Random, device: torch.device, bar: Any = None) -> float:
+def run_epoch(items: list[Encoded], collator: Collator, optimization: Optimization, tc: TrainingConfig,
+              rng: random.Random, device: torch.device, bar: Any = None) -> float:
     """One pass over ``items`` in shuffled length buckets; returns the mean loss per sentence."""
-    tagger.train()
+    optimization.tagger.train()
     losses = []
-    for chunk in bucketed_batches(items, tc.batch_size, shuffle=True, rng=rng):
-        loss = train_step(tagger, optimizer, scheduler, collator(chunk).to(device), tc.max_grad_norm)
-        losses.append(loss * len(chunk))
+    for chunk in bucketed_batches(items, tc.batch_size, shuffle=True, rng=rng, batch_tokens=tc.batch_tokens):
+        losses.append(optimization.backward(collator(chunk).to(device)) * len(chunk))
         if bar is not None:
             bar.update(len(chunk))
+    optimization.step()  # the last, partial accumulation
     # One host sync per epoch, not per step.
     return float(torch.stack(losses).sum()) / max(1, len(items))
 
@@ -114,6 +94,9 @@ def prepare(config: Config) -> Setup:
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     device = resolve_device(tc.device, "training.device")
+    check_precision(tc.precision, device)
+    if tc.accumulate < 1 or tc.batch_size < 1 or (tc.batch_tokens is not None and tc.batch_tokens < 1):
+        raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
     seed_everything(tc.seed)
     # Adam moments of rarely seen embedding rows decay into denormal floats, which are 10-100x slower
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.
@@ -148,17 +131,16 @@ def prepare(config: Config) -> Setup:
     aligner, collator = make_collator(tokenizer, hf_encoder, config.model.encoder)
     items = encode_sentences(aligner, vocab, train_data.tokens, train_tags)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
-                          config.data.token_column)
+                          config.data.token_column, tc.precision)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor)
 
 
-def make_optimizer(setup: Setup) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW over the tagger's parameter groups and the warmup + linear decay schedule."""
+def make_optimization(setup: Setup) -> Optimization:
+    """The optimizer, schedule and scaler for the whole run (steps counted from epoch 1's batches)."""
     tc = setup.config.training
-    # The fused kernel updates all parameters in one pass (CPU and CUDA), instead of one op per tensor.
-    optimizer = torch.optim.AdamW(setup.tagger.param_groups(tc.lr, tc.weight_decay), fused=True)
-    total = math.ceil(len(setup.items) / tc.batch_size) * tc.epochs
-    return optimizer, linear_schedule(optimizer, int(tc.warmup * total), total)
+    batches = sum(1 for _ in bucketed_batches(setup.items, tc.batch_size, shuffle=True, rng=random.Random(tc.seed),
+                                              batch_tokens=tc.batch_tokens))
+    return Optimization(setup.tagger, tc, math.ceil(batches / tc.accumulate) * tc.epochs, setup.device)
 
 
 def train(config: Config) -> dict:
@@ -168,7 +150,7 @@ def train(config: Config) -> dict:
     tc, device, labels = config.training, setup.device, setup.labels
     tagger, items, collator, predictor = setup.tagger, setup.items, setup.collator, setup.predictor
     dev, test = setup.dev, setup.test
-    optimizer, scheduler = make_optimizer(setup)
+    optimization = make_optimization(setup)
 
     out_dir = Path(config.output_dir)
     model_dir = out_dir / "model"
@@ -183,9 +165,9 @@ def train(config: Config) -> dict:
 
     for epoch in range(1, tc.epochs + 1):
         t0 = time.time()
-        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # the rates this epoch starts with
+        lrs = optimization.learning_rates()  # the rates this epoch starts with
         bar = tqdm(total=len(items), desc=f"epoch {epoch}/{tc.epochs}", unit="sent", disable=not progress, leave=False)
-        mean_loss = run_epoch(tagger, items, collator, optimizer, scheduler, tc, rng, device, bar)
+        mean_loss = run_epoch(items, collator, optimization, tc, rng, device, bar)
         bar.close()
         train_seconds = time.time() - t0
         dev_result = score(predictor, dev, labels) if dev else None

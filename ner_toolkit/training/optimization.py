@@ -1,0 +1,61 @@
+"""The optimizer side of training: AdamW groups, warmup + linear decay, autocast, fp16 loss scaling,
+gradient accumulation and clipping, behind one ``backward(batch)`` call per batch."""
+from __future__ import annotations
+
+import torch
+
+from ..config import TrainingConfig
+from ..data.batching import Batch
+from ..model.precision import autocast
+from ..model.tagger import Tagger
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Optimization:
+    """Feeds batches to the tagger and steps AdamW every ``training.accumulate`` batches.
+
+    ``total_steps`` is the number of optimizer steps of the whole run (for the schedule).
+    """
+
+    def __init__(self, tagger: Tagger, tc: TrainingConfig, total_steps: int, device: torch.device) -> None:
+        self.tagger, self.tc, self.device = tagger, tc, device
+        # The fused kernel updates all parameters in one pass (CPU and CUDA), instead of one op per tensor.
+        self.optimizer = torch.optim.AdamW(tagger.param_groups(tc.lr, tc.weight_decay), fused=True)
+        self.scheduler = linear_schedule(self.optimizer, int(tc.warmup * total_steps), total_steps)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+        self.pending = 0  # batches whose gradients wait for the next step
+
+    def backward(self, batch: Batch) -> torch.Tensor:
+        """Forward + backward of one batch (a step when ``accumulate`` batches are in); the detached loss."""
+        with autocast(self.device, self.tc.precision):
+            loss = self.tagger.loss(batch)
+        self.scaler.scale(loss / self.tc.accumulate).backward()
+        self.pending += 1
+        if self.pending >= self.tc.accumulate:
+            self.step()
+        return loss.detach()
+
+    def step(self) -> None:
+        """Apply the accumulated gradients (no-op when none are pending, e.g. at an epoch's end)."""
+        if not self.pending:
+            return
+        if self.tc.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.tagger.parameters(), self.tc.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending = 0
+
+    def learning_rates(self) -> dict[str, float]:
+        return {g["name"]: g["lr"] for g in self.optimizer.param_groups}

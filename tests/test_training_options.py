@@ -1,0 +1,117 @@
+"""Mixed precision, token-budget batches and gradient accumulation."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ner_toolkit.cli import predict_main, train_main
+from ner_toolkit.config import load_config
+from ner_toolkit.data.batching import Encoded, bucketed_batches
+from ner_toolkit.data.conll import read_sentences
+from ner_toolkit.training.optimization import Optimization
+from ner_toolkit.training.trainer import prepare, run_epoch
+
+from conftest import assert_user_error, tiny_config_text
+
+
+def _items(lengths: list[int]) -> list[Encoded]:
+    return [Encoded([0] * n, [[5]] * n, None, i) for i, n in enumerate(lengths)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(1, 60), min_size=1, max_size=120), budget=st.integers(1, 400),
+       shuffle=st.booleans(), seed=st.integers(0, 1000))
+def test_token_budget_batches(lengths, budget, shuffle, seed):
+    items = _items(lengths)
+    batches = list(bucketed_batches(items, 8, shuffle, random.Random(seed), batch_tokens=budget))
+    assert sorted(x.index for b in batches for x in b) == list(range(len(items)))  # each sentence once
+    for batch in batches:
+        padded = max(x.num_pieces + 2 for x in batch) * len(batch)
+        assert padded <= budget or len(batch) == 1  # a sentence over budget goes alone, never dropped
+
+
+def _setup(small_train, tmp_path, *overrides):
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    return prepare(load_config(config, (f"output_dir={tmp_path / 'run'}",) + overrides))
+
+
+@pytest.fixture(scope="module")
+def small_train(sample_data, tmp_path_factory):
+    from conftest import slice_conll
+
+    return slice_conll(sample_data.train, tmp_path_factory.mktemp("opts") / "train.txt", 24)
+
+
+def test_accumulating_two_batches_equals_one_batch_of_both(small_train, tmp_path):
+    """The gradient an accumulated step applies is the gradient of the two batches taken as one."""
+    setup = _setup(small_train, tmp_path, "model.dropout=0.0", "training.max_grad_norm=0")
+    first, second = setup.items[:4], setup.items[4:8]
+    tagger_a = setup.tagger
+    tagger_b = copy.deepcopy(setup.tagger)
+    tagger_a.eval()
+    tagger_b.eval()  # no dropout: the two runs see the same function
+    tc = setup.config.training
+
+    def applied(optimization: Optimization) -> dict:
+        seen: dict = {}
+
+        def record(*args, **kwargs):  # stands in for AdamW.step: keep the gradient it would apply
+            seen.update({n: p.grad.clone() for n, p in optimization.tagger.named_parameters() if p.grad is not None})
+        optimization.optimizer.step = record
+        return seen
+
+    acc = Optimization(tagger_a, type(tc)(**{**tc.__dict__, "accumulate": 2}), 10, setup.device)
+    grads_a = applied(acc)
+    acc.backward(setup.collator(first))
+    assert acc.pending == 1 and not grads_a  # no step after the first batch
+    acc.backward(setup.collator(second))
+    assert acc.pending == 0 and grads_a
+    one = Optimization(tagger_b, tc, 10, setup.device)
+    grads_b = applied(one)
+    one.backward(setup.collator(first + second))
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_steps_per_epoch_with_accumulation(small_train, tmp_path):
+    setup = _setup(small_train, tmp_path, "training.batch_size=4", "training.accumulate=3")
+    tc = setup.config.training
+    optimization = Optimization(setup.tagger, tc, 100, setup.device)
+    run_epoch(setup.items, setup.collator, optimization, tc, random.Random(0), setup.device)
+    batches = math.ceil(len(setup.items) / 4)
+    assert optimization.scheduler.last_epoch == math.ceil(batches / 3)  # the partial last group steps too
+
+
+def test_bf16_training_and_prediction_on_cpu(small_train, sample_data, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, sample_data.dev, epochs=2), encoding="utf-8")
+    out = tmp_path / "run"
+    assert train_main(["--config", str(config), "--output-dir", str(out), "--set", "training.precision=bf16",
+                       "--set", "training.batch_tokens=300"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 2 and all(math.isfinite(r["loss"]) for r in records)
+    pred = tmp_path / "pred.txt"
+    assert predict_main(["--model", str(out), str(sample_data.dev), "--output", str(pred), "--precision", "bf16",
+                         "--scores"]) == 0
+    assert [len(s.tokens) for s in read_sentences(pred)] == [len(s.tokens) for s in read_sentences(sample_data.dev)]
+    # The model's weights stay float32: autocast only changes how the network computes.
+    assert all(p.dtype == torch.float32 for p in _setup(small_train, tmp_path).tagger.parameters())
+
+
+def test_fp16_needs_cuda(small_train, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    rc = train_main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--set", "training.precision=fp16"])
+    assert_user_error(rc, capsys.readouterr().err, "training.precision", "fp16 needs a CUDA device")
+    assert not (tmp_path / "run").exists()

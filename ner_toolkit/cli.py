@@ -36,6 +36,8 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set training.epochs=3 (repeatable; value parsed as YAML)")
     p.add_argument("--output-dir", help="same as --set output_dir=DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in the output directory from its newest checkpoint, exactly where it stopped")
     args = p.parse_args(argv)
     from .config import load_config
 
@@ -43,7 +45,7 @@ def _train(argv: list[str]) -> int:
     config = load_config(args.config, tuple(overrides))
     from .training.trainer import train
 
-    train(config)
+    train(config, resume=args.resume)
     return 0
 
 

@@ -104,6 +104,8 @@ class TrainingConfig:
     max_grad_norm: float = _f(5.0, "gradient clipping norm (0 = off)")
     patience: int = _f(3, "stop after this many epochs without a better dev F1 (0 = never stop early)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    checkpoint_every: int = _f(1000, "optimizer steps between checkpoints in OUTPUT_DIR/checkpoints (also at every epoch end; 0 = epoch ends only)")
+    keep_checkpoints: int = _f(2, "newest checkpoints kept")
     num_threads: Optional[int] = _f(None, "torch CPU threads (null = torch's default)")
     progress: bool = _f(True, "show tqdm progress bars (on a terminal)")
 

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -23,6 +23,7 @@ from ..model.encoder import build_hf_encoder
 from ..model.precision import check_precision
 from ..model.tagger import Tagger
 from ..predict import Predictor, make_collator, resolve_device, warn_unseen
+from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
 from .dataset import LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, tag_ids
 
@@ -35,17 +36,33 @@ def seed_everything(seed: int) -> None:
 
 
 def run_epoch(items: list[Encoded], collator: Collator, optimization: Optimization, tc: TrainingConfig,
-              rng: random.Random, device: torch.device, bar: Any = None) -> float:
-    """One pass over ``items`` in shuffled length buckets; returns the mean loss per sentence."""
+              rng: random.Random, device: torch.device, bar: Any = None, position: Optional[RunState] = None,
+              on_step: Optional[Callable[[], None]] = None) -> float:
+    """One pass over ``items`` in shuffled length buckets; returns the mean loss per sentence.
+
+    With ``position`` (resume), the first ``position.batches_done`` batches of the epoch's order are
+    skipped and the loss already summed is carried on; ``on_step`` runs after every optimizer step,
+    with ``position`` up to date (it writes checkpoints).
+    """
     optimization.tagger.train()
-    losses = []
-    for chunk in bucketed_batches(items, tc.batch_size, shuffle=True, rng=rng, batch_tokens=tc.batch_tokens):
-        losses.append(optimization.backward(collator(chunk).to(device)) * len(chunk))
+    position = position or RunState()
+    total = position.loss_sum if isinstance(position.loss_sum, torch.Tensor) else torch.tensor(position.loss_sum,
+                                                                                              dtype=torch.float64)
+    total = total.to(device)
+    batches = bucketed_batches(items, tc.batch_size, shuffle=True, rng=rng, batch_tokens=tc.batch_tokens)
+    for index, chunk in enumerate(batches):
+        if index < position.batches_done:
+            continue
+        loss = optimization.backward(collator(chunk).to(device))
+        total = total + loss.double() * len(chunk)  # float64 on the device: no host sync per batch
         if bar is not None:
             bar.update(len(chunk))
+        if optimization.pending == 0:
+            position.batches_done, position.loss_sum = index + 1, total
+            if on_step is not None:
+                on_step()
     optimization.step()  # the last, partial accumulation
-    # One host sync per epoch, not per step.
-    return float(torch.stack(losses).sum()) / max(1, len(items))
+    return float(total) / max(1, len(items))
 
 
 def score(predictor: Predictor, data: LabelledFile, labels: LabelInfo) -> dict:
@@ -143,8 +160,11 @@ def make_optimization(setup: Setup) -> Optimization:
     return Optimization(setup.tagger, tc, math.ceil(batches / tc.accumulate) * tc.epochs, setup.device)
 
 
-def train(config: Config) -> dict:
-    """Train a tagger as ``config`` says; returns the summary (also written to OUTPUT_DIR/model/metrics.json)."""
+def train(config: Config, resume: bool = False) -> dict:
+    """Train a tagger as ``config`` says; returns the summary (also written to OUTPUT_DIR/model/metrics.json).
+
+    ``resume``: continue the run in ``output_dir`` from its newest checkpoint, exactly where it stopped.
+    """
     started = time.time()
     setup = prepare(config)
     tc, device, labels = config.training, setup.device, setup.labels
@@ -154,28 +174,48 @@ def train(config: Config) -> dict:
 
     out_dir = Path(config.output_dir)
     model_dir = out_dir / "model"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
     metrics_path = out_dir / "metrics.jsonl"
-    metrics_path.write_text("", encoding="utf-8")
     rng = random.Random(tc.seed)
-    best_f1, best_epoch, bad_epochs = -1.0, 0, 0
+    checkpointer = Checkpointer(out_dir / "checkpoints", config, labels.labels, optimization, rng)
+    if resume:
+        state = checkpointer.restore()
+        # Epochs the checkpoint has not finished are trained again: drop their lines.
+        kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["epoch"] < state.epoch] if metrics_path.exists() else []
+        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        print(f"resuming at epoch {state.epoch}, batch {state.batches_done} (step {state.step})", file=sys.stderr)
+    else:
+        state = checkpointer.state
+        checkpointer.clear()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("", encoding="utf-8")
+    save_config(config, out_dir / "config.yaml")
     progress = tc.progress and sys.stderr.isatty()
     from tqdm import tqdm
 
-    for epoch in range(1, tc.epochs + 1):
+    def on_step() -> None:
+        state.step += 1
+        if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
+            checkpointer.save()
+
+    while state.epoch <= tc.epochs and not state.stopped:
+        epoch = state.epoch
+        if state.batches_done == 0:
+            state.epoch_rng = rng.getstate()  # this epoch's data order is drawn from here
+            state.epoch_lr = optimization.learning_rates()  # the rates this epoch starts with
+        else:
+            rng.setstate(state.epoch_rng)  # resumed mid-epoch: draw the same order, skip what was done
         t0 = time.time()
-        lrs = optimization.learning_rates()  # the rates this epoch starts with
         bar = tqdm(total=len(items), desc=f"epoch {epoch}/{tc.epochs}", unit="sent", disable=not progress, leave=False)
-        mean_loss = run_epoch(items, collator, optimization, tc, rng, device, bar)
+        mean_loss = run_epoch(items, collator, optimization, tc, rng, device, bar, state, on_step)
         bar.close()
         train_seconds = time.time() - t0
         dev_result = score(predictor, dev, labels) if dev else None
         f1 = dev_result["micro"]["f1"] if dev_result else float(epoch)  # no dev: keep the last epoch
-        improved = f1 > best_f1
+        improved = f1 > state.best_f1
         record = {"epoch": epoch, "loss": round(mean_loss, 6),
                   "dev": _short(dev_result) if dev_result else None,
-                  "lr": lrs,
+                  "lr": state.epoch_lr,
                   "seconds": round(time.time() - t0, 3), "sentences_per_second": round(len(items) / max(train_seconds, 1e-9), 1),
                   "best": improved}
         with metrics_path.open("a", encoding="utf-8") as fh:
@@ -184,15 +224,18 @@ def train(config: Config) -> dict:
         print(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)",
               file=sys.stderr)
         if improved:
-            best_f1, best_epoch, bad_epochs = f1, epoch, 0
+            state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
             save_model(model_dir, tagger, config, labels, setup.tokenizer, setup.vocab,
                        {"epoch": epoch, "dev": dev_result})
         else:
-            bad_epochs += 1
-            if tc.patience and bad_epochs >= tc.patience:
-                print(f"early stop: no better dev F1 for {bad_epochs} epochs", file=sys.stderr)
-                break
+            state.bad_epochs += 1
+            if tc.patience and state.bad_epochs >= tc.patience:
+                print(f"early stop: no better dev F1 for {state.bad_epochs} epochs", file=sys.stderr)
+                state.stopped = True
+        state.epoch, state.batches_done, state.loss_sum = epoch + 1, 0, 0.0
+        checkpointer.save()  # every epoch end: resume never repeats a finished epoch
 
+    best_f1, best_epoch = state.best_f1, state.best_epoch
     summary: dict[str, Any] = {"best_epoch": best_epoch, "dev_f1": best_f1 if dev else None, "test_f1": None,
                                "model_dir": str(model_dir), "seconds": None}
     # Score exactly the weights that were saved (the best epoch), without a second copy of the model.

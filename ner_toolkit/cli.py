@@ -36,6 +36,8 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set training.epochs=3 (repeatable; value parsed as YAML)")
     p.add_argument("--output-dir", help="same as --set output_dir=DIR")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="train one model per seed in OUTPUT_DIR/seed-N and write OUTPUT_DIR/summary.json (mean ± std)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in the output directory from its newest checkpoint, exactly where it stopped")
     args = p.parse_args(argv)
@@ -43,9 +45,20 @@ def _train(argv: list[str]) -> int:
 
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     config = load_config(args.config, tuple(overrides))
-    from .training.trainer import train
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--seeds expects integers separated by commas, got {args.seeds!r}", "--seeds") from None
+        if not seeds:
+            raise UserError("--seeds expects at least one seed, e.g. --seeds 1,2,3", "--seeds")
+    from .training.trainer import train, train_seeds
 
-    train(config, resume=args.resume)
+    if seeds:
+        train_seeds(config, seeds, resume=args.resume)
+    else:
+        train(config, resume=args.resume)
     return 0
 
 

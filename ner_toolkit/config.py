@@ -108,6 +108,7 @@ class TrainingConfig:
     keep_checkpoints: int = _f(2, "newest checkpoints kept")
     num_threads: Optional[int] = _f(None, "torch CPU threads (null = torch's default)")
     progress: bool = _f(True, "show tqdm progress bars (on a terminal)")
+    tensorboard: bool = _f(False, "also log per-epoch scalars to OUTPUT_DIR/tensorboard (needs the tensorboard package)")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..model.tagger import Tagger
 from ..predict import Predictor, make_collator, resolve_device, warn_unseen
 from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
+from .reporting import TensorBoardLog, plot_curves, seed_summary
 from .dataset import LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, tag_ids
 
 
@@ -190,6 +191,7 @@ def train(config: Config, resume: bool = False) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("", encoding="utf-8")
     save_config(config, out_dir / "config.yaml")
+    board = TensorBoardLog(out_dir / "tensorboard", tc.tensorboard)
     progress = tc.progress and sys.stderr.isatty()
     from tqdm import tqdm
 
@@ -220,6 +222,7 @@ def train(config: Config, resume: bool = False) -> dict:
                   "best": improved}
         with metrics_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        board.epoch(record)
         dev_text = f" dev F1 {100 * dev_result['micro']['f1']:.2f}" if dev_result else ""
         print(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)",
               file=sys.stderr)
@@ -235,6 +238,10 @@ def train(config: Config, resume: bool = False) -> dict:
         state.epoch, state.batches_done, state.loss_sum = epoch + 1, 0, 0.0
         checkpointer.save()  # every epoch end: resume never repeats a finished epoch
 
+    board.close()
+    note = plot_curves(metrics_path, out_dir / "training_curves.png")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     best_f1, best_epoch = state.best_f1, state.best_epoch
     summary: dict[str, Any] = {"best_epoch": best_epoch, "dev_f1": best_f1 if dev else None, "test_f1": None,
                                "model_dir": str(model_dir), "seconds": None}
@@ -258,4 +265,26 @@ def train(config: Config, resume: bool = False) -> dict:
     if test:
         parts.append(f"test F1 {100 * summary['test_f1']:.2f}")
     print(f"done: {', '.join(parts)}; model in {model_dir} ({summary['seconds']:.0f} s)")
+    return summary
+
+
+def train_seeds(config: Config, seeds: list[int], resume: bool = False) -> dict:
+    """One run per seed in OUTPUT_DIR/seed-N; OUTPUT_DIR/summary.json holds mean ± std of dev and test F1."""
+    from dataclasses import replace
+
+    from ..atomic import atomic_write
+
+    runs = {}
+    for seed in seeds:
+        run_config = replace(config, output_dir=str(Path(config.output_dir) / f"seed-{seed}"),
+                             training=replace(config.training, seed=seed))
+        runs[seed] = train(run_config, resume=resume)
+    summary = seed_summary(runs)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_write(Path(config.output_dir) / "summary.json") as fh:
+        fh.write(json.dumps(summary, indent=2) + "\n")
+    parts = [f"{key.replace('_f1', '')} F1 {100 * summary[key]['mean']:.2f} ± {100 * summary[key]['std']:.2f}"
+             for key in ("dev_f1", "test_f1") if key in summary]
+    print(f"seeds {','.join(map(str, seeds))}: {'; '.join(parts) or 'no dev/test files'}; "
+          f"summary in {Path(config.output_dir) / 'summary.json'}")
     return summary

@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .errors import UserError
 
@@ -55,10 +55,15 @@ def _train(argv: list[str]) -> int:
             raise UserError("--seeds expects at least one seed, e.g. --seeds 1,2,3", "--seeds")
     from .training.trainer import train, train_seeds
 
-    if seeds:
-        train_seeds(config, seeds, resume=args.resume)
-    else:
-        train(config, resume=args.resume)
+    from . import distributed
+
+    try:
+        if seeds:
+            train_seeds(config, seeds, resume=args.resume)
+        else:
+            train(config, resume=args.resume)
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -104,17 +109,35 @@ def _predict(argv: list[str]) -> int:
         raise UserError("--batch-size must be at least 1", "--batch-size")
     if args.nbest < 1:
         raise UserError("--nbest must be at least 1", "--nbest")
-    from .data.schemes import SchemeError, convert, detect_scheme
-    from .predict import OutputOptions, Predictor, output_paths, predict_file, warn_unseen
+    from . import distributed
+    from .predict import Predictor, output_paths
 
     output_paths(args.inputs, args.output, create=False)  # bad inputs or outputs fail before the model loads
     predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision)
     pairs = output_paths(args.inputs, args.output)
+    try:
+        gold, pred = _predict_files(args, predictor, pairs)
+    finally:
+        distributed.shutdown()
+    if args.evaluate and gold and distributed.current().main:
+        _report(gold, pred, args.strict, args.json, args.inputs[0])
+    return 0
+
+
+def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tuple[list[list[str]], list[list[str]]]:
+    """Predict every (input, output) pair; the gold and predicted tags of all inputs for --evaluate."""
+    from . import distributed
+    from .data.schemes import SchemeError, convert, detect_scheme
+    from .predict import OutputOptions, predict_file, warn_unseen
+
+    main = distributed.current().main
     gold: list[list[str]] = []
     pred: list[list[str]] = []
     for source, target in pairs:
         result = predict_file(predictor, source, target, evaluate=args.evaluate,
                               options=OutputOptions(args.nbest, args.scores, args.format))
+        if not main:
+            continue
         if target is not None:
             print(f"{source} -> {target}: {result.sentences} sentences, {result.tokens} tokens", file=sys.stderr)
         if args.evaluate and result.gold:
@@ -130,9 +153,7 @@ def _predict(argv: list[str]) -> int:
             from .errors import warn
 
             warn("--evaluate: no gold column (single-column file), nothing scored", source)
-    if args.evaluate and gold:
-        _report(gold, pred, args.strict, args.json, args.inputs[0])
-    return 0
+    return gold, pred
 
 
 def _evaluate(argv: list[str]) -> int:

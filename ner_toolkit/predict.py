@@ -9,6 +9,7 @@ from typing import IO, Any, Optional, Sequence, Union
 
 import torch
 
+from . import distributed
 from .atomic import atomic_write
 from .config import EncoderConfig
 from .data.batching import Batch, Collator, Encoded, SubwordAligner, bucketed_batches, encode_sentences
@@ -83,7 +84,8 @@ class Predictor:
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64,
              precision: str = "fp32") -> "Predictor":
-        dev = resolve_device(device)
+        _, rank_device = distributed.init_from_env(device)  # torchrun: one process per device
+        dev = resolve_device(rank_device or device)
         check_precision(precision, dev, "--precision")
         model = load_model(directory, dev)
         return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
@@ -181,7 +183,16 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
                  options: OutputOptions) -> None:
     sentences = [it for it in items if isinstance(it, Sentence)]
     scores = options.scores or options.fmt == "jsonl"
-    predictions = predictor.predict_detailed([s.tokens for s in sentences], options.nbest, scores)
+    dist = distributed.current()
+    mine = dist.shard(range(len(sentences)))  # under torchrun each rank tags its share of the chunk
+    local = predictor.predict_detailed([sentences[i].tokens for i in mine], options.nbest, scores)
+    gathered = distributed.gather_to_main(list(zip(mine, local)))
+    if gathered is None:
+        return  # not rank 0: rank 0 writes the merged chunk in input order
+    predictions: list[Any] = [None] * len(sentences)
+    for part in gathered:
+        for index, prediction in part:
+            predictions[index] = prediction
     by_id = {id(s): p for s, p in zip(sentences, predictions)}
     for it in items:
         if isinstance(it, Passthrough):
@@ -235,7 +246,9 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
                     chunk, count = [], 0
         _write_chunk(out, chunk, predictor, result, evaluate, options)
 
-    if output is None:
+    if not distributed.current().main:
+        run(open(os.devnull, "w", encoding="utf-8"))  # takes part in every chunk, writes nothing
+    elif output is None:
         run(sys.stdout)
     else:
         with atomic_write(output) as fh:

@@ -2,10 +2,13 @@
 gradient accumulation and clipping, behind one ``backward(batch)`` call per batch."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..config import TrainingConfig
 from ..data.batching import Batch
+from ..distributed import all_reduce_grads
 from ..model.precision import autocast
 from ..model.tagger import Tagger
 
@@ -34,20 +37,28 @@ class Optimization:
         self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
         self.pending = 0  # batches whose gradients wait for the next step
 
-    def backward(self, batch: Batch) -> torch.Tensor:
-        """Forward + backward of one batch (a step when ``accumulate`` batches are in); the detached loss."""
-        with autocast(self.device, self.tc.precision):
-            loss = self.tagger.loss(batch)
-        self.scaler.scale(loss / self.tc.accumulate).backward()
+    def backward(self, batch: Optional[Batch], share: float = 1.0) -> Optional[torch.Tensor]:
+        """Forward + backward of one batch (a step when ``accumulate`` batches are in); the detached loss.
+
+        ``share``: this process's fraction of the global batch under data parallelism (its loss weight, so
+        that the gradients summed over ranks are those of the whole batch's mean loss); ``batch`` None:
+        this rank's share of a small batch is empty, it only takes part in the step.
+        """
+        loss = None
+        if batch is not None:
+            with autocast(self.device, self.tc.precision):
+                loss = self.tagger.loss(batch)
+            self.scaler.scale(loss * share / self.tc.accumulate).backward()
         self.pending += 1
         if self.pending >= self.tc.accumulate:
             self.step()
-        return loss.detach()
+        return None if loss is None else loss.detach()
 
     def step(self) -> None:
         """Apply the accumulated gradients (no-op when none are pending, e.g. at an epoch's end)."""
         if not self.pending:
             return
+        all_reduce_grads(self.tagger.parameters())  # data parallel: sum the ranks' shares
         if self.tc.max_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.tagger.parameters(), self.tc.max_grad_norm)

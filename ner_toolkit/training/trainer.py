@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences
 from ..data.vocab import Vocab, load_vectors
@@ -38,32 +39,41 @@ def seed_everything(seed: int) -> None:
 
 def run_epoch(items: list[Encoded], collator: Collator, optimization: Optimization, tc: TrainingConfig,
               rng: random.Random, device: torch.device, bar: Any = None, position: Optional[RunState] = None,
-              on_step: Optional[Callable[[], None]] = None) -> float:
+              save: Optional[Callable[[], None]] = None) -> float:
     """One pass over ``items`` in shuffled length buckets; returns the mean loss per sentence.
 
     With ``position`` (resume), the first ``position.batches_done`` batches of the epoch's order are
-    skipped and the loss already summed is carried on; ``on_step`` runs after every optimizer step,
-    with ``position`` up to date (it writes checkpoints).
+    skipped and the loss already summed is carried on. ``position.step`` counts optimizer steps; every
+    ``training.checkpoint_every`` of them ``save`` runs with ``position`` up to date.
     """
     optimization.tagger.train()
     position = position or RunState()
-    total = position.loss_sum if isinstance(position.loss_sum, torch.Tensor) else torch.tensor(position.loss_sum,
-                                                                                              dtype=torch.float64)
-    total = total.to(device)
+    dist = distributed.current()
+    # float64 on the device: no host sync per batch. The sum carried from a checkpoint is global: rank 0
+    # holds it, so the all-reduce of the ranks' sums is the global sum again.
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    if dist.main:
+        total = total + torch.as_tensor(position.loss_sum, dtype=torch.float64, device=device)
     batches = bucketed_batches(items, tc.batch_size, shuffle=True, rng=rng, batch_tokens=tc.batch_tokens)
     for index, chunk in enumerate(batches):
         if index < position.batches_done:
             continue
-        loss = optimization.backward(collator(chunk).to(device))
-        total = total + loss.double() * len(chunk)  # float64 on the device: no host sync per batch
+        local = dist.shard(chunk)  # data parallel: this rank's part of the global batch
+        loss = optimization.backward(collator(local).to(device) if local else None, len(local) / len(chunk))
+        if loss is not None:
+            total = total + loss.double() * len(local)
         if bar is not None:
             bar.update(len(chunk))
         if optimization.pending == 0:
-            position.batches_done, position.loss_sum = index + 1, total
-            if on_step is not None:
-                on_step()
-    optimization.step()  # the last, partial accumulation
-    return float(total) / max(1, len(items))
+            position.step += 1
+            if save is not None and tc.checkpoint_every and position.step % tc.checkpoint_every == 0:
+                position.batches_done = index + 1
+                position.loss_sum = distributed.all_reduce_sum(total.clone())
+                save()
+    if optimization.pending:
+        optimization.step()  # the last, partial accumulation
+        position.step += 1
+    return float(distributed.all_reduce_sum(total.clone())) / max(1, len(items))
 
 
 def score(predictor: Predictor, data: LabelledFile, labels: LabelInfo) -> dict:
@@ -111,7 +121,8 @@ def prepare(config: Config) -> Setup:
     tc = config.training
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
-    device = resolve_device(tc.device, "training.device")
+    dist, rank_device = distributed.init_from_env(tc.device)
+    device = resolve_device(rank_device or tc.device, "training.device")
     check_precision(tc.precision, device)
     if tc.accumulate < 1 or tc.batch_size < 1 or (tc.batch_tokens is not None and tc.batch_tokens < 1):
         raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
@@ -165,39 +176,37 @@ def train(config: Config, resume: bool = False) -> dict:
     """Train a tagger as ``config`` says; returns the summary (also written to OUTPUT_DIR/model/metrics.json).
 
     ``resume``: continue the run in ``output_dir`` from its newest checkpoint, exactly where it stopped.
+    Under ``torchrun`` every rank trains its share of each batch; rank 0 alone evaluates and writes.
     """
     started = time.time()
     setup = prepare(config)
     tc, device, labels = config.training, setup.device, setup.labels
-    tagger, items, collator, predictor = setup.tagger, setup.items, setup.collator, setup.predictor
-    dev, test = setup.dev, setup.test
+    main = distributed.current().main
     optimization = make_optimization(setup)
-
     out_dir = Path(config.output_dir)
-    model_dir = out_dir / "model"
     metrics_path = out_dir / "metrics.jsonl"
     rng = random.Random(tc.seed)
     checkpointer = Checkpointer(out_dir / "checkpoints", config, labels.labels, optimization, rng)
     if resume:
         state = checkpointer.restore()
-        # Epochs the checkpoint has not finished are trained again: drop their lines.
-        kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["epoch"] < state.epoch] if metrics_path.exists() else []
-        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        print(f"resuming at epoch {state.epoch}, batch {state.batches_done} (step {state.step})", file=sys.stderr)
+        if main:  # epochs the checkpoint has not finished are trained again: drop their lines
+            kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["epoch"] < state.epoch] if metrics_path.exists() else []
+            metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            print(f"resuming at epoch {state.epoch}, batch {state.batches_done} (step {state.step})", file=sys.stderr)
     else:
         state = checkpointer.state
-        checkpointer.clear()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("", encoding="utf-8")
-    save_config(config, out_dir / "config.yaml")
-    board = TensorBoardLog(out_dir / "tensorboard", tc.tensorboard)
-    progress = tc.progress and sys.stderr.isatty()
+        if main:
+            checkpointer.clear()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            metrics_path.write_text("", encoding="utf-8")
+    if main:
+        save_config(config, out_dir / "config.yaml")
+    board = TensorBoardLog(out_dir / "tensorboard", tc.tensorboard and main)
     from tqdm import tqdm
 
-    def on_step() -> None:
-        state.step += 1
-        if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
+    def save() -> None:
+        if main:
             checkpointer.save()
 
     while state.epoch <= tc.epochs and not state.stopped:
@@ -208,60 +217,78 @@ def train(config: Config, resume: bool = False) -> dict:
         else:
             rng.setstate(state.epoch_rng)  # resumed mid-epoch: draw the same order, skip what was done
         t0 = time.time()
-        bar = tqdm(total=len(items), desc=f"epoch {epoch}/{tc.epochs}", unit="sent", disable=not progress, leave=False)
-        mean_loss = run_epoch(items, collator, optimization, tc, rng, device, bar, state, on_step)
+        bar = tqdm(total=len(setup.items), desc=f"epoch {epoch}/{tc.epochs}", unit="sent", leave=False,
+                   disable=not (tc.progress and main and sys.stderr.isatty()))
+        mean_loss = run_epoch(setup.items, setup.collator, optimization, tc, rng, device, bar, state, save)
         bar.close()
-        train_seconds = time.time() - t0
-        dev_result = score(predictor, dev, labels) if dev else None
-        f1 = dev_result["micro"]["f1"] if dev_result else float(epoch)  # no dev: keep the last epoch
-        improved = f1 > state.best_f1
-        record = {"epoch": epoch, "loss": round(mean_loss, 6),
-                  "dev": _short(dev_result) if dev_result else None,
-                  "lr": state.epoch_lr,
-                  "seconds": round(time.time() - t0, 3), "sentences_per_second": round(len(items) / max(train_seconds, 1e-9), 1),
-                  "best": improved}
-        with metrics_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        board.epoch(record)
-        dev_text = f" dev F1 {100 * dev_result['micro']['f1']:.2f}" if dev_result else ""
-        print(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)",
-              file=sys.stderr)
-        if improved:
-            state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
-            save_model(model_dir, tagger, config, labels, setup.tokenizer, setup.vocab,
-                       {"epoch": epoch, "dev": dev_result})
-        else:
-            state.bad_epochs += 1
-            if tc.patience and state.bad_epochs >= tc.patience:
-                print(f"early stop: no better dev F1 for {state.bad_epochs} epochs", file=sys.stderr)
-                state.stopped = True
+        if main:
+            _end_epoch(setup, state, mean_loss, time.time() - t0, metrics_path, board)
+        state.stopped = distributed.broadcast_object(state.stopped)
         state.epoch, state.batches_done, state.loss_sum = epoch + 1, 0, 0.0
-        checkpointer.save()  # every epoch end: resume never repeats a finished epoch
+        save()  # every epoch end: resume never repeats a finished epoch
 
     board.close()
-    note = plot_curves(metrics_path, out_dir / "training_curves.png")
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    best_f1, best_epoch = state.best_f1, state.best_epoch
-    summary: dict[str, Any] = {"best_epoch": best_epoch, "dev_f1": best_f1 if dev else None, "test_f1": None,
-                               "model_dir": str(model_dir), "seconds": None}
-    # Score exactly the weights that were saved (the best epoch), without a second copy of the model.
+    if not main:
+        distributed.barrier()  # rank 0 scores the best model and writes the summary
+        return {}
+    summary = _finish(setup, state, out_dir, started)
+    distributed.barrier()
+    return summary
+
+
+def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, metrics_path: Path,
+               board: TensorBoardLog) -> None:
+    """Rank 0 after an epoch: dev score, metrics.jsonl line, best model saved, early stopping."""
+    tc, epoch, dev = setup.config.training, state.epoch, setup.dev
+    dev_result = score(setup.predictor, dev, setup.labels) if dev else None
+    f1 = dev_result["micro"]["f1"] if dev_result else float(epoch)  # no dev: keep the last epoch
+    improved = f1 > state.best_f1
+    record = {"epoch": epoch, "loss": round(mean_loss, 6), "dev": _short(dev_result) if dev_result else None,
+              "lr": state.epoch_lr, "seconds": round(seconds, 3),
+              "sentences_per_second": round(len(setup.items) / max(seconds, 1e-9), 1), "best": improved}
+    with metrics_path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    board.epoch(record)
+    dev_text = f" dev F1 {100 * dev_result['micro']['f1']:.2f}" if dev_result else ""
+    print(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)",
+          file=sys.stderr)
+    if improved:
+        state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
+        save_model(Path(setup.config.output_dir) / "model", setup.tagger, setup.config, setup.labels,
+                   setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result})
+    else:
+        state.bad_epochs += 1
+        if tc.patience and state.bad_epochs >= tc.patience:
+            print(f"early stop: no better dev F1 for {state.bad_epochs} epochs", file=sys.stderr)
+            state.stopped = True
+
+
+def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dict:
+    """Rank 0 at the end: curves, the saved (best) weights scored on dev and test, the summary line."""
     from safetensors.torch import load_file
 
-    tagger.load_state_dict(load_file(str(model_dir / WEIGHTS), device=str(device)))
-    metrics: dict[str, Any] = {"epoch": best_epoch, "dev": None, "test": None}
+    note = plot_curves(out_dir / "metrics.jsonl", out_dir / "training_curves.png")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    model_dir = out_dir / "model"
+    dev, test = setup.dev, setup.test
+    summary: dict[str, Any] = {"best_epoch": state.best_epoch, "dev_f1": state.best_f1 if dev else None,
+                               "test_f1": None, "model_dir": str(model_dir), "seconds": None}
+    # Score exactly the weights that were saved (the best epoch), without a second copy of the model.
+    setup.tagger.load_state_dict(load_file(str(model_dir / WEIGHTS), device=str(setup.device)))
+    metrics: dict[str, Any] = {"epoch": state.best_epoch, "dev": None, "test": None}
     for key, data in (("dev", dev), ("test", test)):
         if data is not None:
-            result = score(predictor, data, labels)
+            result = score(setup.predictor, data, setup.labels)
             metrics[key] = result
             print(f"{key} ({data.path}):\n{format_report(result)}", file=sys.stderr)
     if test is not None:
         summary["test_f1"] = metrics["test"]["micro"]["f1"]
     write_metrics(model_dir, metrics)
     summary["seconds"] = round(time.time() - started, 1)
-    parts = [f"best epoch {best_epoch}"]
+    parts = [f"best epoch {state.best_epoch}"]
     if dev:
-        parts.append(f"dev F1 {100 * best_f1:.2f}")
+        parts.append(f"dev F1 {100 * state.best_f1:.2f}")
     if test:
         parts.append(f"test F1 {100 * summary['test_f1']:.2f}")
     print(f"done: {', '.join(parts)}; model in {model_dir} ({summary['seconds']:.0f} s)")

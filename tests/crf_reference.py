@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from ner_toolkit.model.crf import CRF
+
 # --------------------------------------------------------------------------- helpers
 
 BIO_TAGS = ["O", "B-A", "I-A", "B-B", "I-B"]
@@ -210,3 +212,12 @@ def log_partition_logspace(emissions, mask, crf):
         step = torch.logsumexp(alpha.unsqueeze(2) + trans + em[:, t].unsqueeze(1), dim=1)
         alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
     return torch.logsumexp(alpha + end, dim=1)
+
+
+def random_problem(k, constraints, gen, batch, seq_len, scale=1.0, force_lengths=()):
+    """A CRF with random parameters, random emissions and random lengths: (crf, emissions, mask, lengths)."""
+    crf = CRF(k, constraints)
+    randomise(crf, gen)  # random transitions, not the near-zero init
+    emissions = torch.randn(batch, seq_len, k, generator=gen) * scale
+    mask, lengths = random_mask(batch, seq_len, gen, force_lengths=force_lengths)
+    return crf, emissions, mask, lengths

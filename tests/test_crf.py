@@ -19,6 +19,7 @@ from crf_reference import (
     needs_torchcrf,
     random_constraints,
     random_mask,
+    random_problem,
     randomise,
     torchcrf,
 )
@@ -34,11 +35,8 @@ def test_brute_force_decode_and_nll(kind, k, seq_len, seed):
     rng = random.Random(seed * 100 + k * 10 + seq_len)
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     constraints = make_constraints(kind, k, rng)
-    crf = CRF(k, constraints)
-    randomise(crf, gen)
     batch = 4
-    emissions = torch.randn(batch, seq_len, k, generator=gen) * 2
-    mask, lengths = random_mask(batch, seq_len, gen, force_lengths=(1, seq_len))
+    crf, emissions, mask, lengths = random_problem(k, constraints, gen, batch, seq_len, 2.0, (1, seq_len))
 
     refs = [brute_force(crf, emissions[b], lengths[b], constraints) for b in range(batch)]
 
@@ -99,10 +97,7 @@ def test_brute_force_property(k, seq_len, batch, constrained, seed):
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     constraints = random_constraints(k, rng) if constrained else None
-    crf = CRF(k, constraints)
-    randomise(crf, gen)
-    emissions = torch.randn(batch, seq_len, k, generator=gen)
-    mask, lengths = random_mask(batch, seq_len, gen)
+    crf, emissions, mask, lengths = random_problem(k, constraints, gen, batch, seq_len)
     paths, scores = crf.decode(emissions, mask)
     tags = torch.zeros(batch, seq_len, dtype=torch.long)
     expected = []

@@ -25,6 +25,7 @@ from crf_reference import (
     needs_torchcrf,
     random_constraints,
     random_mask,
+    random_problem,
     randomise,
     segments,
     torchcrf,
@@ -52,11 +53,8 @@ def test_brute_force_nbest_marginals_forward_backward(kind, k, seq_len, seed):
     rng = random.Random(seed * 1000 + k * 10 + seq_len)
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     constraints = make_constraints(kind, k, rng)
-    crf = CRF(k, constraints)
-    randomise(crf, gen)  # random transitions, not the near-zero init
     batch = 4
-    emissions = torch.randn(batch, seq_len, k, generator=gen) * 2
-    mask, lengths = random_mask(batch, seq_len, gen, force_lengths=(1, seq_len, 2))
+    crf, emissions, mask, lengths = random_problem(k, constraints, gen, batch, seq_len, 2.0, (1, seq_len, 2))
     refs = [brute_force(crf, emissions[b], lengths[b], constraints) for b in range(batch)]
 
     # n-best: the top-n of the enumeration of legal (distinct) paths, best first; -inf beyond it.
@@ -179,10 +177,7 @@ def test_nbest_and_marginals_property(k, seq_len, batch, n, constrained, seed):
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     constraints = random_constraints(k, rng) if constrained else None
-    crf = CRF(k, constraints)
-    randomise(crf, gen)
-    emissions = torch.randn(batch, seq_len, k, generator=gen)
-    mask, lengths = random_mask(batch, seq_len, gen)
+    crf, emissions, mask, lengths = random_problem(k, constraints, gen, batch, seq_len)
     paths, scores = crf.nbest(emissions, mask, n)
     marginals = crf.marginals(emissions, mask)
     for b in range(batch):

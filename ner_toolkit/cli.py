@@ -67,7 +67,8 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-def _report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str) -> None:
+def _report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str,
+            errors: bool = False) -> None:
     from .data.schemes import SchemeError
     from .evaluate import evaluate_spans, format_report
 
@@ -76,6 +77,11 @@ def _report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_pat
     except SchemeError as exc:
         raise UserError(str(exc), where) from None
     print(format_report(result))
+    if errors:
+        from .error_analysis import error_report, format_error_report
+
+        result["errors"] = error_report(gold, pred, result["scheme"])
+        print("\n" + format_error_report(result["errors"]))
     if json_path == "-":
         print(json.dumps(result, indent=2))
     elif json_path:
@@ -161,6 +167,8 @@ def _evaluate(argv: list[str]) -> int:
     p.add_argument("file", help="CoNLL file whose last two columns are gold and predicted tags")
     p.add_argument("--strict", action="store_true", help="strict span matching (default: conlleval-compatible)")
     p.add_argument("--json", metavar="PATH", help="also write the scores as JSON (- for stdout)")
+    p.add_argument("--report", action="store_true",
+                   help="also count per type: correct, wrong type (right boundaries), wrong boundaries, missed, spurious")
     p.add_argument("--gold-column", type=int, default=-2, metavar="N",
                    help="column of the gold tags (default -2: second to last)")
     p.add_argument("--pred-column", type=int, default=-1, metavar="N",
@@ -190,7 +198,7 @@ def _evaluate(argv: list[str]) -> int:
         pred.append(q)
     if not gold:
         raise UserError("no sentences to score", args.file)
-    _report(gold, pred, args.strict, args.json, args.file)
+    _report(gold, pred, args.strict, args.json, args.file, errors=args.report)
     return 0
 
 

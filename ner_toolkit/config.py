@@ -47,6 +47,7 @@ class EncoderConfig:
     tokenizer: Optional[str] = _f(None, "tokenizer directory or file (spiece.model, tokenizer.json, vocab.txt) for a scratch encoder")
     freeze: bool = _f(False, "keep the encoder weights fixed (no gradients)")
     pooling: Literal["first", "last", "mean", "first_last"] = _f("first", "subword-to-word pooling: first | last | mean | first_last")
+    layers: Optional[list] = _f(None, "encoder layers to mix with learned softmax weights, e.g. [-1, -2, -3, -4] (0 = embeddings); null = last layer")
     max_length: Optional[int] = _f(None, "subwords per encoder window incl. specials; null = the encoder's max_position_embeddings")
     stride: int = _f(64, "subwords of context shared by consecutive windows of a sentence longer than max_length")
     max_subwords_per_word: int = _f(24, "subwords kept per word (a longer word keeps its first ones; it is never dropped)")
@@ -132,7 +133,8 @@ def _type_name(tp: Any) -> str:
     if origin is Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " or null"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+        list: "a list"}.get(
         tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -185,6 +187,10 @@ def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"`{path}` must be a mapping of keys, got {type(value).__name__} {value!r}", src, line)
         return _build(tp, value, path + ".", where, source)
+    if tp is list:
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise UserError(f"`{path}` must be a list of integers, got {value!r}", src, line)
+        return value
     ok = {
         bool: lambda v: isinstance(v, bool),
         int: lambda v: isinstance(v, int) and not isinstance(v, bool),

@@ -102,3 +102,59 @@ def test_roberta_words_are_tokenized_with_a_leading_space(tmp_path: Path) -> Non
     pieces = tokenizer.convert_ids_to_tokens(
         tokenizer([["world"]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0])
     assert pieces[0].startswith("\u0120")  # "Ġ": the word is read as inside a sentence
+
+
+def _tiny_encoder_and_batch(layers):
+    import torch
+    from transformers import AlbertConfig, AlbertModel
+
+    from ner_toolkit.config import EncoderConfig
+    from ner_toolkit.data.batching import encode_sentences
+    from ner_toolkit.model.encoder import Encoder
+    from ner_toolkit.predict import make_collator
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer("builtin:albert-base-v2")
+    hf = AlbertModel(AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, max_position_embeddings=64, **TINY),
+                     add_pooling_layer=False).eval()
+    aligner, collator = make_collator(tokenizer, hf, EncoderConfig())
+    batch = collator(encode_sentences(aligner, None, [["EU", "rejects", "German", "call"], ["Peter"]]))
+    return Encoder(hf, "first", False, 0.0, layers).eval(), hf, batch
+
+
+def test_layer_mix_starts_as_the_mean_of_the_chosen_layers():
+    import torch
+
+    encoder, hf, batch = _tiny_encoder_and_batch([0, -1])
+    with torch.no_grad():
+        states = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+        expected = (states[0] + states[-1]) / 2  # softmax of equal weights, gamma 1
+        got = encoder(batch)
+    first = batch.pools[0]
+    flat = expected.reshape(-1, expected.shape[-1]).index_select(0, first[0])
+    assert torch.allclose(got.reshape(-1, got.shape[-1])[first[1]], flat, atol=1e-6)
+    last_only, _, _ = _tiny_encoder_and_batch([-1])
+    plain, _, _ = _tiny_encoder_and_batch(None)
+    with torch.no_grad():
+        assert torch.allclose(last_only(batch), plain(batch), atol=1e-6)
+
+
+def test_layer_mix_rejects_a_missing_layer():
+    from ner_toolkit.errors import UserError
+
+    with pytest.raises(UserError, match="layer 5 does not exist"):
+        _tiny_encoder_and_batch([5])
+
+
+def test_layer_mix_trains_saves_and_reloads(tmp_path):
+    from safetensors.torch import load_file
+
+    train = _slice(SAMPLE / "train.txt", 30, tmp_path / "train.txt")
+    out = tmp_path / "run"
+    assert train_main(["--config", str(ROOT / "configs" / "quickstart.yaml"), "--output-dir", str(out),
+                       "--set", "model.encoder.layers=[-1, -2]", "--set", f"data.train={train}",
+                       "--set", "data.dev=null", "--set", "data.test=null", "--set", "training.epochs=1"]) == 0
+    weights = load_file(out / "model" / "model.safetensors")
+    assert "encoder.mix.weights" in weights and "encoder.mix.gamma" in weights
+    sentences = [s.tokens for s in read_sentences(train)][:5]
+    assert [len(t) for t in Predictor.load(out).predict(sentences)] == [len(s) for s in sentences]

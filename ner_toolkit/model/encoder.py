@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -150,12 +150,35 @@ def max_positions(hf_model: nn.Module) -> int:
     return int(n)
 
 
+class ScalarMix(nn.Module):
+    """gamma * sum_i softmax(w)_i * h_i over chosen encoder layers (Peters et al., 2018)."""
+
+    def __init__(self, layers: Sequence[int], num_hidden_layers: int) -> None:
+        super().__init__()
+        available = num_hidden_layers + 1  # hidden_states: the embeddings, then every layer
+        for layer in layers:
+            if not -available <= layer < available:
+                raise UserError(f"`model.encoder.layers`: layer {layer} does not exist (the encoder has "
+                                f"{num_hidden_layers} layers; use 0..{num_hidden_layers} or -1..-{available})", "config")
+        self.layers = [layer % available for layer in layers]
+        self.weights = nn.Parameter(torch.zeros(len(layers)))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``hidden_states``: the HF tuple of (W, S, H) tensors -> their mix (W, S, H)."""
+        weights = torch.softmax(self.weights, dim=0).to(hidden_states[0].dtype)
+        mixed = sum(w * hidden_states[i] for w, i in zip(weights, self.layers))
+        return self.gamma.to(mixed.dtype) * mixed
+
+
 class Encoder(nn.Module):
     """HF encoder + pooling: windows of subwords (W,S) -> one vector per word (B,T,H or 2H)."""
 
-    def __init__(self, hf_model: nn.Module, pooling: str, freeze: bool, dropout: float) -> None:
+    def __init__(self, hf_model: nn.Module, pooling: str, freeze: bool, dropout: float,
+                 layers: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         self.model = hf_model
+        self.mix = ScalarMix(layers, int(hf_model.config.num_hidden_layers)) if layers else None
         self.pooling = pooling
         self.freeze = freeze
         if freeze:
@@ -169,7 +192,9 @@ class Encoder(nn.Module):
         """Returns word vectors (B, T, output_dim); padded positions are zeros."""
         B, T = batch.mask.shape
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             output_hidden_states=self.mix is not None)
+        hidden = out.last_hidden_state if self.mix is None else self.mix(out.hidden_states)
         flat = hidden.reshape(-1, hidden.shape[-1])  # (W*S, H)
         parts = []
         for src, dst, weight in batch.pools:

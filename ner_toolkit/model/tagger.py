@@ -22,7 +22,8 @@ class Tagger(nn.Module):
     def __init__(self, cfg: ModelConfig, hf_encoder: nn.Module, num_labels: int, vocab_size: int,
                  constraints: Optional[Constraints], vectors: Optional[torch.Tensor] = None) -> None:
         super().__init__()
-        self.encoder = Encoder(hf_encoder, cfg.encoder.pooling, cfg.encoder.freeze, cfg.encoder.dropout)
+        self.encoder = Encoder(hf_encoder, cfg.encoder.pooling, cfg.encoder.freeze, cfg.encoder.dropout,
+                               cfg.encoder.layers)
         self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors)
         self.dropout = nn.Dropout(cfg.dropout)
         features = self.fusion.output_dim
@@ -57,7 +58,9 @@ class Tagger(nn.Module):
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
-            if name.startswith("encoder."):
+            if name.startswith("encoder.mix."):
+                part = "lstm"  # the layer mix is task-specific: it learns at the task's rate
+            elif name.startswith("encoder."):
                 part = "encoder"
             elif name.startswith("fusion.words."):
                 part = "words"

@@ -65,6 +65,16 @@ class WordsConfig:
 
 
 @dataclass
+class CharsConfig:
+    enabled: bool = _f(False, "add a character CNN word representation to the fusion (cased, sees prefixes/suffixes)")
+    dim: int = _f(30, "character embedding size")
+    filters: int = _f(50, "CNN filters = size of the character word vector")
+    kernel_size: int = _f(3, "CNN window in characters")
+    max_length: int = _f(30, "characters per word kept (the first ones)")
+    min_freq: int = _f(1, "minimum training frequency for a character to get its own embedding")
+
+
+@dataclass
 class LstmConfig:
     enabled: bool = _f(True, "put a BiLSTM between the fused word vectors and the emissions")
     hidden_size: int = _f(256, "LSTM hidden size per direction")
@@ -76,6 +86,7 @@ class LstmConfig:
 class ModelConfig:
     encoder: EncoderConfig = _f(EncoderConfig(), "the ALBERT (or other HF) encoder")
     words: WordsConfig = _f(WordsConfig(), "word embeddings fused with the encoder's word vectors")
+    chars: CharsConfig = _f(CharsConfig(), "character CNN word vectors fused with the encoder's (concat or add fusion)")
     fusion: Literal["concat", "add", "none"] = _f("concat", "concat | add (both projected to fusion_dim) | none (encoder alone)")
     fusion_dim: int = _f(256, "common size of the `add` fusion")
     dropout: float = _f(0.5, "dropout on the fused word representation and on the LSTM output")

@@ -15,7 +15,7 @@ from .config import EncoderConfig
 from .data.batching import Batch, Collator, Encoded, SubwordAligner, bucketed_batches, encode_sentences
 from .data.conll import Passthrough, Sentence, format_passthrough, format_sentence, read_conll
 from .data.schemes import SchemeError, convert, segment_continues, tag_problem, to_spans
-from .data.vocab import Vocab
+from .data.vocab import CharVocab, Vocab
 from .errors import UserError, warn
 from .formats import conll_columns, jsonl_record
 from .model.directory import LabelInfo, load_model
@@ -71,8 +71,9 @@ class Predictor:
 
     def __init__(self, tagger: Tagger, tokenizer: Any, vocab: Optional[Vocab], labels: LabelInfo,
                  encoder_cfg: EncoderConfig, device: torch.device, batch_size: int = 64, token_column: int = 0,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", chars: Optional[CharVocab] = None) -> None:
         check_precision(precision, device, "--precision")
+        self.chars = chars
         self.tagger, self.vocab, self.labels = tagger, vocab, labels
         self.precision = precision
         self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
@@ -89,7 +90,7 @@ class Predictor:
         check_precision(precision, dev, "--precision")
         model = load_model(directory, dev)
         return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
-                   model.config.data.token_column, precision)
+                   model.config.data.token_column, precision, model.chars)
 
     def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """Tags for each sentence (one per token, always), in the input order."""
@@ -106,7 +107,7 @@ class Predictor:
             raise ValueError(f"nbest must be at least 1, got {nbest}")
         out: list[Prediction] = [Prediction([], []) for _ in sentences]
         non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
-        encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty])
+        encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars)
         was_training = self.tagger.training
         self.tagger.eval()
         try:

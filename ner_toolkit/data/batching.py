@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from .vocab import Vocab
+from .vocab import CharVocab, Vocab
 
 POOLINGS = ("first", "last", "mean", "first_last")
 
@@ -27,6 +27,7 @@ class Encoded:
     pieces: list[list[int]]
     tags: Optional[list[int]]
     index: int
+    char_ids: Optional[list[list[int]]] = None  # character ids per word, with model.chars
 
     def __len__(self) -> int:
         return len(self.word_ids)
@@ -66,12 +67,14 @@ def encode_sentences(
     sentences: Sequence[Sequence[str]],
     tags: Optional[Sequence[Optional[Sequence[int]]]] = None,
     start_index: int = 0,
+    chars: Optional[CharVocab] = None,
 ) -> list[Encoded]:
     pieces = aligner.pieces(sentences)
     out = []
     for i, (tokens, p) in enumerate(zip(sentences, pieces)):
         word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
-        out.append(Encoded(word_ids, p, None if tags is None else (None if tags[i] is None else list(tags[i])), start_index + i))
+        out.append(Encoded(word_ids, p, None if tags is None else (None if tags[i] is None else list(tags[i])),
+                           start_index + i, None if chars is None else chars.encode(tokens)))
     return out
 
 
@@ -131,12 +134,14 @@ class Batch:
     tags: Optional[torch.Tensor]
     lengths: torch.Tensor
     indices: list[int]
+    char_ids: Optional[torch.Tensor] = None  # (B, T, L) character ids, 0-padded, with model.chars
 
     def to(self, device: torch.device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask),
                      [(move(s), move(d), move(w)) for s, d, w in self.pools],
-                     move(self.word_ids), move(self.mask), move(self.tags), move(self.lengths), self.indices)
+                     move(self.word_ids), move(self.mask), move(self.tags), move(self.lengths), self.indices,
+                     move(self.char_ids))
 
 
 class Collator:
@@ -200,7 +205,13 @@ class Collator:
         tags = None
         if all(x.tags is not None for x in items):
             tags = torch.tensor([x.tags + [0] * (T - len(x)) for x in items], dtype=torch.long)  # type: ignore[operator]
-        return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items])
+        char_ids = None
+        if items[0].char_ids is not None:
+            L = max(len(c) for x in items for c in x.char_ids)  # type: ignore[union-attr]
+            pad_word = [0] * L
+            char_ids = torch.tensor([[c + [0] * (L - len(c)) for c in x.char_ids] + [pad_word] * (T - len(x))  # type: ignore[union-attr]
+                                     for x in items], dtype=torch.long)
+        return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items], char_ids)
 
 
 def _cut(order: list[int], items: Sequence[Encoded], batch_size: int, batch_tokens: Optional[int]) -> list[list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 from collections import Counter
+from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional, Sequence
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from ner_toolkit.atomic import atomic_write
 from ner_toolkit.errors import PathLike, UserError
 
-__all__ = ["PAD", "UNK", "Vocab", "load_vectors"]
+__all__ = ["PAD", "UNK", "Vocab", "CharVocab", "load_vectors"]
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -252,3 +253,45 @@ def _open_binary(path: PathLike, what: str) -> Iterator[bytes]:
                     f"the gzip {what} is damaged or truncated ({e}); download or compress it again", path, number + 1
                 ) from None
             raise UserError(f"cannot read the {what} ({e}); check the disk and the file", path, number + 1) from None
+
+
+class CharVocab:
+    """Characters seen in training words: id 0 pads, 1 is unknown, then one id per character.
+
+    Saved as a JSON list (any character, line separators included, survives a round trip).
+    """
+
+    def __init__(self, chars: Sequence[str], max_length: int) -> None:
+        self.chars = list(chars)
+        self.index = {c: i + 2 for i, c in enumerate(self.chars)}
+        self.max_length = max_length
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], min_freq: int, max_length: int) -> "CharVocab":
+        counts = Counter(c for token in tokens for c in token)
+        return cls(sorted(c for c, n in counts.items() if n >= min_freq), max_length)
+
+    def __len__(self) -> int:
+        return len(self.chars) + 2
+
+    def encode(self, tokens: Sequence[str]) -> list[list[int]]:
+        """Character ids per token, the first ``max_length`` characters (never empty: an empty token is UNK)."""
+        return [[self.index.get(c, UNK_ID) for c in token[: self.max_length]] or [UNK_ID] for token in tokens]
+
+    def save(self, path: PathLike) -> None:
+        import json
+
+        with atomic_write(path) as fh:
+            fh.write(json.dumps({"max_length": self.max_length, "chars": self.chars}, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: PathLike) -> "CharVocab":
+        import json
+
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(list(raw["chars"]), int(raw["max_length"]))
+        except FileNotFoundError:
+            raise UserError("missing char vocabulary; copy the model directory whole or re-train", path) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"corrupted char vocabulary: {exc}", path) from None

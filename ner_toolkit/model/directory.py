@@ -6,6 +6,7 @@
     config.json         the encoder's HF config (architecture only)
     tokenizer.json, tokenizer_config.json, ...   the tokenizer, as saved by transformers
     word_vocab.txt      the word vocabulary, one word per line (id = line number - 1)
+    char_vocab.json     the character vocabulary (only with model.chars)
     metrics.json        dev/test scores of the saved weights
 """
 from __future__ import annotations
@@ -21,13 +22,13 @@ import torch
 from ..atomic import atomic_directory, atomic_write
 from ..config import Config, from_dict, save_config
 from ..data.schemes import allowed_transitions
-from ..data.vocab import Vocab
+from ..data.vocab import CharVocab, Vocab
 from ..errors import UserError
 from .encoder import encoder_from_config_dir
 from .tagger import Tagger
 
-CONFIG, LABELS, WEIGHTS, ENCODER_CONFIG, VOCAB, METRICS = (
-    "config.yaml", "labels.json", "model.safetensors", "config.json", "word_vocab.txt", "metrics.json")
+CONFIG, LABELS, WEIGHTS, ENCODER_CONFIG, VOCAB, METRICS, CHARS = (
+    "config.yaml", "labels.json", "model.safetensors", "config.json", "word_vocab.txt", "metrics.json", "char_vocab.json")
 REQUIRED = (CONFIG, LABELS, WEIGHTS, ENCODER_CONFIG, VOCAB)
 
 
@@ -53,10 +54,11 @@ class LoadedModel:
     tokenizer: Any
     vocab: Optional[Vocab]
     directory: Path
+    chars: Optional[CharVocab] = None
 
 
 def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Config, labels: LabelInfo,
-               tokenizer: Any, vocab: Optional[Vocab], metrics: dict) -> None:
+               tokenizer: Any, vocab: Optional[Vocab], metrics: dict, chars: Optional[CharVocab] = None) -> None:
     """Write the whole directory next to ``directory`` and swap it in (never a half-written model)."""
     from safetensors.torch import save_file
 
@@ -72,6 +74,8 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
         tokenizer.save_pretrained(str(tmp))
         (vocab or Vocab(["<pad>", "<unk>"])).save(tmp / VOCAB)
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        if chars is not None:
+            chars.save(tmp / CHARS)
 
 
 def write_metrics(directory: Union[str, os.PathLike], metrics: dict) -> None:
@@ -119,7 +123,9 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"cannot rebuild the encoder or tokenizer: {str(exc).splitlines()[0]}", directory) from None
     vocab = Vocab.load(directory / VOCAB, config.model.words.lowercase) if config.model.fusion != "none" else None
-    tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, constraints)
+    chars = CharVocab.load(directory / CHARS) if uses_chars(config) else None
+    tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, constraints,
+                    num_chars=len(chars) if chars else 0)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -136,5 +142,10 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
                         directory / WEIGHTS)
     tagger.load_state_dict(state, strict=True)
     tagger.to(device).eval()
-    return LoadedModel(tagger, config, labels, tokenizer, vocab, directory)
+    return LoadedModel(tagger, config, labels, tokenizer, vocab, directory, chars)
+
+
+def uses_chars(config: Config) -> bool:
+    """Character CNN features are part of the model (they join the concat/add fusion)."""
+    return config.model.chars.enabled and config.model.fusion != "none"
 

@@ -1,4 +1,4 @@
-"""Word embeddings and their fusion with the encoder's word vectors (concat | add | none)."""
+"""Word and character-CNN embeddings and their fusion with the encoder's word vectors (concat | add | none)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,23 @@ from torch import nn
 from ..config import ModelConfig
 
 
+class CharCNN(nn.Module):
+    """Character CNN word vectors: (B, T, L) character ids -> (B, T, filters), max-pooled over characters."""
+
+    def __init__(self, num_chars: int, dim: int, filters: int, kernel_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, dim, padding_idx=0)
+        self.conv = nn.Conv1d(dim, filters, kernel_size, padding=kernel_size // 2)
+        self.output_dim = filters
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        B, T, L = char_ids.shape
+        x = self.embedding(char_ids.view(B * T, L)).transpose(1, 2)  # (B*T, dim, L)
+        h = self.conv(x)[:, :, :L]  # (B*T, filters, L); an even kernel adds one position
+        h = h.masked_fill((char_ids.view(B * T, 1, L) == 0), float("-inf")).amax(2)
+        return h.masked_fill(torch.isinf(h), 0.0).view(B, T, -1)  # words of padding: zeros
+
+
 class WordFusion(nn.Module):
     """Fuses encoder word vectors (B,T,H) with word embeddings looked up from word ids (B,T).
 
@@ -17,13 +34,19 @@ class WordFusion(nn.Module):
     none: the encoder vectors alone -> (B,T,H) (no word embedding is created).
     """
 
-    def __init__(self, encoder_dim: int, vocab_size: int, cfg: ModelConfig, vectors: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, encoder_dim: int, vocab_size: int, cfg: ModelConfig, vectors: Optional[torch.Tensor] = None,
+                 num_chars: int = 0) -> None:
         super().__init__()
         self.mode = cfg.fusion
         self.words: Optional[nn.Embedding] = None
+        self.chars: Optional[CharCNN] = None
         if self.mode == "none":
             self.output_dim = encoder_dim
             return
+        if cfg.chars.enabled:
+            c = cfg.chars
+            self.chars = CharCNN(num_chars, c.dim, c.filters, c.kernel_size)
+        char_dim = self.chars.output_dim if self.chars is not None else 0
         dim = cfg.words.dim
         self.words = nn.Embedding(vocab_size, dim, padding_idx=0)
         with torch.no_grad():
@@ -36,16 +59,20 @@ class WordFusion(nn.Module):
                 self.words.weight[0].zero_()
         self.words.weight.requires_grad_(not cfg.words.freeze)
         if self.mode == "concat":
-            self.output_dim = encoder_dim + dim
+            self.output_dim = encoder_dim + dim + char_dim
         else:
             self.project_encoder = nn.Linear(encoder_dim, cfg.fusion_dim)
-            self.project_words = nn.Linear(dim, cfg.fusion_dim, bias=False)
+            self.project_words = nn.Linear(dim + char_dim, cfg.fusion_dim, bias=False)
             self.output_dim = cfg.fusion_dim
 
-    def forward(self, encoded: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, encoded: torch.Tensor, word_ids: torch.Tensor, char_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B,T,H) encoder vectors, (B,T) word ids, (B,T,L) char ids -> (B,T,output_dim)."""
         if self.words is None:
             return encoded
         words = self.words(word_ids).to(encoded.dtype)
+        if self.chars is not None:
+            assert char_ids is not None, "a model with chars needs batches with char_ids"
+            words = torch.cat([words, self.chars(char_ids).to(encoded.dtype)], dim=-1)
         if self.mode == "concat":
             return torch.cat([encoded, words], dim=-1)
         return self.project_encoder(encoded) + self.project_words(words)

@@ -20,11 +20,11 @@ class Tagger(nn.Module):
     """Sequence labeller over batches from ``Collator``; K = number of internal labels."""
 
     def __init__(self, cfg: ModelConfig, hf_encoder: nn.Module, num_labels: int, vocab_size: int,
-                 constraints: Optional[Constraints], vectors: Optional[torch.Tensor] = None) -> None:
+                 constraints: Optional[Constraints], vectors: Optional[torch.Tensor] = None, num_chars: int = 0) -> None:
         super().__init__()
         self.encoder = Encoder(hf_encoder, cfg.encoder.pooling, cfg.encoder.freeze, cfg.encoder.dropout,
                                cfg.encoder.layers)
-        self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors)
+        self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors, num_chars)
         self.dropout = nn.Dropout(cfg.dropout)
         features = self.fusion.output_dim
         self.lstm: Optional[BiLSTM] = None
@@ -36,7 +36,7 @@ class Tagger(nn.Module):
 
     def compute_emissions(self, batch: Batch) -> torch.Tensor:
         """Emission scores (B, T, K)."""
-        x = self.dropout(self.fusion(self.encoder(batch), batch.word_ids))
+        x = self.dropout(self.fusion(self.encoder(batch), batch.word_ids, batch.char_ids))
         if self.lstm is not None:
             x = self.dropout(self.lstm(x, batch.lengths))
         return self.emissions(x)
@@ -62,7 +62,7 @@ class Tagger(nn.Module):
                 part = "lstm"  # the layer mix is task-specific: it learns at the task's rate
             elif name.startswith("encoder."):
                 part = "encoder"
-            elif name.startswith("fusion.words."):
+            elif name.startswith(("fusion.words.", "fusion.chars.embedding.")):
                 part = "words"
             elif name.startswith("crf."):
                 part = "crf"

@@ -16,7 +16,7 @@ import torch
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences
-from ..data.vocab import Vocab, load_vectors
+from ..data.vocab import CharVocab, Vocab, load_vectors
 from ..errors import UserError, warn
 from ..evaluate import evaluate_spans, format_report
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
@@ -113,6 +113,7 @@ class Setup:
     collator: Collator
     items: list[Encoded]
     predictor: Predictor
+    chars: Optional[CharVocab] = None
 
 
 def prepare(config: Config) -> Setup:
@@ -155,13 +156,20 @@ def prepare(config: Config) -> Setup:
         if w.vectors:
             vectors, found = load_vectors(w.vectors, vocab, w.dim)
             print(f"vectors: {found}/{len(vocab) - 2} vocabulary words found in {w.vectors}", file=sys.stderr)
+    chars = None
+    if config.model.chars.enabled:
+        if config.model.fusion == "none":
+            raise UserError("model.chars needs model.fusion concat or add (none is the encoder alone)", "config")
+        c = config.model.chars
+        chars = CharVocab.build((t for s in train_data.tokens for t in s), c.min_freq, c.max_length)
     tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, labels.constraints(),
-                    vectors).to(device)
+                    vectors, num_chars=len(chars) if chars else 0).to(device)
     aligner, collator = make_collator(tokenizer, hf_encoder, config.model.encoder)
-    items = encode_sentences(aligner, vocab, train_data.tokens, train_tags)
+    items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
-                          config.data.token_column, tc.precision)
-    return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor)
+                          config.data.token_column, tc.precision, chars)
+    return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
+                 chars)
 
 
 def make_optimization(setup: Setup) -> Optimization:
@@ -255,7 +263,7 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
     if improved:
         state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
         save_model(Path(setup.config.output_dir) / "model", setup.tagger, setup.config, setup.labels,
-                   setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result})
+                   setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result}, setup.chars)
     else:
         state.bad_epochs += 1
         if tc.patience and state.bad_epochs >= tc.patience:

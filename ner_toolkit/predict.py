@@ -194,7 +194,7 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
     for part in gathered:
         for index, prediction in part:
             predictions[index] = prediction
-    by_id = {id(s): p for s, p in zip(sentences, predictions)}
+    in_order = iter(predictions)  # sentences appear among the items in the order they were predicted
     for it in items:
         if isinstance(it, Passthrough):
             if options.fmt == "jsonl":
@@ -207,7 +207,7 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
                 line = (("\t" if "\t" in line else " ")).join([line.rstrip(), "O"] + ["-"] * extra)
             out.write(format_passthrough(Passthrough(line, it.line_number)))
             continue
-        prediction = by_id[id(it)]
+        prediction = next(in_order)
         if options.fmt == "jsonl":
             out.write(jsonl_record(it, prediction))
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,6 @@ def python_rng_state(state: Any) -> tuple:
 
 
 def restore_rng(saved: dict, shuffle: Optional[Any] = None) -> None:
-    import random
-
     random.setstate(python_rng_state(saved["python"]))
     torch.set_rng_state(saved["torch"])
     if torch.cuda.is_available() and saved.get("cuda"):
@@ -101,8 +100,6 @@ def restore_rng(saved: dict, shuffle: Optional[Any] = None) -> None:
 
 
 def rng_state(shuffle: Any) -> dict:
-    import random
-
     return {"python": random.getstate(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "shuffle": shuffle.getstate()}

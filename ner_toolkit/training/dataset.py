@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..config import DataConfig
 from ..data.conll import Sentence, read_conll
-from ..data.schemes import SchemeError, convert, detect_scheme, labels_for_types, normalize_scheme, repair, tag_problem, to_spans
+from ..data.schemes import SchemeError, detect_scheme, from_spans, labels_for_types, normalize_scheme, tag_problem, to_spans
 from ..errors import UserError
 from ..model.directory import LabelInfo
 
@@ -59,13 +59,16 @@ def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
 
 def check_scheme(data: LabelledFile, scheme: str) -> None:
     """Every tag of ``data`` must belong to ``scheme`` (e.g. no S-PER in an IOB1 corpus); names the line."""
+    first_line: dict[str, int] = {}
     for i, tags in enumerate(data.gold):
         for tag, line in zip(tags, data.lines(i)):
-            try:
-                to_spans([tag], scheme)
-            except SchemeError as exc:
-                raise UserError(f"{exc} (the training file is {scheme}; use one scheme for all files or set "
-                                f"data.input_scheme)", data.path, line) from None
+            first_line.setdefault(tag, line)
+    for tag, line in first_line.items():  # each distinct tag once, not once per token
+        try:
+            to_spans([tag], scheme)
+        except SchemeError as exc:
+            raise UserError(f"{exc} (the training file is {scheme}; use one scheme for all files or set "
+                            f"data.input_scheme)", data.path, line) from None
 
 
 def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo:
@@ -76,27 +79,17 @@ def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo
         raise UserError(f"`data.tag_scheme`: {exc}", "config") from None
     if internal not in INTERNAL_SCHEMES:
         raise UserError(f"`data.tag_scheme` must be BIO or BIOES, got {cfg.tag_scheme!r}", "config")
-    types = {t for tags in train.gold for t, _, _ in spans_or_error(tags, scheme, train.path)}
+    # check_scheme has run: every tag fits the scheme.
+    types = {t for tags in train.gold for t, _, _ in to_spans(tags, scheme)}
     return LabelInfo(labels_for_types(types, internal), internal, scheme)
 
 
-def spans_or_error(tags: list[str], scheme: str, path: str) -> list:
-    try:
-        return to_spans(tags, scheme)
-    except SchemeError as exc:
-        raise UserError(f"{exc} (the file's tags do not fit the {scheme} scheme; set data.input_scheme)", path) from None
-
-
 def tag_ids(data: LabelledFile, labels: LabelInfo) -> tuple[list[list[int]], int]:
-    """Internal label ids per sentence (illegal sequences repaired the conlleval way) and the repair count."""
+    """Internal label ids per sentence (illegal sequences read the conlleval way) and how many were repaired."""
     index = {label: i for i, label in enumerate(labels.labels)}
     out, repaired = [], 0
-    for i, tags in enumerate(data.gold):
-        try:
-            fixed, changed = repair(tags, labels.output_scheme)
-        except SchemeError as exc:
-            raise UserError(f"{exc}; set data.input_scheme", data.path, data.first_lines[i]) from None
-        repaired += changed
-        out.append([index[t] for t in convert(fixed, labels.output_scheme, labels.tag_scheme)])
+    for tags in data.gold:
+        spans = to_spans(tags, labels.output_scheme)  # conlleval reading: repairs illegal sequences
+        repaired += from_spans(spans, len(tags), labels.output_scheme) != tags
+        out.append([index[t] for t in from_spans(spans, len(tags), labels.tag_scheme)])
     return out, repaired
-

@@ -55,16 +55,8 @@ def test_plan_windows_properties(data):
     lengths = data.draw(st.lists(st.integers(1, content), max_size=80), label="lengths")
     stride = data.draw(st.integers(0, 50), label="stride")
     check_plan(lengths, content, stride)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.data())
-def test_every_window_reaches_new_words(data):
-    # A window that ends where the previous one ended holds no word the previous one lacked: a wasted
-    # encoder pass. It happens when the stride overlap plus the next word do not fit in one window.
-    content = data.draw(st.integers(1, 40), label="content")
-    lengths = data.draw(st.lists(st.integers(1, content), max_size=80), label="lengths")
-    stride = data.draw(st.integers(0, 50), label="stride")
+    # Every window reaches a word the previous one lacked: a window ending where the previous one
+    # ended would be a wasted encoder pass (stride overlap + next word not fitting in one window).
     windows, _ = plan_windows(lengths, content, stride)
     ends = [e for _, e in windows]
     assert ends == sorted(set(ends)), f"windows {windows} for lengths {lengths}, content {content}, stride {stride}"

@@ -91,6 +91,7 @@ class ModelConfig:
     fusion_dim: int = _f(256, "common size of the `add` fusion")
     dropout: float = _f(0.5, "dropout on the fused word representation and on the LSTM output")
     lstm: LstmConfig = _f(LstmConfig(), "the BiLSTM")
+    decoder: Literal["crf", "softmax"] = _f("crf", "crf (learned transitions) | softmax (per-token cross-entropy; decoding still keeps the scheme's constraints)")
 
 
 @dataclass

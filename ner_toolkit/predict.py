@@ -124,7 +124,7 @@ class Predictor:
         """Decode one batch on the device; results come to the host together at the end."""
         crf = self.tagger.crf
         with autocast(self.device, self.precision):
-            emissions = self.tagger.compute_emissions(batch)  # the CRF below computes in float32
+            emissions = self.tagger.crf_scores(batch)  # the CRF below computes in float32
         if nbest > 1:
             k_paths, k_scores = crf.nbest(emissions, batch.mask, nbest)
             paths = k_paths[:, 0]

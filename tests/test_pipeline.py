@@ -255,9 +255,10 @@ def small_train(sample_data, tmp_path_factory):
     (["model.fusion=none"], "fusion.words.", "lstm."),
     (["model.fusion=add", "model.fusion_dim=24"], None, "fusion.project_words."),
     (["model.lstm.enabled=false"], "lstm.", "fusion.words."),
+    (["model.decoder=softmax", "model.lstm.enabled=false"], "lstm.", "crf."),
     (["model.encoder.pooling=mean"], None, "lstm."),
     (["model.encoder.pooling=first_last", "data.tag_scheme=BIO"], None, "lstm."),
-], ids=["fusion-none", "fusion-add", "no-lstm", "pooling-mean", "first_last-BIO"])
+], ids=["fusion-none", "fusion-add", "no-lstm", "softmax-no-lstm", "pooling-mean", "first_last-BIO"])
 def test_model_variants_train_and_predict(small_train, tmp_path, overrides, absent, present, capsys):
     from safetensors.torch import load_file
 

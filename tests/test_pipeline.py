@@ -345,7 +345,12 @@ def test_frozen_encoder_and_pretrained_vectors(small_train, tmp_path, capsys):
     for o in overrides:
         args += ["--set", o]
     assert train_main(args) == 0
-    assert "vectors: 2/" in capsys.readouterr().err  # coverage is reported
+    # Coverage is reported over vocabulary words and over running training tokens ("german" reaches
+    # "German" through the lowercase fallback; "EU" only matches itself).
+    tokens = [t for s in read_sentences(small_train) for t in s.tokens]
+    covered = sum(t == "EU" or t.lower() == "german" for t in tokens)
+    assert 0 < covered < len(tokens)
+    assert f"they cover {covered}/{len(tokens)} training tokens" in capsys.readouterr().err
     saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
     initial = prepare(load_config(config, tuple(overrides) + (f"output_dir={tmp_path / 'unused'}",)))
     for name, value in initial.tagger.state_dict().items():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ner_toolkit.data.vocab import PAD, UNK, Vocab, load_vectors
+from ner_toolkit.data.vocab import PAD, UNK, Vocab, load_vectors, vector_coverage
 from ner_toolkit.errors import UserError
 
 
@@ -108,7 +108,7 @@ def test_glove_text(tmp_path: Path) -> None:
     path.write_text(GLOVE)
     matrix, found = load_vectors(path, VOCAB)
     assert matrix.shape == (5, 3) and matrix.dtype == torch.float32
-    assert found == 2  # "the" exactly, "Paris" through "paris"
+    assert int(found.sum()) == 2  # "the" exactly, "Paris" through "paris"
     assert torch.allclose(matrix[2], torch.tensor([0.1, 0.2, 0.3]))
     assert torch.equal(matrix[3], torch.tensor([1.0, 2.0, 3.0]))
     assert torch.equal(matrix[0], torch.zeros(3))
@@ -128,7 +128,7 @@ def test_exact_match_beats_lowercase_whatever_the_order(tmp_path: Path) -> None:
     path = tmp_path / "glove.txt"
     path.write_text("paris 1 1\nParis 2 2\nparis 3 3\n")
     matrix, found = load_vectors(path, Vocab([PAD, UNK, "Paris", "paris", "PARIS"]))
-    assert found == 3
+    assert int(found.sum()) == 3
     assert matrix[2].tolist() == [2, 2]  # exact
     assert matrix[3].tolist() == [1, 1]  # exact, first of duplicates wins
     assert matrix[4].tolist() == [1, 1]  # lowercase fallback
@@ -138,7 +138,7 @@ def test_word2vec_header_and_trailing_space(tmp_path: Path) -> None:
     path = tmp_path / "vectors.vec"
     path.write_text("3 2\nthe 0.5 -0.5 \nzzz 1e-1 2.5 \nother 0 0 \n")
     matrix, found = load_vectors(path, VOCAB, dim=2)
-    assert found == 2 and matrix.shape == (5, 2)
+    assert int(found.sum()) == 2 and matrix.shape == (5, 2)
     assert matrix[4].tolist() == pytest.approx([0.1, 2.5])
 
 
@@ -148,14 +148,14 @@ def test_gzip_detected_by_content(tmp_path: Path) -> None:
         with gzip.open(path, "wt", encoding="utf-8") as handle:
             handle.write(GLOVE)
         matrix, found = load_vectors(path, VOCAB)
-        assert found == 2 and torch.equal(matrix[3], torch.tensor([1.0, 2.0, 3.0]))
+        assert int(found.sum()) == 2 and torch.equal(matrix[3], torch.tensor([1.0, 2.0, 3.0]))
 
 
 def test_words_with_spaces_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "glove.txt"
     path.write_text("the 1 1\n. . . 2 2\nzzz 3 3\n")
     matrix, found = load_vectors(path, VOCAB)
-    assert found == 2 and matrix[4].tolist() == [3, 3]
+    assert int(found.sum()) == 2 and matrix[4].tolist() == [3, 3]
 
 
 def test_dim_mismatch_error(tmp_path: Path) -> None:
@@ -196,3 +196,12 @@ def test_missing_empty_and_truncated_vector_files(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         load_vectors(tmp_path / "cut.gz", VOCAB)
     assert "damaged or truncated" in info.value.message
+
+
+def test_vector_coverage_counts_running_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "glove.txt"
+    path.write_text(GLOVE)
+    _, found = load_vectors(path, VOCAB)  # "the" and "Paris" have vectors, "zzz" not
+    tokens = ["the", "the", "Paris", "zzz", "never-seen"]  # the unseen word is <unk>: not covered
+    assert vector_coverage(tokens, VOCAB, found) == (3, 5)
+    assert vector_coverage([], VOCAB, found) == (0, 0)

@@ -123,7 +123,7 @@ class Vocab:
         return f"Vocab(size={len(self)}, lowercase={self.lowercase})"
 
 
-def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tuple[torch.Tensor, int]:
+def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Read pretrained vectors for the words of ``vocab``, streaming the file.
 
     Accepts GloVe text (``word v1 ... vd``) and word2vec/fastText text (first line
@@ -131,8 +131,8 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tup
     the same word, else of its lowercase form. Words not found keep a N(0, 0.1) row
     drawn from a generator seeded with 0; the ``<pad>`` row is zero.
 
-    Returns ``(matrix, found)``: a float32 tensor of shape ``(len(vocab), d)`` and the
-    number of vocabulary words that received a pretrained vector.
+    Returns ``(matrix, found)``: a float32 tensor of shape ``(len(vocab), d)`` and a bool
+    tensor ``(len(vocab),)`` marking the rows that received a pretrained vector.
     """
     exact = {word: i for i, word in enumerate(vocab.words) if i != PAD_ID}
     by_lower: dict[str, list[int]] = {}
@@ -187,8 +187,14 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tup
     if matrix is None:
         raise UserError("the vectors file holds no vectors; check that it is a GloVe or word2vec text file", path)
     matrix[PAD_ID] = 0.0
-    found = sum(1 for q in quality if q > 0)
-    return matrix, found
+    return matrix, torch.tensor([q > 0 for q in quality], dtype=torch.bool)
+
+
+def vector_coverage(tokens: Iterable[str], vocab: Vocab, found: torch.Tensor) -> tuple[int, int]:
+    """``(covered, total)``: how many of ``tokens`` (running text, repeats counted) map to a vocabulary
+    row with a pretrained vector. Out-of-vocabulary tokens (``<unk>``) count as not covered."""
+    ids = torch.tensor([vocab.lookup(t) for t in tokens], dtype=torch.long)
+    return int(found[ids].sum()) if len(ids) else 0, len(ids)
 
 
 def _dimension(fields: list[bytes], path: PathLike, number: int) -> tuple[int, bool]:

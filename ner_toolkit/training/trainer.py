@@ -16,7 +16,7 @@ import torch
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences
-from ..data.vocab import CharVocab, Vocab, load_vectors
+from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
 from ..errors import UserError, warn
 from ..evaluate import evaluate_spans, format_report
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
@@ -155,7 +155,9 @@ def prepare(config: Config) -> Setup:
         vocab = Vocab.build((t for s in train_data.tokens for t in s), w.min_freq, w.lowercase)
         if w.vectors:
             vectors, found = load_vectors(w.vectors, vocab, w.dim)
-            print(f"vectors: {found}/{len(vocab) - 2} vocabulary words found in {w.vectors}", file=sys.stderr)
+            covered, total = vector_coverage((t for s in train_data.tokens for t in s), vocab, found)
+            print(f"vectors: {int(found.sum())}/{len(vocab) - 2} vocabulary words found in {w.vectors}; "
+                  f"they cover {covered}/{total} training tokens ({covered / max(total, 1):.1%})", file=sys.stderr)
     chars = None
     if config.model.chars.enabled:
         if config.model.fusion == "none":

@@ -12,7 +12,7 @@ import torch
 from ner_toolkit.atomic import atomic_write
 from ner_toolkit.errors import PathLike, UserError
 
-__all__ = ["PAD", "UNK", "Vocab", "CharVocab", "load_vectors"]
+__all__ = ["PAD", "UNK", "Vocab", "CharVocab", "load_vectors", "vector_coverage"]
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1

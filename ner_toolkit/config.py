@@ -62,6 +62,7 @@ class WordsConfig:
     lowercase: bool = _f(False, "look words up lower-cased (cased features are lost)")
     vectors: Optional[str] = _f(None, "pretrained vectors file, GloVe or word2vec text, optionally .gz")
     freeze: bool = _f(False, "keep word embeddings fixed")
+    unk_dropout: float = _f(0.0, "training only: chance that a token's word id is replaced by <unk>, so <unk> gets a trained vector and unseen words lean on characters and subwords")
 
 
 @dataclass

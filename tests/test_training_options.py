@@ -147,3 +147,34 @@ def test_softmax_decoder_trains_cross_entropy_and_decodes_legal_sequences(small_
     best = max(legal, key=lambda seq: sum(log_p[0, t, k].item() for t, k in enumerate(seq)))
     assert path == list(best)
     assert is_legal([names[k] for k in path], scheme)
+
+
+def test_unk_dropout_replaces_training_tokens_only():
+    """model.words.unk_dropout: in training, about that share of real tokens read the <unk> row (padding
+    never); in evaluation every token reads its own row."""
+    from ner_toolkit.config import ModelConfig, WordsConfig
+    from ner_toolkit.data.vocab import UNK_ID
+    from ner_toolkit.model.embeddings import WordFusion
+
+    fusion = WordFusion(4, 50, ModelConfig(words=WordsConfig(dim=8, unk_dropout=0.3)))
+    word_ids = torch.randint(2, 50, (64, 40))
+    word_ids[:, 30:] = 0  # padding
+    encoded = torch.zeros(64, 40, 4)
+    table = fusion.words.weight.detach()
+
+    def rows_read(out: torch.Tensor) -> torch.Tensor:  # which embedding row each position read
+        return torch.cdist(out[..., 4:].reshape(-1, 8), table).argmin(1).view(64, 40)
+
+    torch.manual_seed(0)
+    read = rows_read(fusion.train()(encoded, word_ids))
+    replaced = (read == UNK_ID) & (word_ids != 0)
+    assert 0.25 < replaced[:, :30].float().mean() < 0.35
+    assert torch.equal(read[~replaced], word_ids[~replaced])  # the rest (padding included) untouched
+    assert torch.equal(rows_read(fusion.eval()(encoded, word_ids)), word_ids)
+
+
+def test_unk_dropout_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    rc = train_main(["--config", str(config), "--set", "model.words.unk_dropout=1.0"])
+    assert_user_error(rc, capsys.readouterr().err, "model.words.unk_dropout must be in [0, 1)")

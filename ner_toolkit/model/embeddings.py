@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..data.vocab import UNK_ID
 
 
 class CharCNN(nn.Module):
@@ -58,6 +59,7 @@ class WordFusion(nn.Module):
                 self.words.weight.uniform_(-bound, bound)
                 self.words.weight[0].zero_()
         self.words.weight.requires_grad_(not cfg.words.freeze)
+        self.unk_dropout = cfg.words.unk_dropout
         if self.mode == "concat":
             self.output_dim = encoder_dim + dim + char_dim
         else:
@@ -69,6 +71,11 @@ class WordFusion(nn.Module):
         """(B,T,H) encoder vectors, (B,T) word ids, (B,T,L) char ids -> (B,T,output_dim)."""
         if self.words is None:
             return encoded
+        if self.training and self.unk_dropout > 0:
+            # Word-level dropout to <unk> (padding stays padding): draws from torch's RNG, which
+            # checkpoints save, so a resumed run replaces the same tokens.
+            drop = (torch.rand(word_ids.shape, device=word_ids.device) < self.unk_dropout) & (word_ids != 0)
+            word_ids = word_ids.masked_fill(drop, UNK_ID)
         words = self.words(word_ids).to(encoded.dtype)
         if self.chars is not None:
             assert char_ids is not None, "a model with chars needs batches with char_ids"

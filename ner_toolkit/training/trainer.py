@@ -127,6 +127,8 @@ def prepare(config: Config) -> Setup:
     check_precision(tc.precision, device)
     if tc.accumulate < 1 or tc.batch_size < 1 or (tc.batch_tokens is not None and tc.batch_tokens < 1):
         raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
+    if not 0.0 <= config.model.words.unk_dropout < 1.0:
+        raise UserError(f"model.words.unk_dropout must be in [0, 1), got {config.model.words.unk_dropout}", "config")
     seed_everything(tc.seed)
     # Adam moments of rarely seen embedding rows decay into denormal floats, which are 10-100x slower
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.

@@ -193,7 +193,7 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tup
 def vector_coverage(tokens: Iterable[str], vocab: Vocab, found: torch.Tensor) -> tuple[int, int]:
     """``(covered, total)``: how many of ``tokens`` (running text, repeats counted) map to a vocabulary
     row with a pretrained vector. Out-of-vocabulary tokens (``<unk>``) count as not covered."""
-    ids = torch.tensor([vocab.lookup(t) for t in tokens], dtype=torch.long)
+    ids = torch.tensor(vocab.encode(list(tokens)), dtype=torch.long)
     return int(found[ids].sum()) if len(ids) else 0, len(ids)
 
 

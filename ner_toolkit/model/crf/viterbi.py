@@ -64,8 +64,8 @@ def _top(cand: Tensor, k: int, values: Tensor, indices: Tensor) -> None:
     """The ``k`` largest of ``cand`` ``(N, ...)`` along dim 0, best first, into ``values`` / ``indices``
     ``(k, ...)``. Small ``k`` over wide columns: ``k`` rounds of max-and-knock-out, 4-8x faster on CPU
     than ``topk`` along a strided dim (K=37, B=256); narrow columns (few tags x sentences) are faster
-    with ``topk`` (K=300, B=4: 1.3x for the whole n-best). Ties among ``-inf`` may repeat an index; such ranks are missing
-    paths (score ``-inf``) and are never continued into finite ones."""
+    with ``topk`` (K=300, B=4: the whole n-best 1.3x). Ties among ``-inf`` may repeat an index; such
+    ranks are missing paths (score ``-inf``) and are never continued into finite ones."""
     if k > 4 or cand[0].numel() < 2048:
         torch.topk(cand, k, dim=0, out=(values, indices))
         return

@@ -239,3 +239,11 @@ def test_saved_config_round_trips(tmp_path):
     assert load_config(tmp_path / "c.yaml") == config
     assert from_dict(to_dict(config)) == config
     assert dataclasses.asdict(config)["model"]["encoder"]["scratch"] == TINY_SCRATCH
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path):
+    """A typo in a shipped recipe would only surface when a user runs it: every config must load."""
+    config = load_config(path)
+    if path.name != "reference.yaml":
+        assert config.data.train, f"{path.name} names no training file"

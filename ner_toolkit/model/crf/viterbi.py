@@ -45,7 +45,7 @@ def viterbi(
         scores, tag_dim = scores.transpose(1, 2).contiguous(), 1
     # Pin the history to each sentence's final tag from its last position on (0 there, -inf elsewhere),
     # in place: the backtrace then starts at T-1 for everyone with no per-step select. The -inf comes
-    # as a broadcast add of a (T, 1, B) row, 7x faster than a broadcast masked_fill over the history.
+    # as a broadcast add of a (T, 1, B) row, 4x faster than a broadcast masked_fill over the history.
     after = (torch.arange(seq_len, device=em.device).unsqueeze(1) >= last).unsqueeze(1 + tag_dim)
     final = best_last.unsqueeze(tag_dim).unsqueeze(0).expand_as(after)  # (T, 1, B) | (T, B, 1)
     kept = scores.gather(1 + tag_dim, final).masked_fill_(after, 0.0)

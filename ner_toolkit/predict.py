@@ -13,7 +13,7 @@ from . import distributed
 from .atomic import atomic_write
 from .config import EncoderConfig
 from .data.batching import Batch, Collator, Encoded, SubwordAligner, bucketed_batches, encode_sentences
-from .data.conll import Passthrough, Sentence, format_passthrough, format_sentence, read_conll
+from .data.conll import Passthrough, Sentence, document_ids, format_passthrough, format_sentence, is_docstart, read_conll
 from .data.schemes import SchemeError, convert, segment_continues, tag_problem, to_spans
 from .data.vocab import CharVocab, Vocab
 from .errors import UserError, warn
@@ -79,6 +79,7 @@ class Predictor:
         self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
         self.device, self.batch_size = device, batch_size
         self.aligner, self.collator = make_collator(tokenizer, tagger.encoder.model, encoder_cfg)
+        self.context = encoder_cfg.context
         self.continues = torch.tensor(segment_continues(labels.labels, labels.tag_scheme), dtype=torch.bool,
                                       device=device)
 
@@ -92,22 +93,39 @@ class Predictor:
         return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
                    model.config.data.token_column, precision, model.chars)
 
-    def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+    def predict(self, sentences: Sequence[Sequence[str]],
+                documents: Optional[Sequence[int]] = None) -> list[list[str]]:
         """Tags for each sentence (one per token, always), in the input order."""
-        return [p.tags for p in self.predict_detailed(sentences)]
+        return [p.tags for p in self.predict_detailed(sentences, documents=documents)]
 
-    def predict_detailed(self, sentences: Sequence[Sequence[str]], nbest: int = 1,
-                         scores: bool = False) -> list[Prediction]:
+    def predict_detailed(self, sentences: Sequence[Sequence[str]], nbest: int = 1, scores: bool = False,
+                         documents: Optional[Sequence[int]] = None,
+                         only: Optional[Sequence[int]] = None) -> list[Prediction]:
         """Tags plus, on request, the ``nbest`` best paths and CRF confidences, in the input order.
 
         ``scores``: each token's marginal probability of its predicted tag, and each predicted span's
         probability under the CRF (that exact span, not a softmax over path scores).
+        ``documents``: a document number per sentence, for a model trained with document context
+        (``model.encoder.context``): neighbours in the same document are its context. None: the
+        sentences are one document, in order. ``only``: predict just these indices (in this order),
+        the other sentences serving as context.
         """
         if nbest < 1:
             raise ValueError(f"nbest must be at least 1, got {nbest}")
         out: list[Prediction] = [Prediction([], []) for _ in sentences]
+        if documents is not None and len(documents) != len(sentences):
+            raise ValueError(f"{len(documents)} document numbers for {len(sentences)} sentences")
+        wanted = range(len(sentences)) if only is None else only
         non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
-        encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars)
+        if self.context > 0:  # every non-empty sentence is encoded, as context; only the wanted are tagged
+            encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars,
+                                       documents=None if documents is None else [documents[i] for i in non_empty],
+                                       context=self.context)
+            keep = set(wanted)
+            encoded = [e for e in encoded if non_empty[e.index] in keep]
+        else:
+            non_empty = [i for i in wanted if len(sentences[i]) > 0]
+            encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars)
         was_training = self.tagger.training
         self.tagger.eval()
         try:
@@ -118,7 +136,7 @@ class Predictor:
                         out[non_empty[item.index]] = prediction
         finally:
             self.tagger.train(was_training)
-        return out
+        return out if only is None else [out[i] for i in only]
 
     def _batch(self, batch: Batch, items: Sequence[Encoded], nbest: int, scores: bool) -> list[Prediction]:
         """Decode one batch on the device; results come to the host together at the end."""
@@ -186,7 +204,8 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
     scores = options.scores or options.fmt == "jsonl"
     dist = distributed.current()
     mine = dist.shard(range(len(sentences)))  # under torchrun each rank tags its share of the chunk
-    local = predictor.predict_detailed([sentences[i].tokens for i in mine], options.nbest, scores)
+    local = predictor.predict_detailed([s.tokens for s in sentences], options.nbest, scores,
+                                       documents=document_ids(items), only=mine)
     gathered = distributed.gather_to_main(list(zip(mine, local)))
     if gathered is None:
         return  # not rank 0: rank 0 writes the merged chunk in input order
@@ -234,6 +253,11 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
         chunk: list = []
         count = 0
         for item in items_iter:
+            # With document context a chunk ends only where a document does (or, to bound memory,
+            # after 16 chunks' worth of one document), so that every sentence sees its neighbours.
+            if predictor.context > 0 and count >= chunk_sentences and (is_docstart(item) or count >= 16 * chunk_sentences):
+                _write_chunk(out, chunk, predictor, result, evaluate, options)
+                chunk, count = [], 0
             chunk.append(item)
             if isinstance(item, Sentence):
                 if evaluate and item.labels is not None:
@@ -242,7 +266,7 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
                         if problem:
                             raise UserError(f"--evaluate needs gold tags in the last column: {problem}", path, line)
                 count += 1
-                if count >= chunk_sentences:
+                if count >= chunk_sentences and predictor.context == 0:
                     _write_chunk(out, chunk, predictor, result, evaluate, options)
                     chunk, count = [], 0
         _write_chunk(out, chunk, predictor, result, evaluate, options)

@@ -9,7 +9,7 @@ the tokenizer's unknown token, so it still has a vector and a prediction.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
@@ -28,6 +28,10 @@ class Encoded:
     tags: Optional[list[int]]
     index: int
     char_ids: Optional[list[list[int]]] = None  # character ids per word, with model.chars
+    # Document context (model.encoder.context): subword ids of the neighbouring sentences, read by the
+    # encoder around a sentence that fits one window, never labelled or pooled.
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.word_ids)
@@ -68,14 +72,38 @@ def encode_sentences(
     tags: Optional[Sequence[Optional[Sequence[int]]]] = None,
     start_index: int = 0,
     chars: Optional[CharVocab] = None,
+    documents: Optional[Sequence[int]] = None,
+    context: int = 0,
 ) -> list[Encoded]:
+    """``sentences`` as ids. With ``context`` > 0, each sentence also gets up to ``context`` subwords of
+    the sentences before and after it that share its ``documents`` id (all of them when None)."""
     pieces = aligner.pieces(sentences)
     out = []
     for i, (tokens, p) in enumerate(zip(sentences, pieces)):
         word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
         out.append(Encoded(word_ids, p, None if tags is None else (None if tags[i] is None else list(tags[i])),
                            start_index + i, None if chars is None else chars.encode(tokens)))
+    if context > 0:
+        _add_context(out, documents, context)
     return out
+
+
+def _add_context(items: list[Encoded], documents: Optional[Sequence[int]], context: int) -> None:
+    """Fill each item's ``left`` / ``right`` with the nearest ``context`` subwords of its document."""
+    flat = [[i for word in item.pieces for i in word] for item in items]
+    doc = documents if documents is not None else [0] * len(items)
+    for n, item in enumerate(items):
+        left: list[int] = []
+        k = n - 1
+        while k >= 0 and doc[k] == doc[n] and len(left) < context:
+            left = flat[k][-(context - len(left)):] + left
+            k -= 1
+        right: list[int] = []
+        k = n + 1
+        while k < len(items) and doc[k] == doc[n] and len(right) < context:
+            right += flat[k][: context - len(right)]
+            k += 1
+        item.left, item.right = left, right
 
 
 def plan_windows(lengths: Sequence[int], content: int, stride: int) -> tuple[list[tuple[int, int]], list[int]]:
@@ -162,12 +190,15 @@ class Collator:
         maps = {k: ([], [], []) for k in kinds}
         for b, item in enumerate(items):
             lengths = [len(p) for p in item.pieces]
+            left: list[int] = []
+            right: list[int] = []
             if sum(lengths) <= self.content:
                 windows, owner = [(0, len(lengths))], None
+                left, right = _fit_context(item.left, item.right, self.content - sum(lengths))
             else:
                 windows, owner = plan_windows(lengths, self.content, self.stride)
             for w, (s, e) in enumerate(windows):
-                row = [self.cls_id]
+                row = [self.cls_id] + left
                 for t in range(s, e):
                     first = len(row)
                     row.extend(item.pieces[t])
@@ -186,6 +217,7 @@ class Collator:
                             src_l.append((r, first if kind == "first" else first + n - 1))
                             dst_l.append(dst)
                             w_l.append(1.0)
+                row.extend(right)
                 row.append(self.sep_id)
                 rows.append(row)
         # One tensor construction per field (padded Python lists), not one per row: collate stays a
@@ -214,6 +246,14 @@ class Collator:
         return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items], char_ids)
 
 
+def _fit_context(left: list[int], right: list[int], room: int) -> tuple[list[int], list[int]]:
+    """The parts of ``left`` (its end) and ``right`` (its start) that fit in ``room`` subwords, shared
+    evenly; a side that needs less leaves the rest to the other."""
+    take_left = min(len(left), max(room // 2, room - len(right)))
+    take_right = min(len(right), room - take_left)
+    return left[len(left) - take_left:], right[:take_right]
+
+
 def _cut(order: list[int], items: Sequence[Encoded], batch_size: int, batch_tokens: Optional[int]) -> list[list[int]]:
     """Consecutive batches of ``order`` (sorted by length): ``batch_size`` sentences each, or as many as fit
     in ``batch_tokens`` padded subwords (a longer sentence alone forms a batch: nothing is dropped)."""
@@ -223,7 +263,7 @@ def _cut(order: list[int], items: Sequence[Encoded], batch_size: int, batch_toke
     current: list[int] = []
     widest = 0
     for i in order:
-        width = items[i].num_pieces + 2  # [CLS] and [SEP]
+        width = items[i].num_pieces + len(items[i].left) + len(items[i].right) + 2  # [CLS] and [SEP]
         if current and max(widest, width) * (len(current) + 1) > batch_tokens:
             batches.append(current)
             current, widest = [], 0

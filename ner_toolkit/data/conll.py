@@ -20,6 +20,8 @@ __all__ = [
     "Sentence",
     "Passthrough",
     "Item",
+    "is_docstart",
+    "document_ids",
     "read_conll",
     "read_sentences",
     "format_sentence",
@@ -58,6 +60,22 @@ class Passthrough:
 
 
 Item = Union[Sentence, Passthrough]
+
+
+def is_docstart(item: Item) -> bool:
+    """Whether ``item`` is a ``-DOCSTART-`` line (a document boundary)."""
+    return isinstance(item, Passthrough) and item.line.split()[:1] == [DOCSTART]
+
+
+def document_ids(items: Sequence[Item]) -> list[int]:
+    """The document number of each sentence among ``items``: it goes up at every ``-DOCSTART-``."""
+    out, doc = [], 0
+    for item in items:
+        if is_docstart(item):
+            doc += 1
+        elif isinstance(item, Sentence):
+            out.append(doc)
+    return out
 
 
 def read_conll(path: PathLike, token_column: int = 0, label_column: int = -1) -> Iterator[Item]:

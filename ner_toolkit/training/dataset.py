@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import DataConfig
-from ..data.conll import Sentence, read_conll
+from ..data.conll import Sentence, is_docstart, read_conll
 from ..data.schemes import SchemeError, detect_scheme, from_spans, labels_for_types, normalize_scheme, tag_problem, to_spans
 from ..errors import UserError
 from ..model.directory import LabelInfo
@@ -21,6 +21,7 @@ class LabelledFile:
     tokens: list[list[str]]
     gold: list[list[str]]
     first_lines: list[int]  # line number of each sentence's first token; its lines are consecutive
+    documents: list[int]  # document number of each sentence (counts -DOCSTART- lines)
 
     def lines(self, index: int) -> range:
         return range(self.first_lines[index], self.first_lines[index] + len(self.tokens[index]))
@@ -28,8 +29,11 @@ class LabelledFile:
 
 def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     """Read ``path`` (the file of config key ``key``) and check every tag, naming the first bad line."""
-    data = LabelledFile(path, [], [], [])
+    data = LabelledFile(path, [], [], [], [])
+    document = 0
     for item in read_conll(path, cfg.token_column, cfg.label_column):
+        if is_docstart(item):
+            document += 1
         if not isinstance(item, Sentence):
             continue
         if item.labels is None:
@@ -42,6 +46,7 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
         data.tokens.append(item.tokens)
         data.gold.append(item.labels)
         data.first_lines.append(item.line_numbers[0])
+        data.documents.append(document)
     if not data.tokens:
         raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
     return data

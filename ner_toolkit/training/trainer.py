@@ -78,7 +78,7 @@ def run_epoch(items: list[Encoded], collator: Collator, optimization: Optimizati
 
 def score(predictor: Predictor, data: LabelledFile, labels: LabelInfo) -> dict:
     """Span P/R/F1 of the predictor on a labelled file (gold in the training files' scheme)."""
-    pred = predictor.predict(data.tokens)
+    pred = predictor.predict(data.tokens, data.documents)
     return evaluate_spans(data.gold, pred, scheme=labels.output_scheme)
 
 
@@ -129,6 +129,9 @@ def prepare(config: Config) -> Setup:
         raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
     if not 0.0 <= config.model.words.unk_dropout < 1.0:
         raise UserError(f"model.words.unk_dropout must be in [0, 1), got {config.model.words.unk_dropout}", "config")
+    if config.model.encoder.context < 0:
+        raise UserError(f"model.encoder.context must be 0 (off) or a number of subwords, got {config.model.encoder.context}",
+                        "config")
     seed_everything(tc.seed)
     # Adam moments of rarely seen embedding rows decay into denormal floats, which are 10-100x slower
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.
@@ -169,7 +172,8 @@ def prepare(config: Config) -> Setup:
     tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, labels.constraints(),
                     vectors, num_chars=len(chars) if chars else 0).to(device)
     aligner, collator = make_collator(tokenizer, hf_encoder, config.model.encoder)
-    items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars)
+    items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
+                             documents=train_data.documents, context=config.model.encoder.context)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
                           config.data.token_column, tc.precision, chars)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,

@@ -13,7 +13,8 @@ from . import distributed
 from .atomic import atomic_write
 from .config import EncoderConfig
 from .data.batching import Batch, Collator, Encoded, SubwordAligner, bucketed_batches, encode_sentences
-from .data.conll import Passthrough, Sentence, document_ids, format_passthrough, format_sentence, is_docstart, read_conll
+from .data.conll import (Passthrough, Sentence, document_ids, format_passthrough, format_sentence, is_docstart,
+                         read_conll)
 from .data.schemes import SchemeError, convert, segment_continues, tag_problem, to_spans
 from .data.vocab import CharVocab, Vocab
 from .errors import UserError, warn
@@ -255,7 +256,8 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
         for item in items_iter:
             # With document context a chunk ends only where a document does (or, to bound memory,
             # after 16 chunks' worth of one document), so that every sentence sees its neighbours.
-            if predictor.context > 0 and count >= chunk_sentences and (is_docstart(item) or count >= 16 * chunk_sentences):
+            document_ends = is_docstart(item) or count >= 16 * chunk_sentences
+            if predictor.context > 0 and count >= chunk_sentences and document_ends:
                 _write_chunk(out, chunk, predictor, result, evaluate, options)
                 chunk, count = [], 0
             chunk.append(item)

@@ -117,16 +117,15 @@ class Predictor:
         if documents is not None and len(documents) != len(sentences):
             raise ValueError(f"{len(documents)} document numbers for {len(sentences)} sentences")
         wanted = range(len(sentences)) if only is None else only
-        non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
-        if self.context > 0:  # every non-empty sentence is encoded, as context; only the wanted are tagged
-            encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars,
-                                       documents=None if documents is None else [documents[i] for i in non_empty],
-                                       context=self.context)
-            keep = set(wanted)
+        # With document context every non-empty sentence is encoded (it is someone's context); only the
+        # wanted ones are tagged.
+        non_empty = [i for i in (range(len(sentences)) if self.context > 0 else wanted) if len(sentences[i]) > 0]
+        encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars,
+                                   documents=None if documents is None else [documents[i] for i in non_empty],
+                                   context=self.context)
+        if self.context > 0 and only is not None:
+            keep = set(only)
             encoded = [e for e in encoded if non_empty[e.index] in keep]
-        else:
-            non_empty = [i for i in wanted if len(sentences[i]) > 0]
-            encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars)
         was_training = self.tagger.training
         self.tagger.eval()
         try:

@@ -117,6 +117,7 @@ class TrainingConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases, LayerNorm and the CRF)")
     warmup: float = _f(0.1, "fraction of all steps with a linear learning-rate warmup; then linear decay to 0")
     max_grad_norm: float = _f(5.0, "gradient clipping norm (0 = off)")
+    ema: float = _f(0.0, "decay of an exponential moving average of the weights per optimizer step (e.g. 0.999); dev/test scores and the saved model use the average; 0 = off")
     patience: int = _f(3, "stop after this many epochs without a better dev F1 (0 = never stop early)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     checkpoint_every: int = _f(1000, "optimizer steps between checkpoints in OUTPUT_DIR/checkpoints (also at every epoch end; 0 = epoch ends only)")

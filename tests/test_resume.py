@@ -32,15 +32,17 @@ def _epochs(out: Path) -> list[dict]:
     return [{k: r[k] for k in ("epoch", "loss", "dev", "lr", "best")} for r in records]
 
 
-def test_killed_and_resumed_run_equals_the_uninterrupted_one(resume_config, tmp_path):
+@pytest.mark.parametrize("options", [[], ["--set", "training.ema=0.9"]], ids=["plain", "weight-average"])
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(resume_config, tmp_path, options):
+    settings = [*SETTINGS, *options]
     straight = tmp_path / "straight"
-    proc = run_cli("train.py", ["--config", resume_config, "--output-dir", straight, *SETTINGS])
+    proc = run_cli("train.py", ["--config", resume_config, "--output-dir", straight, *settings])
     assert proc.returncode == 0, proc.stderr
 
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     child = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--config", str(resume_config),
-                              "--output-dir", str(killed), *SETTINGS], env=env,
+                              "--output-dir", str(killed), *settings], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     # Kill inside the second epoch (the sample slice has 8 batches an epoch): mid-epoch, after a checkpoint.
@@ -54,7 +56,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(resume_config, tmp_
     child.wait()
     assert len(_epochs(killed)) < 4
 
-    proc = run_cli("train.py", ["--config", resume_config, "--output-dir", killed, *SETTINGS, "--resume"])
+    proc = run_cli("train.py", ["--config", resume_config, "--output-dir", killed, *settings, "--resume"])
     assert proc.returncode == 0, proc.stderr
     assert "resuming at epoch" in proc.stderr
     assert _epochs(killed) == _epochs(straight)
@@ -78,3 +80,15 @@ def test_resume_refuses_a_changed_config(resume_config, tmp_path, capsys):
 def test_resume_without_checkpoints(resume_config, tmp_path, capsys):
     rc = train_main(["--config", str(resume_config), "--output-dir", str(tmp_path / "new"), "--resume"])
     assert_user_error(rc, capsys.readouterr().err, "nothing to resume")
+
+
+def test_a_checkpoint_from_before_an_option_existed_resumes_at_its_default():
+    from ner_toolkit.config import Config, to_dict
+    from ner_toolkit.training.checkpoint import config_differences
+
+    current = to_dict(Config())
+    older = to_dict(Config())
+    del older["training"]["ema"]
+    assert config_differences(older, current) == []
+    current["training"]["ema"] = 0.999
+    assert config_differences(older, current) == ["training.ema: None -> 0.999"]

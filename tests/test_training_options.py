@@ -178,3 +178,41 @@ def test_unk_dropout_out_of_range_is_a_config_error(small_train, tmp_path, capsy
     config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
     rc = train_main(["--config", str(config), "--set", "model.words.unk_dropout=1.0"])
     assert_user_error(rc, capsys.readouterr().err, "model.words.unk_dropout must be in [0, 1)")
+
+
+def test_weight_average_follows_the_ramped_ema_and_only_swaps_in_for_scoring(small_train, tmp_path):
+    setup = _setup(small_train, tmp_path, "training.ema=0.9")
+    optimization = Optimization(setup.tagger, setup.config.training, 100, setup.device)
+    params = [p for p in setup.tagger.parameters() if p.requires_grad]
+    expected = [p.detach().clone() for p in params]
+    for n, item in enumerate((setup.items[:4], setup.items[4:8], setup.items[8:12]), start=1):
+        optimization.backward(setup.collator(item))
+        decay = min(0.9, (1 + n) / (10 + n))  # 0.18, 0.25, 0.31: the ramp, not 0.9
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, params)]
+    trained = [p.detach().clone() for p in params]
+    assert not all(torch.equal(t, e) for t, e in zip(trained, expected))
+    with optimization.evaluated_weights():
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(p.detach(), t) for p, t in zip(params, trained))  # training goes on from its own
+
+
+def test_weight_average_is_what_the_run_saves_and_scores(small_train, sample_data, tmp_path):
+    from safetensors.torch import load_file
+
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, sample_data.dev, epochs=1), encoding="utf-8")
+    out = tmp_path / "run"
+    assert train_main(["--config", str(config), "--output-dir", str(out), "--set", "training.ema=0.99"]) == 0
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    last = torch.load(sorted((out / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    shadow = last["average"]["shadow"]
+    assert len(shadow) > 10 and all(torch.equal(saved[n], shadow[n]) for n in shadow)  # the model is the average
+    assert any(not torch.equal(saved[n], last["model"][n]) for n in shadow)  # not the last trained weights
+
+
+def test_ema_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    rc = train_main(["--config", str(config), "--set", "training.ema=1.0"])
+    assert_user_error(rc, capsys.readouterr().err, "training.ema must be in [0, 1)")

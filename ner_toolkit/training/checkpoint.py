@@ -74,11 +74,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved -> current`` for every config key that differs (ignoring RESUMABLE_CHANGES)."""
-    a, b = _flatten(saved), _flatten(current)
+    """``key: saved -> current`` for every config key that differs (ignoring RESUMABLE_CHANGES). A key
+    the checkpoint lacks (an option added after it was written) counts as unchanged at its default."""
+    from ..config import Config, to_dict
+
+    a, b, defaults = _flatten(saved), _flatten(current), _flatten(to_dict(Config()))
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key.startswith(RESUMABLE_CHANGES) or a.get(key) == b.get(key):
+        if key.startswith(RESUMABLE_CHANGES) or a.get(key, defaults.get(key)) == b.get(key):
             continue
         diffs.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return diffs
@@ -144,7 +147,8 @@ class Checkpointer:
         return save_checkpoint(self.directory, self.state.step, {
             "run": state, "model": opt.tagger.state_dict(), "optimizer": opt.optimizer.state_dict(),
             "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(),
-            "rng": rng_state(self.shuffle), "labels": self.labels, "config": self.config}, self.keep)
+            "rng": rng_state(self.shuffle), "labels": self.labels, "config": self.config,
+            "average": opt.average.state_dict() if opt.average is not None else None}, self.keep)
 
     def restore(self) -> RunState:
         """Load the newest checkpoint into the model, optimizer, ... after checking it belongs to this run."""
@@ -160,6 +164,8 @@ class Checkpointer:
         opt.optimizer.load_state_dict(saved["optimizer"])
         opt.scheduler.load_state_dict(saved["scheduler"])
         opt.scaler.load_state_dict(saved["scaler"])
+        if opt.average is not None:
+            opt.average.load_state_dict(saved["average"])
         restore_rng(saved["rng"], self.shuffle)
         run = saved["run"]
         run["epoch_rng"] = python_rng_state(run["epoch_rng"]) if run["epoch_rng"] is not None else None

@@ -2,7 +2,8 @@
 gradient accumulation and clipping, behind one ``backward(batch)`` call per batch."""
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 
@@ -22,6 +23,48 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class WeightAverage:
+    """An exponential moving average of the tagger's parameters, updated after every optimizer step.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that the early average
+    is not dominated by the random initialisation. ``swapped()`` puts the average into the tagger for
+    scoring and saving, then restores the trained weights: training itself never sees the average.
+    """
+
+    def __init__(self, tagger: Tagger, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        named = [(name, p) for name, p in tagger.named_parameters() if p.requires_grad]
+        self.names, self.params = [n for n, _ in named], [p for _, p in named]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        with torch.no_grad():
+            trained = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_([p.data for p in self.params], self.shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], trained)
+
+    def state_dict(self) -> dict:
+        """``{"updates": n, "shadow": {parameter name: averaged tensor}}`` (CPU tensors)."""
+        return {"updates": self.updates, "shadow": {n: t.cpu() for n, t in zip(self.names, self.shadow)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        with torch.no_grad():
+            for name, mine in zip(self.names, self.shadow):
+                mine.copy_(state["shadow"][name])
+
+
 class Optimization:
     """Feeds batches to the tagger and steps AdamW every ``training.accumulate`` batches.
 
@@ -36,6 +79,16 @@ class Optimization:
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
         self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
         self.pending = 0  # batches whose gradients wait for the next step
+        self.average = WeightAverage(tagger, tc.ema) if tc.ema else None
+
+    @contextmanager
+    def evaluated_weights(self) -> Iterator[None]:
+        """The weights to score and save: the moving average under ``training.ema``, else the trained ones."""
+        if self.average is None:
+            yield
+        else:
+            with self.average.swapped():
+                yield
 
     def backward(self, batch: Optional[Batch], share: float = 1.0) -> Optional[torch.Tensor]:
         """Forward + backward of one batch (a step when ``accumulate`` batches are in); the detached loss.
@@ -66,6 +119,8 @@ class Optimization:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.average is not None:
+            self.average.update()
         self.pending = 0
 
     def learning_rates(self) -> dict[str, float]:

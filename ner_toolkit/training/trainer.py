@@ -129,6 +129,8 @@ def prepare(config: Config) -> Setup:
         raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
     if not 0.0 <= config.model.words.unk_dropout < 1.0:
         raise UserError(f"model.words.unk_dropout must be in [0, 1), got {config.model.words.unk_dropout}", "config")
+    if not 0.0 <= tc.ema < 1.0:
+        raise UserError(f"training.ema must be in [0, 1) (0 = off), got {tc.ema}", "config")
     if config.model.encoder.context < 0:
         raise UserError(f"model.encoder.context must be 0 (off) or a number of subwords, got {config.model.encoder.context}",
                         "config")
@@ -238,7 +240,8 @@ def train(config: Config, resume: bool = False) -> dict:
         mean_loss = run_epoch(setup.items, setup.collator, optimization, tc, rng, device, bar, state, save)
         bar.close()
         if main:
-            _end_epoch(setup, state, mean_loss, time.time() - t0, metrics_path, board)
+            with optimization.evaluated_weights():
+                _end_epoch(setup, state, mean_loss, time.time() - t0, metrics_path, board)
         state.stopped = distributed.broadcast_object(state.stopped)
         state.epoch, state.batches_done, state.loss_sum = epoch + 1, 0, 0.0
         save()  # every epoch end: resume never repeats a finished epoch

@@ -6,9 +6,12 @@ For each (B, T, K) the two CRFs share parameters (ours loads pytorch-crf's ``sta
 same random emissions and mixed lengths (uniform in [1, T], one sentence of length T). Measured:
 
 * decode seq/s: ``decode`` (ours returns device tensors; pytorch-crf returns Python lists, so its time
-  includes that host copy; on CUDA ours is synchronised before the clock stops).
+  includes that host copy; on CUDA ours is synchronised before the clock stops). On the CPU ``decode``
+  runs the compiled C loop (``model/crf/native.py``) when a C compiler is present; the "torch impl"
+  column is the pure PyTorch Viterbi (``model/crf/viterbi.py``, what CUDA and ``torch.compile`` run) on
+  the same inputs, for comparison.
 * NLL fwd+bwd seq/s: the summed NLL and ``backward()`` (gradients for emissions and parameters).
-* same paths: ours equals pytorch-crf's best paths for every sentence.
+* same paths: ours (and the torch implementation) equal pytorch-crf's best paths for every sentence.
 
 Timing: warm-up, then ``--reps`` rounds that alternate ours and theirs (so load changes hit both), median.
 """
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ner_toolkit.model.crf import CRF  # noqa: E402
+from ner_toolkit.model.crf.viterbi import viterbi as torch_viterbi  # noqa: E402
 
 try:
     import torchcrf
@@ -40,19 +44,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_pair(ours, theirs, device: torch.device, reps: int) -> tuple[float, float]:
-    """Median seconds of two callables, measured in alternation after a warm-up."""
-    for fn in (ours, theirs, ours, theirs):
+def time_all(fns: list, device: torch.device, reps: int) -> list[float]:
+    """Median seconds of each callable, measured in alternation after a warm-up."""
+    for fn in fns + fns:
         fn()
     sync(device)
-    times: tuple[list[float], list[float]] = ([], [])
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        for fn, bucket in ((ours, times[0]), (theirs, times[1])):
+        for fn, bucket in zip(fns, times):
             start = time.perf_counter()
             fn()
             sync(device)
             bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(bucket) for bucket in times]
 
 
 def bench_shape(batch: int, seq_len: int, num_tags: int, device: torch.device, reps: int) -> dict:
@@ -72,14 +76,15 @@ def bench_shape(batch: int, seq_len: int, num_tags: int, device: torch.device, r
     mask = (torch.arange(seq_len).unsqueeze(0) < lengths.unsqueeze(1)).to(device)
     tags = torch.randint(0, num_tags, (batch, seq_len), generator=gen).to(device)
 
+    inputs = ours._inference_inputs(emissions, mask)
     with torch.no_grad():
-        ours_paths, _ = ours.decode(emissions, mask)
         their_paths = ref.decode(emissions, mask)
-        ours_list = ours_paths.cpu().tolist()
-        same = all(ours_list[b][: int(lengths[b])] == their_paths[b] for b in range(batch))
-        t_dec = time_pair(
-            lambda: ours.decode(emissions, mask), lambda: ref.decode(emissions, mask), device, reps
-        )
+        same = True
+        for paths, _ in (ours.decode(emissions, mask), torch_viterbi(*inputs)):
+            listed = paths.cpu().tolist()
+            same = same and all(listed[b][: int(lengths[b])] == their_paths[b] for b in range(batch))
+        t_dec = time_all([lambda: ours.decode(emissions, mask), lambda: torch_viterbi(*inputs),
+                          lambda: ref.decode(emissions, mask)], device, reps)
 
     def nll(model, sign: float):
         def run() -> None:
@@ -91,9 +96,9 @@ def bench_shape(batch: int, seq_len: int, num_tags: int, device: torch.device, r
 
         return run
 
-    t_nll = time_pair(nll(ours, 1.0), nll(ref, -1.0), device, reps)
+    t_nll = time_all([nll(ours, 1.0), nll(ref, -1.0)], device, reps)
     return {
-        "dec": (batch / t_dec[0], batch / t_dec[1]),
+        "dec": tuple(batch / t for t in t_dec),
         "nll": (batch / t_nll[0], batch / t_nll[1]),
         "same": same,
     }
@@ -114,7 +119,8 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, CPU threads {threads}, median of {args.reps} alternating reps")
     header = (
-        f"{'device':<6} {'B':>5} {'T':>3} {'K':>3} | {'decode ours':>12} {'torchcrf':>10} {'ratio':>6} | "
+        f"{'device':<6} {'B':>5} {'T':>3} {'K':>3} | {'decode ours':>12} {'torch impl':>10} {'torchcrf':>10} "
+        f"{'ratio':>6} | "
         f"{'NLL f+b ours':>12} {'torchcrf':>10} {'ratio':>6} | same paths"
     )
     print(header)
@@ -123,9 +129,9 @@ def main() -> None:
         device = torch.device(name)
         for batch, seq_len, num_tags in SHAPES:
             r = bench_shape(batch, seq_len, num_tags, device, args.reps)
-            (d_ours, d_ref), (n_ours, n_ref) = r["dec"], r["nll"]
+            (d_ours, d_torch, d_ref), (n_ours, n_ref) = r["dec"], r["nll"]
             print(
-                f"{name:<6} {batch:>5} {seq_len:>3} {num_tags:>3} | {d_ours:>12,.0f} {d_ref:>10,.0f} "
+                f"{name:<6} {batch:>5} {seq_len:>3} {num_tags:>3} | {d_ours:>12,.0f} {d_torch:>10,.0f} {d_ref:>10,.0f} "
                 f"{d_ours / d_ref:>5.1f}x | {n_ours:>12,.0f} {n_ref:>10,.0f} {n_ours / n_ref:>5.1f}x | "
                 f"{'yes' if r['same'] else 'NO'}"
             )

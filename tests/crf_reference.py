@@ -1,12 +1,14 @@
 """Brute-force references and shared helpers for the CRF tests (enumerate every path of small cases)."""
 
+import contextlib
 import itertools
 import math
+from unittest import mock
 
 import pytest
 import torch
 
-from ner_toolkit.model.crf import CRF
+from ner_toolkit.model.crf import CRF, native
 
 # --------------------------------------------------------------------------- helpers
 
@@ -133,6 +135,22 @@ except ImportError:  # pragma: no cover
 
 needs_torchcrf = pytest.mark.skipif(torchcrf is None, reason="pytorch-crf (torchcrf) not installed")
 
+
+
+#: The two Viterbi implementations CRF.decode picks between on the CPU: the compiled C loop and PyTorch.
+DECODERS = ["native", "torch"]
+
+
+@contextlib.contextmanager
+def decoder(name):
+    """Make ``CRF.decode`` use one implementation (``native`` skips where no C compiler could build it)."""
+    if name == "native":
+        if native.library() is None:
+            pytest.skip("the C Viterbi could not be built here (no C compiler)")
+        yield
+    else:
+        with mock.patch.object(native, "usable", lambda em: False):
+            yield
 
 
 def compile_available():

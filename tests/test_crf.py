@@ -8,11 +8,13 @@ from crf_reference import (
     BIO_TAGS,
     BIOES_TAGS,
     CASES,
+    DECODERS,
     bio_constraints,
     bioes_constraints,
     brute_force,
     compile_available,
     continues_matrix,
+    decoder,
     legal,
     logsumexp,
     make_constraints,
@@ -31,7 +33,8 @@ from ner_toolkit.model.crf import CRF
 
 @pytest.mark.parametrize("kind,k,seq_len", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_brute_force_decode_and_nll(kind, k, seq_len, seed):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_brute_force_decode_and_nll(kind, k, seq_len, seed, impl):
     rng = random.Random(seed * 100 + k * 10 + seq_len)
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     constraints = make_constraints(kind, k, rng)
@@ -41,7 +44,8 @@ def test_brute_force_decode_and_nll(kind, k, seq_len, seed):
     refs = [brute_force(crf, emissions[b], lengths[b], constraints) for b in range(batch)]
 
     # Decode: exactly the brute-force argmax and its score.
-    paths, scores = crf.decode(emissions, mask)
+    with decoder(impl):
+        paths, scores = crf.decode(emissions, mask)
     assert paths.dtype == torch.long and scores.dtype == torch.float32
     assert paths.shape == (batch, seq_len) and scores.shape == (batch,)
     for b, ref in enumerate(refs):
@@ -63,7 +67,8 @@ def test_brute_force_decode_and_nll(kind, k, seq_len, seed):
 
 
 @pytest.mark.parametrize("kind", ["none", "bioes", "random"])
-def test_wide_and_narrow_batches_decode_alike(kind):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_wide_and_narrow_batches_decode_alike(kind, impl):
     # Batches of >= 16 sentences run batch-last, smaller ones batch-first: both must give the
     # brute-force best path, the same scores, and nbest's rank 0.
     rng = random.Random(len(kind))
@@ -74,11 +79,12 @@ def test_wide_and_narrow_batches_decode_alike(kind):
     randomise(crf, gen)
     emissions = torch.randn(batch, seq_len, k, generator=gen) * 2
     mask, lengths = random_mask(batch, seq_len, gen, force_lengths=(1, seq_len))
-    paths, scores = crf.decode(emissions, mask)
+    with decoder(impl):
+        paths, scores = crf.decode(emissions, mask)
+        singles = [crf.decode(emissions[b : b + 1], mask[b : b + 1]) for b in range(batch)]
     k_paths, k_scores = crf.nbest(emissions, mask, 2)
     assert torch.equal(k_paths[:, 0], paths) and torch.equal(k_scores[:, 0], scores)
-    for b in range(batch):
-        single_paths, single_scores = crf.decode(emissions[b : b + 1], mask[b : b + 1])
+    for b, (single_paths, single_scores) in enumerate(singles):
         assert torch.equal(single_paths[0], paths[b]) and torch.equal(single_scores[0], scores[b])
         if b < 8:
             ref = brute_force(crf, emissions[b], lengths[b], constraints)
@@ -93,12 +99,14 @@ def test_wide_and_narrow_batches_decode_alike(kind):
     constrained=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_brute_force_property(k, seq_len, batch, constrained, seed):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_brute_force_property(impl, k, seq_len, batch, constrained, seed):
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     constraints = random_constraints(k, rng) if constrained else None
     crf, emissions, mask, lengths = random_problem(k, constraints, gen, batch, seq_len)
-    paths, scores = crf.decode(emissions, mask)
+    with decoder(impl):
+        paths, scores = crf.decode(emissions, mask)
     tags = torch.zeros(batch, seq_len, dtype=torch.long)
     expected = []
     for b in range(batch):
@@ -118,7 +126,8 @@ def test_brute_force_property(k, seq_len, batch, constrained, seed):
 
 @needs_torchcrf
 @pytest.mark.parametrize("seed", range(5))
-def test_parity_with_pytorch_crf(seed):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_parity_with_pytorch_crf(seed, impl):
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     k, batch, seq_len = 7, (6, 40)[seed % 2], 11  # narrow and wide batches take different layouts
@@ -134,7 +143,8 @@ def test_parity_with_pytorch_crf(seed):
         theirs = -ref(emissions, tags, mask, reduction=reduction)
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
-    paths, _ = crf.decode(emissions, mask)
+    with decoder(impl):
+        paths, _ = crf.decode(emissions, mask)
     their_paths = ref.decode(emissions, mask)
     for b in range(batch):
         assert paths[b, : lengths[b]].tolist() == their_paths[b]
@@ -162,7 +172,8 @@ def test_init_is_uniform_like_pytorch_crf():
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), scheme=st.sampled_from(["bio", "bioes"]))
-def test_decoded_paths_are_legal_on_long_sequences(seed, scheme):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_decoded_paths_are_legal_on_long_sequences(impl, seed, scheme):
     tags = BIO_TAGS if scheme == "bio" else BIOES_TAGS
     constraints = bio_constraints(tags) if scheme == "bio" else bioes_constraints(tags)
     gen = torch.Generator().manual_seed(seed)
@@ -170,7 +181,8 @@ def test_decoded_paths_are_legal_on_long_sequences(seed, scheme):
     randomise(crf, gen, scale=3.0)  # strong parameters that often favour illegal moves
     emissions = torch.randn(5, 30, len(tags), generator=gen) * 5
     mask, lengths = random_mask(5, 30, gen, force_lengths=(1, 30))
-    paths, _ = crf.decode(emissions, mask)
+    with decoder(impl):
+        paths, _ = crf.decode(emissions, mask)
     for b in range(5):
         assert legal(paths[b, : lengths[b]].tolist(), constraints)
 
@@ -290,11 +302,13 @@ def test_decode_outputs_on_input_device_and_zero_padded():
     assert paths.shape == (3, 5) and scores.shape == (3,)
 
 
-def test_single_time_step_batch():
+@pytest.mark.parametrize("impl", DECODERS)
+def test_single_time_step_batch(impl):
     crf = CRF(3)
     emissions = torch.randn(2, 1, 3)
     mask = torch.ones(2, 1, dtype=torch.bool)
-    paths, scores = crf.decode(emissions, mask)
+    with decoder(impl):
+        paths, scores = crf.decode(emissions, mask)
     expected = emissions[:, 0] + crf.start_transitions + crf.end_transitions
     assert torch.equal(paths[:, 0], expected.argmax(1))
     torch.testing.assert_close(scores, expected.max(1).values)

@@ -364,6 +364,8 @@ def test_large_tag_set_memory_stays_linear_in_tags():
         em = torch.randn(4, 200, 300)
         mask = torch.arange(200) < torch.tensor([[200], [150], [1], [37]])
         paths, _ = crf.decode(em, mask)
+        from ner_toolkit.model.crf.viterbi import viterbi  # the PyTorch decoder too (CUDA, torch.compile)
+        assert torch.equal(viterbi(*crf._inference_inputs(em, mask))[0], paths)
         k_paths, _ = crf.nbest(em, mask, 3)
         marg = crf.marginals(em, mask)
         assert torch.equal(k_paths[:, 0], paths)

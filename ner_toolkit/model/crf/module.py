@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import native
 from .scaled import LogPartition, forward_backward, log_z
 from .viterbi import kbest, viterbi
 
@@ -138,7 +139,9 @@ class CRF(nn.Module):
         """
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            return viterbi(*self._inference_inputs(emissions, mask))
+            inputs = self._inference_inputs(emissions, mask)
+            # On the CPU the fused C loop (native.py) when it could be built; the same paths and scores.
+            return native.viterbi(*inputs) if native.usable(inputs[0]) else viterbi(*inputs)
 
     def nbest(self, emissions: Tensor, mask: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         """The ``k`` best distinct legal paths per sentence (batched k-best Viterbi).

@@ -118,3 +118,12 @@ def test_the_built_library_is_cached_and_reused(fresh_build, monkeypatch, tmp_pa
     monkeypatch.setenv("CC", COMPILER)  # ... the same compiler finds its library and does not build
     monkeypatch.setattr(native, "_compile", lambda *a: pytest.fail("rebuilt a cached library"))
     assert native.library() is not None
+
+
+@pytest.mark.skipif(COMPILER is None, reason="no C compiler on this machine")
+def test_an_unwritable_cache_falls_back_with_a_warning(fresh_build, monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("NER_TOOLKIT_CACHE", str(blocker / "cache"))  # under a regular file: mkdir fails
+    with pytest.warns(RuntimeWarning, match="could not build the C Viterbi"):
+        assert native.library() is None

@@ -53,10 +53,11 @@ def _cache_dir() -> Path:
 def _compile(compiler: str, flags: list, target: Path) -> Optional[str]:
     """Build ``SOURCE`` into ``target`` atomically (concurrent builders each write a temporary file and
     rename it); the compiler's message on failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
         proc = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-pthread", str(SOURCE), "-o", tmp],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
@@ -67,7 +68,7 @@ def _compile(compiler: str, flags: list, target: Path) -> Optional[str]:
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -82,13 +83,13 @@ def library() -> Optional[ctypes.CDLL]:
                       "implementation", RuntimeWarning, stacklevel=2)
         return None
     source = SOURCE.read_bytes()
+    compiler_path = shutil.which(compiler) or compiler
+    try:
+        stamp = str(os.stat(compiler_path).st_mtime_ns)  # an upgraded compiler builds anew
+    except OSError:
+        stamp = ""
     problems = []
     for flags in _FLAG_SETS:
-        compiler_path = shutil.which(compiler) or compiler
-        try:
-            stamp = str(os.stat(compiler_path).st_mtime_ns)
-        except OSError:
-            stamp = ""
         key = hashlib.sha256(b"\0".join([source, compiler_path.encode(), stamp.encode(), " ".join(flags).encode(),
                                          platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:16]
         target = _cache_dir() / f"viterbi-{key}.so"

@@ -8,15 +8,31 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import UserError
 
 
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """The toolkit's own Python warnings (e.g. the CRF package's, which cannot import ``errors``) as one
+    ``warning: ...`` line like every other; anything else goes to ``show`` (Python's format)."""
+    def show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                     line: Optional[str] = None) -> None:
+        text = str(message)
+        if text.startswith("ner_toolkit: "):
+            print(f"warning: {text[len('ner_toolkit: '):]}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
+
+
 def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return main(list(sys.argv[1:] if argv is None else argv))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return main(list(sys.argv[1:] if argv is None else argv))
     except UserError as exc:
         print(str(exc), file=sys.stderr)
         return 2

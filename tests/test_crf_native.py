@@ -127,3 +127,17 @@ def test_an_unwritable_cache_falls_back_with_a_warning(fresh_build, monkeypatch,
     monkeypatch.setenv("NER_TOOLKIT_CACHE", str(blocker / "cache"))  # under a regular file: mkdir fails
     with pytest.warns(RuntimeWarning, match="could not build the C Viterbi"):
         assert native.library() is None
+
+
+def test_the_command_line_reports_a_failed_build_as_one_warning_line(fresh_build, monkeypatch, tmp_path, trained,
+                                                                      capsys):
+    from ner_toolkit.cli import predict_main
+
+    monkeypatch.setenv("CC", "/bin/false")
+    out = tmp_path / "pred.txt"
+    assert predict_main(["--model", str(trained.model_dir), str(trained.config.parent / "dev.txt"),
+                         "--output", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "C Viterbi" in line]
+    assert lines == ["warning: could not build the C Viterbi (/bin/false exited with 1): decoding uses the slower "
+                     "PyTorch implementation"]
+    assert out.read_text(encoding="utf-8").strip()  # predicted with the PyTorch Viterbi

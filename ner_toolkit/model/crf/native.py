@@ -2,7 +2,7 @@
 and called through ``ctypes``.
 
 Eager PyTorch pays a kernel call and a pass over memory for every add, max and gather of every time step;
-the C loop fuses them per sentence (3-5x faster than :func:`.viterbi.viterbi` at K=37 on 2 cores; see
+the C loop fuses them per sentence (1.5-7x faster than :func:`.viterbi.viterbi` on 2 cores; see
 ``benchmarks/bench_crf.py``). Same results: the same float32 sums in the same order.
 
 The library goes to ``$NER_TOOLKIT_CACHE`` (default ``~/.cache/ner_toolkit``), named by a hash of the

@@ -12,6 +12,8 @@ same random emissions and mixed lengths (uniform in [1, T], one sentence of leng
   the same inputs, for comparison.
 * NLL fwd+bwd seq/s: the summed NLL and ``backward()`` (gradients for emissions and parameters).
 * same paths: ours (and the torch implementation) equal pytorch-crf's best paths for every sentence.
+* A second table, ours only (pytorch-crf has no n-best): ``nbest`` with k=3 as users get it (the C
+  k-best on the CPU) against the PyTorch k-best (``model/crf/viterbi.py``), with "same ranks: yes/no".
 
 Timing: warm-up, then ``--reps`` rounds that alternate ours and theirs (so load changes hit both), median.
 """
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from ner_toolkit.model.crf import CRF  # noqa: E402
+from ner_toolkit.model.crf.viterbi import kbest as torch_kbest  # noqa: E402
 from ner_toolkit.model.crf.viterbi import viterbi as torch_viterbi  # noqa: E402
 
 try:
@@ -37,6 +40,7 @@ except ImportError:  # pragma: no cover
     sys.exit("pytorch-crf is needed for this comparison: pip install pytorch-crf")
 
 SHAPES = [(32, 40, 9), (256, 40, 9), (256, 60, 37), (1024, 40, 9)]
+NBEST_K = 3
 
 
 def sync(device: torch.device) -> None:
@@ -97,7 +101,14 @@ def bench_shape(batch: int, seq_len: int, num_tags: int, device: torch.device, r
         return run
 
     t_nll = time_all([nll(ours, 1.0), nll(ref, -1.0)], device, reps)
+    with torch.no_grad():
+        got, want = ours.nbest(emissions, mask, NBEST_K), torch_kbest(*inputs, NBEST_K)
+        same_k = torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        t_k = time_all([lambda: ours.nbest(emissions, mask, NBEST_K), lambda: torch_kbest(*inputs, NBEST_K)],
+                       device, max(3, reps // 3))
     return {
+        "nbest": tuple(batch / t for t in t_k),
+        "same_k": same_k,
         "dec": tuple(batch / t for t in t_dec),
         "nll": (batch / t_nll[0], batch / t_nll[1]),
         "same": same,
@@ -125,10 +136,12 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    results = []
     for name in names:
         device = torch.device(name)
         for batch, seq_len, num_tags in SHAPES:
             r = bench_shape(batch, seq_len, num_tags, device, args.reps)
+            results.append((name, batch, seq_len, num_tags, r))
             (d_ours, d_torch, d_ref), (n_ours, n_ref) = r["dec"], r["nll"]
             print(
                 f"{name:<6} {batch:>5} {seq_len:>3} {num_tags:>3} | {d_ours:>12,.0f} {d_torch:>10,.0f} {d_ref:>10,.0f} "
@@ -136,6 +149,14 @@ def main() -> None:
                 f"{'yes' if r['same'] else 'NO'}"
             )
     print("(seq/s = sentences per second; higher is better)")
+    print()
+    header = f"{'device':<6} {'B':>5} {'T':>3} {'K':>3} | {'nbest k=3 ours':>14} {'torch impl':>10} {'ratio':>6} | same ranks"
+    print(header)
+    print("-" * len(header))
+    for name, batch, seq_len, num_tags, r in results:
+        k_ours, k_torch = r["nbest"]
+        print(f"{name:<6} {batch:>5} {seq_len:>3} {num_tags:>3} | {k_ours:>14,.0f} {k_torch:>10,.0f} "
+              f"{k_ours / k_torch:>5.1f}x | {'yes' if r['same_k'] else 'NO'}")
 
 
 if __name__ == "__main__":

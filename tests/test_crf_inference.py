@@ -12,12 +12,14 @@ import torch
 from crf_reference import (
     BIO_TAGS,
     BIOES_TAGS,
+    DECODERS,
     bioes_constraints,
     brute_alpha_beta,
     brute_force,
     brute_span_log_prob,
     compile_available,
     continues_matrix,
+    decoder,
     legal,
     log_partition_logspace,
     logsumexp,
@@ -49,7 +51,8 @@ NBEST_CASES = [
 
 @pytest.mark.parametrize("kind,k,seq_len", NBEST_CASES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_brute_force_nbest_marginals_forward_backward(kind, k, seq_len, seed):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_brute_force_nbest_marginals_forward_backward(kind, k, seq_len, seed, impl):
     rng = random.Random(seed * 1000 + k * 10 + seq_len)
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     constraints = make_constraints(kind, k, rng)
@@ -59,10 +62,11 @@ def test_brute_force_nbest_marginals_forward_backward(kind, k, seq_len, seed):
 
     # n-best: the top-n of the enumeration of legal (distinct) paths, best first; -inf beyond it.
     n = 7
-    paths, scores = crf.nbest(emissions, mask, n)
+    with decoder(impl):
+        paths, scores = crf.nbest(emissions, mask, n)
+        best_paths, best_scores = crf.decode(emissions, mask)
     assert paths.shape == (batch, n, seq_len) and paths.dtype == torch.long
     assert scores.shape == (batch, n) and scores.dtype == torch.float32
-    best_paths, best_scores = crf.decode(emissions, mask)
     assert torch.equal(paths[:, 0], best_paths)
     assert torch.equal(scores[:, 0], best_scores)
     for b, ref in enumerate(refs):
@@ -173,12 +177,14 @@ def test_span_log_prob_is_exact_span_not_prefix_in_bio():
     constrained=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_nbest_and_marginals_property(k, seq_len, batch, n, constrained, seed):
+@pytest.mark.parametrize("impl", DECODERS)
+def test_nbest_and_marginals_property(impl, k, seq_len, batch, n, constrained, seed):
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     constraints = random_constraints(k, rng) if constrained else None
     crf, emissions, mask, lengths = random_problem(k, constraints, gen, batch, seq_len)
-    paths, scores = crf.nbest(emissions, mask, n)
+    with decoder(impl):
+        paths, scores = crf.nbest(emissions, mask, n)
     marginals = crf.marginals(emissions, mask)
     for b in range(batch):
         ref = brute_force(crf, emissions[b], lengths[b], constraints)
@@ -197,11 +203,13 @@ def test_nbest_and_marginals_property(k, seq_len, batch, n, constrained, seed):
         torch.testing.assert_close(marginals[b, : lengths[b]].double(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_nbest_pads_missing_ranks():
+@pytest.mark.parametrize("impl", DECODERS)
+def test_nbest_pads_missing_ranks(impl):
     crf = CRF(5, bioes_constraints(BIOES_TAGS))  # a single token can only be O or S-A
     emissions = torch.randn(3, 2, 5)
     mask = torch.tensor([[True, False], [True, True], [True, True]])
-    paths, scores = crf.nbest(emissions, mask, 6)
+    with decoder(impl):
+        paths, scores = crf.nbest(emissions, mask, 6)
     assert torch.isfinite(scores[0, :2]).all() and torch.isneginf(scores[0, 2:]).all()
     assert sorted(paths[0, :2, 0].tolist()) == [0, 4] and paths[0, 2:].eq(0).all()
     # Length 2 under BIOES: OO, OS, SO, SS, BE -> exactly 5 legal paths.
@@ -211,7 +219,8 @@ def test_nbest_pads_missing_ranks():
         crf.nbest(emissions, mask, 0)
 
 
-def test_disallowed_tags_get_no_probability():
+@pytest.mark.parametrize("impl", DECODERS)
+def test_disallowed_tags_get_no_probability(impl):
     gen = torch.Generator().manual_seed(4)
     crf = CRF(5, bioes_constraints(BIOES_TAGS))
     randomise(crf, gen, scale=3.0)
@@ -223,7 +232,8 @@ def test_disallowed_tags_get_no_probability():
     for b, length in enumerate(lengths):
         assert marginals[b, length - 1, [1, 2]].max() < 1e-6  # no B/I at the end
     torch.testing.assert_close(marginals.sum(2), mask.float(), rtol=0, atol=1e-5)
-    paths, scores = crf.nbest(emissions, mask, 4)
+    with decoder(impl):
+        paths, scores = crf.nbest(emissions, mask, 4)
     for b, length in enumerate(lengths):
         for rank in range(4):
             if torch.isfinite(scores[b, rank]):
@@ -364,9 +374,10 @@ def test_large_tag_set_memory_stays_linear_in_tags():
         em = torch.randn(4, 200, 300)
         mask = torch.arange(200) < torch.tensor([[200], [150], [1], [37]])
         paths, _ = crf.decode(em, mask)
-        from ner_toolkit.model.crf.viterbi import viterbi  # the PyTorch decoder too (CUDA, torch.compile)
+        from ner_toolkit.model.crf.viterbi import kbest, viterbi  # the PyTorch ones too (CUDA, torch.compile)
         assert torch.equal(viterbi(*crf._inference_inputs(em, mask))[0], paths)
         k_paths, _ = crf.nbest(em, mask, 3)
+        assert torch.equal(kbest(*crf._inference_inputs(em, mask), 3)[0], k_paths)
         marg = crf.marginals(em, mask)
         assert torch.equal(k_paths[:, 0], paths)
         assert torch.allclose(marg.sum(2), mask.float(), atol=1e-4)

@@ -9,6 +9,7 @@ import torch
 from crf_reference import bioes_constraints, randomise
 
 from ner_toolkit.model.crf import CRF, native
+from ner_toolkit.model.crf.viterbi import kbest as torch_kbest
 from ner_toolkit.model.crf.viterbi import viterbi as torch_viterbi
 
 COMPILER = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
@@ -61,6 +62,11 @@ def test_native_equals_the_torch_implementation(batch, seq_len, num_tags, constr
             torch.set_num_threads(old)
         assert torch.equal(paths, want_paths)
         assert torch.equal(scores, want_scores)  # the same float32 sums in the same order
+        for k in (1, 3, 6):  # k-best: the same ranks, missing ones included, and rank 0 is decode's
+            want_k = torch_kbest(*inputs, k, crf._penalties())
+            got_k = crf.nbest(emissions, mask, k)
+            assert torch.equal(got_k[0], want_k[0]) and torch.equal(got_k[1], want_k[1])
+            assert torch.equal(got_k[0][:, 0], paths)
 
 
 def test_non_contiguous_and_low_precision_emissions():

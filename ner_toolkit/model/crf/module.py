@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from . import native
 from .scaled import LogPartition, forward_backward, log_z
-from .viterbi import kbest, viterbi
+from .viterbi import kbest, legal_ranks, viterbi
 
 #: Added to the score of a disallowed start / transition / end. Finite (not ``-inf``) so that every
 #: sentence keeps a finite best path and NLL, while ``exp`` of it is exactly 0 in float32.
@@ -160,7 +160,10 @@ class CRF(nn.Module):
             raise ValueError(f"k must be a positive int, got {k!r}")
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            return kbest(*self._inference_inputs(emissions, mask), k, self._penalties())
+            inputs = self._inference_inputs(emissions, mask)
+            if native.usable(inputs[0]):  # the C k-best on the CPU, as decode
+                return legal_ranks(*native.kbest(*inputs, k), inputs[1], self._penalties())
+            return kbest(*inputs, k, self._penalties())
 
     def forward_backward(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Forward–backward log-scores, float32 and detached (inference only; train with :meth:`forward`).

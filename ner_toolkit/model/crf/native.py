@@ -100,9 +100,10 @@ def library() -> Optional[ctypes.CDLL]:
             except OSError as exc:
                 problems.append(str(exc))
                 continue
-            lib.ner_viterbi_f32.restype = ctypes.c_int
-            lib.ner_viterbi_f32.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2 \
-                + [ctypes.c_int64]
+            pointers, sizes = [ctypes.c_void_p] * 5, [ctypes.c_int64] * 3  # em, mask, start, end, trans; B, T, K
+            lib.ner_viterbi_f32.argtypes = pointers + sizes + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
+            lib.ner_kbest_f32.argtypes = pointers + sizes + [ctypes.c_int64] + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
+            lib.ner_viterbi_f32.restype = lib.ner_kbest_f32.restype = ctypes.c_int
             return lib
         problems.append(problem)
     warnings.warn(f"ner_toolkit: could not build the C Viterbi ({problems[-1]}): decoding uses the slower "
@@ -117,21 +118,44 @@ def usable(em: Tensor) -> bool:
             and library() is not None)
 
 
+def _inputs(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> list:
+    """The C arguments for the inputs (contiguous copies where needed, kept alive by the caller)."""
+    return [x.contiguous() for x in (em, mask.to(torch.bool), start, end, trans)]  # bool: one byte a position
+
+
+def _threads(batch: int, seq_len: int, num_tags: int, k: int = 1) -> int:
+    return torch.get_num_threads() if batch * seq_len * num_tags * num_tags * k >= _PARALLEL_WORK else 1
+
+
+def _check(status: int, seq_len: int, num_tags: int) -> None:
+    if status != 0:
+        raise MemoryError(f"Viterbi scratch memory for T={seq_len}, K={num_tags} could not be allocated")
+
+
 def viterbi(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> Tuple[Tensor, Tensor]:
     """Best paths ``(B, T)`` int64 (0 past each length) and their scores ``(B,)`` float32, from float32
     CPU ``em`` ``(B, T, K)``, length ``mask`` ``(B, T)`` and ``start``/``end`` ``(K,)``, ``trans`` ``(K, K)``."""
     lib = library()
     assert lib is not None, "check usable() first"
     batch, seq_len, num_tags = em.shape
-    em, start, end, trans = (x.contiguous() for x in (em, start, end, trans))
-    mask = mask.to(torch.bool).contiguous()  # one byte per position
+    args = _inputs(em, mask, start, end, trans)
     paths = torch.empty(batch, seq_len, dtype=torch.int64)
     scores = torch.empty(batch, dtype=torch.float32)
-    work = batch * seq_len * num_tags * num_tags
-    threads = torch.get_num_threads() if work >= _PARALLEL_WORK else 1
-    status = lib.ner_viterbi_f32(em.data_ptr(), mask.data_ptr(), start.data_ptr(), end.data_ptr(),
-                                 trans.data_ptr(), batch, seq_len, num_tags, paths.data_ptr(), scores.data_ptr(),
-                                 threads)
-    if status != 0:
-        raise MemoryError(f"Viterbi scratch memory for T={seq_len}, K={num_tags} could not be allocated")
+    _check(lib.ner_viterbi_f32(*(x.data_ptr() for x in args), batch, seq_len, num_tags, paths.data_ptr(),
+                               scores.data_ptr(), _threads(batch, seq_len, num_tags)), seq_len, num_tags)
+    return paths, scores
+
+
+def kbest(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """The raw ``k`` best ranks per sentence: paths ``(B, k, T)`` int64 (each path's last tag repeated
+    past its end; all 0 for a rank with no path) and scores ``(B, k)`` float32, best first, ``-inf`` for
+    no path. Inputs as for :func:`viterbi`; :func:`.viterbi.legal_ranks` turns this into the result."""
+    lib = library()
+    assert lib is not None, "check usable() first"
+    batch, seq_len, num_tags = em.shape
+    args = _inputs(em, mask, start, end, trans)
+    paths = torch.empty(batch, k, seq_len, dtype=torch.int64)
+    scores = torch.empty(batch, k, dtype=torch.float32)
+    _check(lib.ner_kbest_f32(*(x.data_ptr() for x in args), batch, seq_len, num_tags, k, paths.data_ptr(),
+                             scores.data_ptr(), _threads(batch, seq_len, num_tags, k)), seq_len, num_tags)
     return paths, scores

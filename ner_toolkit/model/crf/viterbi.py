@@ -117,13 +117,23 @@ def kbest(
             flat = steps[t].gather(0, flat)
             tags.append(flat % num_tags)
     tags.reverse()
-    paths = torch.stack(tags, dim=2)  # (k, B, T); past each end it repeats the last tag
-    missing = final == float("-inf")
+    paths = torch.stack(tags, dim=2).transpose(0, 1)  # (B, k, T); past each end it repeats the last tag
+    return legal_ranks(paths, final.t(), mask, penalties)
+
+
+def legal_ranks(
+    paths: Tensor, scores: Tensor, mask: Tensor, penalties: Optional[Tuple[Tensor, Tensor, Tensor]]
+) -> Tuple[Tensor, Tensor]:
+    """The k-best result from raw ranks, shared by :func:`kbest` and the C k-best: ``paths`` ``(B, k, T)``
+    (each path's last tag repeated past its sentence's end) and ``scores`` ``(B, k)``. Ranks scoring
+    ``-inf`` and ranks that need a penalised move are missing (score ``-inf``, all-zero path), except
+    rank 0, which is decode's path; positions past each end are 0."""
+    missing = scores == float("-inf")
     if penalties is not None:  # ranks reached only through penalised moves are not legal paths
         start_penalty, end_penalty, transition_penalty = penalties
         pen = start_penalty[paths[:, :, 0]] + end_penalty[paths[:, :, -1]]
         step_pen = transition_penalty[paths[:, :, :-1], paths[:, :, 1:]]
-        missing = missing | (pen + torch.where(valid[1:].t(), step_pen, 0.0).sum(2) < 0)
-    missing[0] = False  # rank 0 is decode's path (legal whenever the sentence has a legal path)
-    paths = paths.masked_fill(missing.unsqueeze(2) | ~mask, 0).transpose(0, 1).contiguous()
-    return paths, final.masked_fill(missing, float("-inf")).t().contiguous()
+        missing = missing | (pen + torch.where(mask[:, None, 1:], step_pen, 0.0).sum(2) < 0)
+    missing[:, 0] = False  # rank 0 is decode's path (legal whenever the sentence has a legal path)
+    paths = paths.masked_fill(missing.unsqueeze(2) | ~mask.unsqueeze(1), 0).contiguous()
+    return paths, scores.masked_fill(missing, float("-inf")).contiguous()

@@ -2,8 +2,8 @@
 
 A self-contained package (its modules import only ``torch`` and the standard library: ``module`` holds the
 ``CRF`` class, ``scaled`` the forward/backward recursions, ``viterbi`` best and k-best decoding, ``native``
-the compiled CPU Viterbi of ``viterbi_native.c``, used by ``CRF.decode`` on the CPU where a C compiler could
-build it), batched: the only Python loops run over time steps, and nothing copies tensors to the host or
+the compiled CPU Viterbi and k-best of ``viterbi_native.c``, used by ``CRF.decode`` and ``CRF.nbest`` on
+the CPU where a C compiler could build them), batched: the only Python loops run over time steps, and nothing copies tensors to the host or
 branches on tensor values (the ``mask[:, 0]`` guard in :meth:`CRF._validate` runs only for CPU tensors
 outside ``torch.compile``). All arithmetic is float32,
 also for bf16/fp16 inputs and under autocast. Memory is O(B·T·K) plus per-step histories; no

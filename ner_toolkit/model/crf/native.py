@@ -1,9 +1,10 @@
-"""The compiled CPU Viterbi: ``viterbi_native.c`` built once per machine with the system C compiler, cached,
-and called through ``ctypes``.
+"""The compiled CPU Viterbi and k-best: ``viterbi_native.c`` built once per machine with the system C
+compiler, cached, and called through ``ctypes``.
 
 Eager PyTorch pays a kernel call and a pass over memory for every add, max and gather of every time step;
-the C loop fuses them per sentence (1.5-7x faster than :func:`.viterbi.viterbi` on 2 cores; see
-``benchmarks/bench_crf.py``). Same results: the same float32 sums in the same order.
+the C loops fuse them per sentence (on 2 cores: decode 1.5-7x faster than :func:`.viterbi.viterbi`,
+k-best 2.4-4x faster than :func:`.viterbi.kbest`; see ``benchmarks/bench_crf.py``). Same results: the
+same float32 sums in the same order.
 
 The library goes to ``$NER_TOOLKIT_CACHE`` (default ``~/.cache/ner_toolkit``), named by a hash of the
 source, compiler, flags and CPU, so an upgrade or another machine sharing the home directory builds its

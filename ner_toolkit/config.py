@@ -52,6 +52,7 @@ class EncoderConfig:
     stride: int = _f(64, "subwords of context shared by consecutive windows of a sentence longer than max_length")
     max_subwords_per_word: int = _f(24, "subwords kept per word (a longer word keeps its first ones; it is never dropped)")
     dropout: float = _f(0.0, "dropout on the pooled word vectors")
+    token_dropout: float = _f(0.0, "training only: chance that a subword is replaced by the tokenizer's mask (or unk) token before the encoder reads it, so that the encoder learns to tag from context and pieces rather than memorised surface forms")
     context: int = _f(0, "document context: up to this many subwords of the neighbouring sentences of the same document (-DOCSTART- bounded; a file without it is one document) on each side of a sentence, read by the encoder, never labelled; 0 = off")
     trust_remote_code: bool = _f(False, "allow custom code from a model directory (off: never executes downloaded code)")
 

@@ -216,3 +216,32 @@ def test_ema_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
     config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
     rc = train_main(["--config", str(config), "--set", "training.ema=1.0"])
     assert_user_error(rc, capsys.readouterr().err, "training.ema must be in [0, 1)")
+
+
+def test_token_dropout_masks_regular_subwords_in_training_only(small_train, tmp_path):
+    setup = _setup(small_train, tmp_path, "model.encoder.token_dropout=0.3")
+    encoder, tokenizer = setup.tagger.encoder, setup.tokenizer
+    batch = setup.collator(setup.items[:16])
+    torch.manual_seed(0)
+    dropped = encoder._drop_tokens(batch.input_ids, batch.attention_mask)
+    specials = torch.isin(batch.input_ids, torch.tensor(tokenizer.all_special_ids))
+    regular = batch.attention_mask.bool() & ~specials
+    changed = dropped != batch.input_ids
+    assert torch.equal(dropped[changed], torch.full_like(dropped[changed], tokenizer.mask_token_id))
+    assert not (changed & ~regular).any()  # [CLS], [SEP], <unk>, padding: never replaced
+    assert 0.2 < changed[regular].float().mean() < 0.4
+
+    seen = []
+    real_forward = encoder.model.forward
+    encoder.model.forward = lambda **kw: (seen.append(kw["input_ids"].clone()), real_forward(**kw))[1]
+    encoder.eval()(batch)
+    encoder.train()(batch)
+    assert torch.equal(seen[0], batch.input_ids)  # evaluation and prediction read the real subwords
+    assert (seen[1] == tokenizer.mask_token_id).sum() > (batch.input_ids == tokenizer.mask_token_id).sum()
+
+
+def test_token_dropout_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    rc = train_main(["--config", str(config), "--set", "model.encoder.token_dropout=-0.1"])
+    assert_user_error(rc, capsys.readouterr().err, "model.encoder.token_dropout must be in [0, 1)")

@@ -187,12 +187,34 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         hidden = int(hf_model.config.hidden_size)
         self.output_dim = hidden * (2 if pooling == "first_last" else 1)
+        self.token_dropout, self.replacement_id = 0.0, 0
+        self.register_buffer("special_ids", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def enable_token_dropout(self, rate: float, tokenizer: Any) -> None:
+        """Training only: replace each regular subword with the tokenizer's mask token (its unk token if
+        it has none) with probability ``rate``; specials and padding are never replaced."""
+        replacement = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+        if rate > 0 and replacement is None:
+            raise UserError("model.encoder.token_dropout needs a tokenizer with a mask or unk token", "config")
+        self.token_dropout, self.replacement_id = rate, int(replacement or 0)
+        self.special_ids = torch.tensor(sorted(tokenizer.all_special_ids), dtype=torch.long,
+                                        device=self.special_ids.device)
+
+    def _drop_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(W, S) ids with regular subwords replaced at ``token_dropout``; draws from torch's RNG (saved
+        in checkpoints), so a resumed run replaces the same subwords."""
+        regular = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
+        drop = (torch.rand(input_ids.shape, device=input_ids.device) < self.token_dropout) & regular
+        return input_ids.masked_fill(drop, self.replacement_id)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns word vectors (B, T, output_dim); padded positions are zeros."""
         B, T = batch.mask.shape
+        input_ids = batch.input_ids
+        if self.training and self.token_dropout > 0:
+            input_ids = self._drop_tokens(input_ids, batch.attention_mask)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            out = self.model(input_ids=input_ids, attention_mask=batch.attention_mask,
                              output_hidden_states=self.mix is not None)
         hidden = out.last_hidden_state if self.mix is None else self.mix(out.hidden_states)
         flat = hidden.reshape(-1, hidden.shape[-1])  # (W*S, H)

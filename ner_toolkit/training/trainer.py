@@ -129,6 +129,9 @@ def prepare(config: Config) -> Setup:
         raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
     if not 0.0 <= config.model.words.unk_dropout < 1.0:
         raise UserError(f"model.words.unk_dropout must be in [0, 1), got {config.model.words.unk_dropout}", "config")
+    if not 0.0 <= config.model.encoder.token_dropout < 1.0:
+        raise UserError(f"model.encoder.token_dropout must be in [0, 1), got {config.model.encoder.token_dropout}",
+                        "config")
     if not 0.0 <= tc.ema < 1.0:
         raise UserError(f"training.ema must be in [0, 1) (0 = off), got {tc.ema}", "config")
     if config.model.encoder.context < 0:
@@ -173,6 +176,7 @@ def prepare(config: Config) -> Setup:
         chars = CharVocab.build((t for s in train_data.tokens for t in s), c.min_freq, c.max_length)
     tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, labels.constraints(),
                     vectors, num_chars=len(chars) if chars else 0).to(device)
+    tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
     aligner, collator = make_collator(tokenizer, hf_encoder, config.model.encoder)
     items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                              documents=train_data.documents, context=config.model.encoder.context)

@@ -173,11 +173,16 @@ def test_unk_dropout_replaces_training_tokens_only():
     assert torch.equal(rows_read(fusion.eval()(encoded, word_ids)), word_ids)
 
 
-def test_unk_dropout_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
+@pytest.mark.parametrize("override,message", [
+    ("model.words.unk_dropout=1.0", "model.words.unk_dropout must be in [0, 1)"),
+    ("model.encoder.token_dropout=-0.1", "model.encoder.token_dropout must be in [0, 1)"),
+    ("training.ema=1.0", "training.ema must be in [0, 1)"),
+])
+def test_rates_out_of_range_are_config_errors(small_train, tmp_path, capsys, override, message):
     config = tmp_path / "c.yaml"
     config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
-    rc = train_main(["--config", str(config), "--set", "model.words.unk_dropout=1.0"])
-    assert_user_error(rc, capsys.readouterr().err, "model.words.unk_dropout must be in [0, 1)")
+    rc = train_main(["--config", str(config), "--set", override])
+    assert_user_error(rc, capsys.readouterr().err, message)
 
 
 def test_weight_average_follows_the_ramped_ema_and_only_swaps_in_for_scoring(small_train, tmp_path):
@@ -211,12 +216,6 @@ def test_weight_average_is_what_the_run_saves_and_scores(small_train, sample_dat
     assert any(not torch.equal(saved[n], last["model"][n]) for n in shadow)  # not the last trained weights
 
 
-def test_ema_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
-    rc = train_main(["--config", str(config), "--set", "training.ema=1.0"])
-    assert_user_error(rc, capsys.readouterr().err, "training.ema must be in [0, 1)")
-
 
 def test_token_dropout_masks_regular_subwords_in_training_only(small_train, tmp_path):
     setup = _setup(small_train, tmp_path, "model.encoder.token_dropout=0.3")
@@ -238,10 +237,3 @@ def test_token_dropout_masks_regular_subwords_in_training_only(small_train, tmp_
     encoder.train()(batch)
     assert torch.equal(seen[0], batch.input_ids)  # evaluation and prediction read the real subwords
     assert (seen[1] == tokenizer.mask_token_id).sum() > (batch.input_ids == tokenizer.mask_token_id).sum()
-
-
-def test_token_dropout_out_of_range_is_a_config_error(small_train, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
-    rc = train_main(["--config", str(config), "--set", "model.encoder.token_dropout=-0.1"])
-    assert_user_error(rc, capsys.readouterr().err, "model.encoder.token_dropout must be in [0, 1)")

@@ -127,13 +127,10 @@ def prepare(config: Config) -> Setup:
     check_precision(tc.precision, device)
     if tc.accumulate < 1 or tc.batch_size < 1 or (tc.batch_tokens is not None and tc.batch_tokens < 1):
         raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
-    if not 0.0 <= config.model.words.unk_dropout < 1.0:
-        raise UserError(f"model.words.unk_dropout must be in [0, 1), got {config.model.words.unk_dropout}", "config")
-    if not 0.0 <= config.model.encoder.token_dropout < 1.0:
-        raise UserError(f"model.encoder.token_dropout must be in [0, 1), got {config.model.encoder.token_dropout}",
-                        "config")
-    if not 0.0 <= tc.ema < 1.0:
-        raise UserError(f"training.ema must be in [0, 1) (0 = off), got {tc.ema}", "config")
+    for key, rate in (("model.words.unk_dropout", config.model.words.unk_dropout),
+                      ("model.encoder.token_dropout", config.model.encoder.token_dropout), ("training.ema", tc.ema)):
+        if not 0.0 <= rate < 1.0:
+            raise UserError(f"{key} must be in [0, 1) (0 = off), got {rate}", "config")
     if config.model.encoder.context < 0:
         raise UserError(f"model.encoder.context must be 0 (off) or a number of subwords, got {config.model.encoder.context}",
                         "config")

@@ -1,24 +1,127 @@
-"""Atomic file and directory writes.
+"""Atomic file and directory writes, and resource faults as user errors.
 
-A crash, Ctrl-C or full disk in the middle of a write must never leave a truncated
+A crash, Ctrl-C, SIGTERM or full disk in the middle of a write must never leave a truncated
 model, vocabulary or prediction file behind: everything is written to a temporary
 sibling first and renamed into place only once complete (a rename within one
-directory is atomic on POSIX and Windows).
+directory is atomic on POSIX and Windows). A write that fails for a reason the user can
+fix (no space left, file too large, read-only file system, permission denied) ends as a
+``WriteFault`` (a ``UserError``) naming the final path and the reason, with the temporary
+file removed and the previous complete file kept.
+
+A character device or FIFO given as the target (``/dev/null``, a named pipe) is written
+through as it is, never replaced by a regular file.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 from ner_toolkit.errors import PathLike, UserError
 
-__all__ = ["atomic_write", "atomic_directory"]
+__all__ = ["atomic_write", "atomic_directory", "WriteFault", "write_fault", "is_stream"]
 
 _MODES = {"w", "wt", "wb"}
+# The faults of a write that the user can fix (and that say nothing about a bug in the toolkit).
+FAULTS = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large",
+          errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+          errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded",
+          errno.EIO: "input/output error"}
+# Libraries that write from native code report the OS error in their message (safetensors: "os error 28").
+_OS_ERROR = re.compile(r"os error (\d+)|\[Errno (\d+)\]")
+
+
+class WriteFault(UserError):
+    """A write that failed for a resource reason (disk full, read-only, ...), naming the final path."""
+
+    def __init__(self, reason: str, path: PathLike) -> None:
+        super().__init__(f"cannot write: {reason}; free space or choose a writable path "
+                         "(the previous file, if any, is kept)", path)
+        self.reason = reason
+
+
+def write_fault(exc: BaseException) -> Optional[str]:
+    """The user-facing reason when ``exc`` (or what caused it) is a resource fault of a write, else None."""
+    seen = 0
+    current: Optional[BaseException] = exc
+    while current is not None and seen < 8:
+        if isinstance(current, WriteFault):
+            return current.reason
+        if isinstance(current, OSError) and current.errno in FAULTS:
+            return FAULTS[current.errno]
+        match = _OS_ERROR.search(str(current))
+        if match and int(match.group(1) or match.group(2)) in FAULTS:
+            return FAULTS[int(match.group(1) or match.group(2))]
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
+def is_stream(path: PathLike) -> bool:
+    """Whether ``path`` is an existing character device, FIFO or socket (written through, never replaced)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+class _Recording:
+    """A file handle that remembers what interrupted a write: torch.save's C++ writer turns a failed
+    write (disk full) and a signal raised inside it (Ctrl-C, SIGTERM) alike into a bare "unexpected pos"
+    RuntimeError, which hides the cause."""
+
+    def __init__(self, handle: IO) -> None:
+        self._handle = handle
+        self.error: Optional[BaseException] = None
+
+    def write(self, data: Any) -> Any:
+        try:
+            return self._handle.write(data)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def reraise_interrupt(self) -> None:
+        """Re-raise a Ctrl-C or SIGTERM that a native writer swallowed, so that it still stops the process."""
+        if self.error is not None and not isinstance(self.error, Exception):
+            raise self.error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> "_Recording":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._handle.close()  # a buffered handle writes its last block here
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __iter__(self) -> Iterator:
+        return iter(self._handle)
+
+
+def _fault_of(exc: BaseException, handle: Optional[_Recording]) -> Optional[str]:
+    reason = write_fault(exc)
+    if reason is None and handle is not None and handle.error is not None:
+        reason = write_fault(handle.error)
+    return reason
 
 
 @contextmanager
@@ -26,13 +129,18 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
     """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
 
     ``mode`` is ``"w"`` (text, ``encoding``) or ``"wb"`` (binary, ``encoding`` ignored).
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched; a resource
+    fault (disk full, ...) becomes a ``WriteFault`` naming ``path``. A device or FIFO at ``path``
+    is opened and written directly.
     """
     if mode not in _MODES:
         raise ValueError(f"atomic_write supports modes {sorted(_MODES)}, not {mode!r}")
     target = Path(path)
     if target.is_dir():
         raise UserError("cannot write: it is a directory; choose a file path", path)
+    if is_stream(target):
+        yield from _write_through(target, mode, encoding)
+        return
     directory = target.parent
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp", dir=directory)
@@ -40,7 +148,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
         raise UserError(f"cannot write: {_reason(directory, e)}; choose a writable path", path) from None
     tmp = Path(tmp_name)
     try:
-        handle = os.fdopen(fd, mode, encoding=None if "b" in mode else encoding)
+        handle = _Recording(os.fdopen(fd, mode, encoding=None if "b" in mode else encoding))
     except BaseException:
         os.close(fd)
         _unlink_quietly(tmp)
@@ -49,16 +157,35 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
         with handle:
             # mkstemp creates the file 0600; a normal open() would honour the umask.
             os.chmod(tmp, _file_mode(target))
-            yield handle
+            yield handle  # type: ignore[misc]
             if not handle.closed:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        # BaseException too: a Ctrl-C must not leave a stray temporary file behind.
+    except BaseException as exc:
+        # BaseException too: a Ctrl-C or SIGTERM must not leave a stray temporary file behind.
         _unlink_quietly(tmp)
+        handle.reraise_interrupt()
+        reason = _fault_of(exc, handle)
+        if reason is not None and not isinstance(exc, WriteFault):
+            raise WriteFault(reason, path) from None
         raise
     _fsync_directory(directory)
+
+
+def _write_through(target: Path, mode: str, encoding: Optional[str]) -> Iterator[IO]:
+    handle: Optional[_Recording] = None
+    try:
+        handle = _Recording(open(target, mode, encoding=None if "b" in mode else encoding))
+        with handle:
+            yield handle  # type: ignore[misc]
+    except BaseException as exc:
+        if handle is not None:
+            handle.reraise_interrupt()
+        reason = _fault_of(exc, handle)
+        if reason is not None and not isinstance(exc, WriteFault):
+            raise WriteFault(reason, target) from None
+        raise
 
 
 @contextmanager
@@ -67,7 +194,8 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
 
     An existing directory at ``path`` is replaced only once the new one is complete
     (old renamed aside, new renamed in, old deleted). Missing parent directories are
-    created. On failure the temporary directory is removed and ``path`` is untouched.
+    created. On failure the temporary directory is removed and ``path`` is untouched; a
+    resource fault while filling it becomes a ``WriteFault`` naming ``path``.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -83,8 +211,11 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         _swap_in(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_fault(exc)
+        if reason is not None:
+            raise WriteFault(reason, path) from None
         raise
     _fsync_directory(parent)
 

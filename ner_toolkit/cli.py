@@ -7,11 +7,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import UserError
+
+# What train.py writes in an output directory besides config.yaml (checked against its inputs).
+RUN_FILES = ("metrics.jsonl", "training_curves.png", ".lock")
+RUN_TREES = ("model", "checkpoints", "tensorboard")
 
 
 def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
@@ -29,6 +36,7 @@ def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
 
 def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    previous = _terminate_as_exception()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
@@ -39,6 +47,51 @@ def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> i
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    except BrokenPipeError:
+        # `predict.py ... | head`: the reader has gone; end quietly, as `yes | head` does.
+        _silence_stdout()
+        return 141
+    except OSError as exc:
+        from .atomic import write_fault
+
+        reason = write_fault(exc)
+        if reason is None:
+            raise
+        # A fault on a path no atomic write owns (standard output on a full disk, a directory
+        # that cannot be created): still the user's to fix, still one line.
+        where = exc.filename if exc.filename is not None else ("<stdout>" if exc.errno else None)
+        print(str(UserError(f"cannot write: {reason}", where)), file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that every pending ``finally`` (temporary files of the
+    write in progress, the output directory's lock) runs before the process exits with 143."""
+
+
+def _terminate_as_exception() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers belong to the main thread
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,18 +122,49 @@ def _train(argv: list[str]) -> int:
             raise UserError(f"--seeds expects integers separated by commas, got {args.seeds!r}", "--seeds") from None
         if not seeds:
             raise UserError("--seeds expects at least one seed, e.g. --seeds 1,2,3", "--seeds")
+    _check_training_paths(config, args.config, seeds)
     from .training.trainer import train, train_seeds
 
     from . import distributed
 
     try:
         if seeds:
-            train_seeds(config, seeds, resume=args.resume)
+            train_seeds(config, seeds, resume=args.resume, config_path=args.config)
         else:
-            train(config, resume=args.resume)
+            train(config, resume=args.resume, config_path=args.config)
     finally:
         distributed.shutdown()
     return 0
+
+
+def _check_training_paths(config: Any, config_path: str, seeds: Optional[list[int]]) -> None:
+    """Everything ``train.py`` will write, against everything it reads, before anything is written.
+
+    The config file may be the output directory's own ``config.yaml`` (``--config runs/x/config.yaml
+    --resume``): the trainer then never rewrites it, so it is not a clash.
+    """
+    from .model.encoder import looks_local, resolve_path
+    from .paths import Read, Write, check_no_clash, same_file
+
+    reads = [Read("the config", config_path)]
+    for key in ("train", "dev", "test"):
+        if getattr(config.data, key):
+            reads.append(Read(f"data.{key}", getattr(config.data, key)))
+    if config.model.words.vectors:
+        reads.append(Read("model.words.vectors", config.model.words.vectors))
+    for key in ("name_or_path", "tokenizer"):
+        value = getattr(config.model.encoder, key)
+        if value and looks_local(value):
+            reads.append(Read(f"model.encoder.{key}", resolve_path(value), tree=True))
+    root = Path(config.output_dir)
+    run_dirs = [root / f"seed-{seed}" for seed in seeds] if seeds else [root]
+    writes = [Write("the seed summary", root / "summary.json")] if seeds else []
+    for run in run_dirs:
+        if not same_file(config_path, run / "config.yaml"):
+            writes.append(Write("the output directory's config.yaml", run / "config.yaml"))
+        writes += [Write(f"the output directory's {name}", run / name) for name in RUN_FILES]
+        writes += [Write(f"the output directory's {name}/", run / name, tree=True) for name in RUN_TREES]
+    check_no_clash(reads, writes)
 
 
 def _report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str,
@@ -110,8 +194,8 @@ def _report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_pat
 def _predict(argv: list[str]) -> int:
     p = _Parser(prog="predict.py", description="Tag CoNLL files with a trained model.")
     p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="CoNLL files or directories of files")
-    p.add_argument("--output", help="output file (one input) or directory (several); default: stdout")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="CoNLL files or directories of files (- = stdin)")
+    p.add_argument("--output", help="output file (one input) or directory (several); default or -: stdout")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -129,12 +213,23 @@ def _predict(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
-    if args.nbest < 1:
-        raise UserError("--nbest must be at least 1", "--nbest")
+    from .predict import MAX_NBEST
+
+    if not 1 <= args.nbest <= MAX_NBEST:
+        raise UserError(f"--nbest must be from 1 to {MAX_NBEST}, got {args.nbest}", "--nbest")
     from . import distributed
+    from .model.directory import resolve_model_dir
+    from .paths import Read, Write, check_no_clash
     from .predict import Predictor, output_paths
 
-    output_paths(args.inputs, args.output, create=False)  # bad inputs or outputs fail before the model loads
+    # Bad inputs or outputs fail before the model loads, and no output may replace an input.
+    planned = output_paths(args.inputs, args.output, create=False)
+    reads = [Read("the model directory", resolve_model_dir(args.model), tree=True)]
+    reads += [Read("the input", source) for source, _ in planned]
+    writes = [Write("--output", target) for _, target in planned if target is not None]
+    if args.json:
+        writes.append(Write("--json", args.json))
+    check_no_clash(reads, writes)
     predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision)
     pairs = output_paths(args.inputs, args.output)
     try:
@@ -193,6 +288,10 @@ def _evaluate(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from .data.conll import read_sentences
     from .data.schemes import tag_problem
+    from .paths import Read, Write, check_no_clash
+
+    if args.json:
+        check_no_clash([Read("the scored file", args.file)], [Write("--json", args.json)])
 
     gold, pred = [], []
     for sentence in read_sentences(args.file):

@@ -15,6 +15,7 @@ import torch
 
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
+from ..paths import same_file
 from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
 from ..errors import UserError, warn
@@ -191,10 +192,12 @@ def make_optimization(setup: Setup) -> Optimization:
     return Optimization(setup.tagger, tc, math.ceil(batches / tc.accumulate) * tc.epochs, setup.device)
 
 
-def train(config: Config, resume: bool = False) -> dict:
+def train(config: Config, resume: bool = False, config_path: Optional[str] = None) -> dict:
     """Train a tagger as ``config`` says; returns the summary (also written to OUTPUT_DIR/model/metrics.json).
 
     ``resume``: continue the run in ``output_dir`` from its newest checkpoint, exactly where it stopped.
+    ``config_path``: the file the config was read from; when it is ``OUTPUT_DIR/config.yaml`` itself it is
+    never rewritten (the user's file, comments and all, stays as it is).
     Under ``torchrun`` every rank trains its share of each batch; rank 0 alone evaluates and writes.
     """
     started = time.time()
@@ -220,7 +223,8 @@ def train(config: Config, resume: bool = False) -> dict:
             out_dir.mkdir(parents=True, exist_ok=True)
             metrics_path.write_text("", encoding="utf-8")
     if main:
-        save_config(config, out_dir / "config.yaml")
+        if config_path is None or not same_file(config_path, out_dir / "config.yaml"):
+            save_config(config, out_dir / "config.yaml")
     board = TensorBoardLog(out_dir / "tensorboard", tc.tensorboard and main)
     from tqdm import tqdm
 
@@ -315,7 +319,7 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
     return summary
 
 
-def train_seeds(config: Config, seeds: list[int], resume: bool = False) -> dict:
+def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_path: Optional[str] = None) -> dict:
     """One run per seed in OUTPUT_DIR/seed-N; OUTPUT_DIR/summary.json holds mean ± std of dev and test F1."""
     from dataclasses import replace
 
@@ -325,7 +329,7 @@ def train_seeds(config: Config, seeds: list[int], resume: bool = False) -> dict:
     for seed in seeds:
         run_config = replace(config, output_dir=str(Path(config.output_dir) / f"seed-{seed}"),
                              training=replace(config.training, seed=seed))
-        runs[seed] = train(run_config, resume=resume)
+        runs[seed] = train(run_config, resume=resume, config_path=config_path)
     summary = seed_summary(runs)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     with atomic_write(Path(config.output_dir) / "summary.json") as fh:

@@ -10,11 +10,11 @@ from typing import IO, Any, Optional, Sequence, Union
 import torch
 
 from . import distributed
-from .atomic import atomic_write
+from .atomic import atomic_write, is_stream
 from .config import EncoderConfig
 from .data.batching import Batch, Collator, Encoded, SubwordAligner, bucketed_batches, encode_sentences
-from .data.conll import (Passthrough, Sentence, document_ids, format_passthrough, format_sentence, is_docstart,
-                         read_conll)
+from .data.conll import (Passthrough, Sentence, check_text_file, document_ids, format_passthrough, format_sentence,
+                         is_docstart, read_conll)
 from .data.schemes import SchemeError, convert, segment_continues, tag_problem, to_spans
 from .data.vocab import CharVocab, Vocab
 from .errors import UserError, warn
@@ -23,6 +23,7 @@ from .model.directory import LabelInfo, load_model
 from .model.encoder import max_positions
 from .model.precision import autocast, check_precision
 from .model.tagger import Tagger
+from .paths import STDIO
 
 
 def make_collator(tokenizer: Any, hf_model: torch.nn.Module, cfg: EncoderConfig) -> tuple[SubwordAligner, Collator]:
@@ -40,15 +41,32 @@ def make_collator(tokenizer: Any, hf_model: torch.nn.Module, cfg: EncoderConfig)
 
 
 def resolve_device(name: str, source: str = "--device") -> torch.device:
-    """A torch device from ``auto``/``cpu``/``cuda[:N]``; ``source`` names the option in errors."""
+    """A torch device from ``auto``/``cpu``/``cuda[:N]`` (``mps``/``xpu`` where the machine has one);
+    a device this machine lacks is a user error here, not a crash at the first tensor. ``source``
+    names the option in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available; use cpu", source)
     try:
-        return torch.device(name)
-    except RuntimeError:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
         raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", source) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but CUDA is not available; use cpu", source)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}", source)
+        return device
+    backend = {"mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}.get(device.type)
+    if backend is not None and backend.is_available():
+        return device
+    raise UserError(f"device {name!r} is not available on this machine; use cpu"
+                    f"{' or cuda' if torch.cuda.is_available() else ''}", source)
+
+
+MAX_NBEST = 50  # k-best memory grows with K x tags x length per sentence; past 50 paths differ in noise only
 
 
 @dataclass
@@ -111,8 +129,8 @@ class Predictor:
         sentences are one document, in order. ``only``: predict just these indices (in this order),
         the other sentences serving as context.
         """
-        if nbest < 1:
-            raise ValueError(f"nbest must be at least 1, got {nbest}")
+        if not 1 <= nbest <= MAX_NBEST:
+            raise ValueError(f"nbest must be from 1 to {MAX_NBEST}, got {nbest}")
         out: list[Prediction] = [Prediction([], []) for _ in sentences]
         if documents is not None and len(documents) != len(sentences):
             raise ValueError(f"{len(documents)} document numbers for {len(sentences)} sentences")
@@ -291,20 +309,24 @@ def output_paths(inputs: Sequence[str], output: Optional[str], create: bool = Tr
     files: list[Path] = []
     for name in inputs:
         p = Path(name)
-        if p.is_dir():
+        if name == STDIO:
+            if len(inputs) > 1:
+                raise UserError("- (standard input) must be the only input", name)
+            files.append(p)
+        elif p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
             if not found:
                 raise UserError("input directory holds no files", p)
             files.extend(found)
-        elif p.is_file():
+        elif p.is_file() or is_stream(p):
             files.append(p)
         else:
             raise UserError("input file not found; check the path", p)
+    for f in files:
+        check_text_file(f)  # an unreadable or binary file fails before any output is written
     several = len(files) > 1 or any(Path(n).is_dir() for n in inputs)
     if not several:
-        target = Path(output) if output else None
-        if target is not None and target.resolve() == files[0].resolve():
-            raise UserError("output would overwrite its input; choose another --output file", files[0])
+        target = Path(output) if output and output != STDIO else None
         return [(files[0], target)]
     if not output:
         raise UserError("several inputs need --output DIR (one output file per input)", inputs[0])
@@ -328,8 +350,6 @@ def output_paths(inputs: Sequence[str], output: Optional[str], create: bool = Tr
         target = out_dir / f.name
         if target in seen:
             raise UserError(f"two inputs are named {f.name}; their outputs would collide in {out_dir}", f)
-        if target.resolve() == f.resolve():
-            raise UserError("output would overwrite its input; choose another --output directory", f)
         seen.add(target)
         pairs.append((f, target))
     return pairs

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Optional, Sequence, Union
+from typing import BinaryIO, ContextManager, Iterator, Optional, Sequence, Union
 
 from ner_toolkit.errors import PathLike, UserError
 
@@ -23,12 +25,15 @@ __all__ = [
     "is_docstart",
     "document_ids",
     "read_conll",
+    "check_text_file",
     "read_sentences",
     "format_sentence",
     "format_passthrough",
 ]
 
 DOCSTART = "-DOCSTART-"
+STDIN = "-"  # as a path: read standard input
+_SNIFF_BYTES = 8192
 _BOM = b"\xef\xbb\xbf"
 # Only ASCII whitespace separates columns (what `bytes.split()` and conlleval's Perl
 # `split` use): a no-break or ideographic space is a character of some corpora's tokens.
@@ -83,7 +88,7 @@ def read_conll(path: PathLike, token_column: int = 0, label_column: int = -1) ->
 
     A sentence is yielded before the blank or ``-DOCSTART-`` line that ends it.
     ``labels`` is None when the file has a single column. A missing or unreadable
-    path is reported now, not at the first ``next()``.
+    path is reported now, not at the first ``next()``. ``-`` reads standard input.
     """
     _check_readable(path)
     return _iter_items(path, token_column, label_column)
@@ -119,7 +124,9 @@ def format_passthrough(item: Passthrough) -> str:
 
 
 def _check_readable(path: PathLike) -> None:
-    """Raise a UserError unless ``path`` is an existing, readable regular file."""
+    """Raise a UserError unless ``path`` is ``-`` (standard input) or an existing, readable file or pipe."""
+    if os.fspath(path) == STDIN:
+        return
     if os.path.isdir(path):
         raise UserError("is a directory, not a CoNLL file; pass the path of a file", path)
     if not os.path.exists(path):
@@ -128,7 +135,24 @@ def _check_readable(path: PathLike) -> None:
         raise UserError("cannot read the file (permission denied); fix its permissions", path)
 
 
-def _open(path: PathLike) -> BinaryIO:
+def check_text_file(path: PathLike) -> None:
+    """Fail now, before any output exists, on an unreadable file or a binary one (NUL bytes in its first
+    block: an archive, a model file, an image). Pipes and standard input cannot be peeked at and pass."""
+    _check_readable(path)
+    if os.fspath(path) == STDIN or not os.path.isfile(path):
+        return
+    with _open(path) as handle:
+        try:
+            head = handle.read(_SNIFF_BYTES)
+        except OSError as e:
+            raise UserError(f"cannot read the file ({e.strerror}); check the path and its permissions", path) from None
+    if b"\0" in head:
+        raise UserError("is a binary file (it holds NUL bytes), not CoNLL text; remove it from the inputs", path)
+
+
+def _open(path: PathLike) -> ContextManager[BinaryIO]:
+    if os.fspath(path) == STDIN:
+        return nullcontext(sys.stdin.buffer)  # not closed after reading: it belongs to the process
     try:
         return open(path, "rb")
     except FileNotFoundError:

@@ -143,11 +143,17 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tup
     quality = [0] * len(vocab)
     matrix: Optional[torch.Tensor] = None
     d = 0
+    header: Optional[tuple[int, int]] = None  # word2vec (count, line number of the header)
+    rows = 0
 
     for number, raw in enumerate(_open_binary(path, "vectors file"), start=1):
         fields = raw.split()  # bytes.split: ASCII whitespace, tolerates word2vec's trailing space
         if not fields:
             continue
+        if header is not None and rows == 0 and len(fields) != d + 1:
+            # Rows longer than the header's size would otherwise be skipped as "words with spaces", all of them.
+            raise UserError(f"the word2vec header gives {d} dimensions but the first row (line {number}) has "
+                            f"{len(fields) - 1} values; fix the header to 'COUNT DIM'", path, header[1])
         if matrix is None:
             d, is_header = _dimension(fields, path, number)
             if dim is not None and d != dim:
@@ -160,7 +166,9 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tup
             generator = torch.Generator().manual_seed(0)
             matrix = torch.empty(len(vocab), d).normal_(0.0, _INIT_STD, generator=generator)
             if is_header:
+                header = (int(fields[0]), number)
                 continue
+        rows += 1
         if len(fields) < d + 1:
             raise UserError(
                 f"row has {len(fields) - 1} values, expected {d}; fix or drop this row "
@@ -184,8 +192,11 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tup
                 matrix[j] = row
                 quality[j] = q
 
-    if matrix is None:
+    if matrix is None or (header is not None and rows == 0):
         raise UserError("the vectors file holds no vectors; check that it is a GloVe or word2vec text file", path)
+    if header is not None and rows != header[0]:
+        raise UserError(f"the word2vec header announces {header[0]} vectors but the file has {rows} rows "
+                        "(truncated or edited?); fix the header's count or the file", path, header[1])
     matrix[PAD_ID] = 0.0
     return matrix, torch.tensor([q > 0 for q in quality], dtype=torch.bool)
 

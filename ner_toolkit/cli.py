@@ -210,6 +210,9 @@ def _predict(argv: list[str]) -> int:
     p.add_argument("--format", choices=("conll", "jsonl"), default="conll",
                    help="conll: input lines + prediction columns; jsonl: one JSON object per sentence with "
                         "tokens, tags, spans (label, offsets, confidence)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model directory run its own Python code (auto_map); only for a directory you "
+                        "trust, never decided by the directory itself")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
@@ -230,7 +233,8 @@ def _predict(argv: list[str]) -> int:
     if args.json:
         writes.append(Write("--json", args.json))
     check_no_clash(reads, writes)
-    predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision)
+    predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision,
+                               trust_remote_code=args.trust_remote_code)
     pairs = output_paths(args.inputs, args.output)
     try:
         gold, pred = _predict_files(args, predictor, pairs)

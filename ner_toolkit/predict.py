@@ -104,11 +104,12 @@ class Predictor:
 
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64,
-             precision: str = "fp32") -> "Predictor":
+             precision: str = "fp32", trust_remote_code: bool = False) -> "Predictor":
+        """``trust_remote_code``: the user's decision to let the directory's custom code (auto_map) run."""
         _, rank_device = distributed.init_from_env(device)  # torchrun: one process per device
         dev = resolve_device(rank_device or device)
         check_precision(precision, dev, "--precision")
-        model = load_model(directory, dev)
+        model = load_model(directory, dev, trust_remote_code=trust_remote_code)
         return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
                    model.config.data.token_column, precision, model.chars)
 

@@ -24,6 +24,7 @@ from ..config import Config, from_dict, save_config
 from ..data.schemes import allowed_transitions
 from ..data.vocab import CharVocab, Vocab
 from ..errors import UserError
+from . import directory_checks as checks
 from .encoder import encoder_from_config_dir
 from .tagger import Tagger
 
@@ -93,8 +94,13 @@ def resolve_model_dir(path: Union[str, os.PathLike]) -> Path:
     return p
 
 
-def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> LoadedModel:
-    """Load a model directory: safetensors weights only, no network, no pickle."""
+def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a model directory: every file checked before use, safetensors weights only, no network, no pickle.
+
+    ``trust_remote_code`` is the caller's decision (the user's); the directory's own config.yaml value is
+    never used here, so a received directory cannot switch custom code on for itself.
+    """
     import yaml
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -110,36 +116,36 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     if not isinstance(raw, dict):
         raise UserError("corrupted config: not a mapping", directory / CONFIG)
     config = from_dict(raw, str(directory / CONFIG))
+    labels = LabelInfo(*checks.check_labels(checks.read_json_object(directory / LABELS), directory / LABELS))
     try:
-        labels = LabelInfo(**json.loads((directory / LABELS).read_text(encoding="utf-8")))
         constraints = labels.constraints()
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         raise UserError(f"corrupted labels file: {exc}", directory / LABELS) from None
+    encoder_config = checks.read_json_object(directory / ENCODER_CONFIG)
+    checks.check_encoder_config(encoder_config, directory / ENCODER_CONFIG, trust_remote_code)
+    checks.check_tokenizer_files(directory, trust_remote_code)
     try:
         from transformers import AutoTokenizer
 
-        hf_encoder = encoder_from_config_dir(str(directory), config.model.encoder.trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=config.model.encoder.trust_remote_code)
-    except (OSError, ValueError, KeyError) as exc:
+        hf_encoder = encoder_from_config_dir(str(directory), trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a received config.json the checks let through
         raise UserError(f"cannot rebuild the encoder or tokenizer: {str(exc).splitlines()[0]}", directory) from None
+    checks.check_tokenizer(tokenizer, getattr(hf_encoder.config, "vocab_size", None), directory)
     vocab = Vocab.load(directory / VOCAB, config.model.words.lowercase) if config.model.fusion != "none" else None
-    chars = CharVocab.load(directory / CHARS) if uses_chars(config) else None
+    chars = None
+    if uses_chars(config):
+        chars = CharVocab(*checks.check_char_vocab(checks.read_json_object(directory / CHARS), directory / CHARS))
     tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, constraints,
                     num_chars=len(chars) if chars else 0)
+    expected = tagger.state_dict()
+    # The header first: a mismatch is reported before any tensor is read.
+    checks.compare_weights(checks.weight_shapes(directory / WEIGHTS),
+                           {k: list(v.shape) for k, v in expected.items()}, directory / WEIGHTS)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"corrupted weights file: {exc}", directory / WEIGHTS) from None
-    expected = tagger.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                           for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                           if keys)
-        raise UserError(f"weights do not match config.yaml/labels.json ({detail}); the directory is corrupted or mixed",
-                        directory / WEIGHTS)
     tagger.load_state_dict(state, strict=True)
     tagger.to(device).eval()
     return LoadedModel(tagger, config, labels, tokenizer, vocab, directory, chars)

@@ -17,6 +17,7 @@ from torch import nn
 from ..config import EncoderConfig
 from ..data.batching import Batch
 from ..errors import UserError
+from .directory_checks import check_sizes
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 # BPE tokenizers that need a leading space to tokenize a word as inside a sentence.
@@ -68,19 +69,20 @@ def scratch_config(cfg: EncoderConfig, vocab_size: int) -> Any:
     values = dict(cfg.scratch or {})
     values.setdefault("vocab_size", vocab_size)
     # AlbertConfig accepts any keyword: a typo would silently train the default (huge) architecture.
-    valid = set(AlbertConfig().to_dict())
+    defaults = AlbertConfig().to_dict()
+    valid = set(defaults)
     for key in values:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
             raise UserError(f"unknown ALBERT config key `model.encoder.scratch.{key}`{hint}", "config")
+    # The same bounds as a received config.json, before anything is built: a training config may ask for an
+    # absurd encoder too.
+    check_sizes({**defaults, **values}, "config", "`model.encoder.scratch`")
     try:
         config = AlbertConfig(**values)
     except (TypeError, ValueError) as exc:
         raise UserError(f"`model.encoder.scratch` is not a valid ALBERT config: {exc}", "config") from None
-    if config.hidden_size % config.num_attention_heads:
-        raise UserError(f"`model.encoder.scratch`: hidden_size ({config.hidden_size}) must be a multiple of "
-                        f"num_attention_heads ({config.num_attention_heads})", "config")
     return config
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing
@@ -17,16 +18,19 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .config_checks import (MAX_COUNT, MAX_LAYERS, MAX_SEED, MAX_SIZE, MAX_THREADS, NON_NEGATIVE, POSITIVE, RATE, Range,
+                            parse_yaml, size)
 from .errors import UserError
 
 
-def _f(default: Any, help: str) -> Any:
-    """A schema field with a default and a one-line description."""
+def _f(default: Any, help: str, range: Optional[Range] = None) -> Any:
+    """A schema field with a default, a one-line description and, for a number, its allowed range."""
+    metadata = {"help": help, "range": range}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
     if dataclasses.is_dataclass(default):
-        return field(default_factory=type(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=type(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -48,41 +52,41 @@ class EncoderConfig:
     freeze: bool = _f(False, "keep the encoder weights fixed (no gradients)")
     pooling: Literal["first", "last", "mean", "first_last"] = _f("first", "subword-to-word pooling: first | last | mean | first_last")
     layers: Optional[list] = _f(None, "encoder layers to mix with learned softmax weights, e.g. [-1, -2, -3, -4] (0 = embeddings); null = last layer")
-    max_length: Optional[int] = _f(None, "subwords per encoder window incl. specials; null = the encoder's max_position_embeddings")
-    stride: int = _f(64, "subwords of context shared by consecutive windows of a sentence longer than max_length")
-    max_subwords_per_word: int = _f(24, "subwords kept per word (a longer word keeps its first ones; it is never dropped)")
-    dropout: float = _f(0.0, "dropout on the pooled word vectors")
-    token_dropout: float = _f(0.0, "training only: chance that a subword is replaced by the tokenizer's mask (or unk) token before the encoder reads it, so that the encoder learns to tag from context and pieces rather than memorised surface forms")
-    context: int = _f(0, "document context: up to this many subwords of the neighbouring sentences of the same document (-DOCSTART- bounded; a file without it is one document) on each side of a sentence, read by the encoder, never labelled; 0 = off")
-    trust_remote_code: bool = _f(False, "allow custom code from a model directory (off: never executes downloaded code)")
+    max_length: Optional[int] = _f(None, "subwords per encoder window incl. specials; null = the encoder's max_position_embeddings", size(MAX_SIZE, 4))
+    stride: int = _f(64, "subwords of context shared by consecutive windows of a sentence longer than max_length", size(MAX_SIZE, 0))
+    max_subwords_per_word: int = _f(24, "subwords kept per word (a longer word keeps its first ones; it is never dropped)", size())
+    dropout: float = _f(0.0, "dropout on the pooled word vectors", RATE)
+    token_dropout: float = _f(0.0, "training only: chance that a subword is replaced by the tokenizer's mask (or unk) token before the encoder reads it, so that the encoder learns to tag from context and pieces rather than memorised surface forms", RATE)
+    context: int = _f(0, "document context: up to this many subwords of the neighbouring sentences of the same document (-DOCSTART- bounded; a file without it is one document) on each side of a sentence, read by the encoder, never labelled; 0 = off", size(MAX_SIZE, 0))
+    trust_remote_code: bool = _f(False, "training only: allow the custom code of the encoder that name_or_path names (off: never executes downloaded code); loading a saved model never reads this, the user decides with predict.py --trust-remote-code")
 
 
 @dataclass
 class WordsConfig:
-    dim: int = _f(100, "word embedding size (must match `vectors` when given)")
-    min_freq: int = _f(1, "minimum training frequency for a word to get its own embedding")
+    dim: int = _f(100, "word embedding size (must match `vectors` when given)", size())
+    min_freq: int = _f(1, "minimum training frequency for a word to get its own embedding", size(MAX_COUNT))
     lowercase: bool = _f(False, "look words up lower-cased (cased features are lost)")
     vectors: Optional[str] = _f(None, "pretrained vectors file, GloVe or word2vec text, optionally .gz")
     freeze: bool = _f(False, "keep word embeddings fixed")
-    unk_dropout: float = _f(0.0, "training only: chance that a token's word id is replaced by <unk>, so <unk> gets a trained vector and unseen words lean on characters and subwords")
+    unk_dropout: float = _f(0.0, "training only: chance that a token's word id is replaced by <unk>, so <unk> gets a trained vector and unseen words lean on characters and subwords", RATE)
 
 
 @dataclass
 class CharsConfig:
     enabled: bool = _f(False, "add a character CNN word representation to the fusion (cased, sees prefixes/suffixes)")
-    dim: int = _f(30, "character embedding size")
-    filters: int = _f(50, "CNN filters = size of the character word vector")
-    kernel_size: int = _f(3, "CNN window in characters")
-    max_length: int = _f(30, "characters per word kept (the first ones)")
-    min_freq: int = _f(1, "minimum training frequency for a character to get its own embedding")
+    dim: int = _f(30, "character embedding size", size())
+    filters: int = _f(50, "CNN filters = size of the character word vector", size())
+    kernel_size: int = _f(3, "CNN window in characters", size(MAX_SIZE))
+    max_length: int = _f(30, "characters per word kept (the first ones)", size())
+    min_freq: int = _f(1, "minimum training frequency for a character to get its own embedding", size(MAX_COUNT))
 
 
 @dataclass
 class LstmConfig:
     enabled: bool = _f(True, "put a BiLSTM between the fused word vectors and the emissions")
-    hidden_size: int = _f(256, "LSTM hidden size per direction")
-    num_layers: int = _f(1, "stacked BiLSTM layers")
-    dropout: float = _f(0.0, "dropout between stacked LSTM layers")
+    hidden_size: int = _f(256, "LSTM hidden size per direction", size())
+    num_layers: int = _f(1, "stacked BiLSTM layers", size(MAX_LAYERS))
+    dropout: float = _f(0.0, "dropout between stacked LSTM layers", RATE)
 
 
 @dataclass
@@ -91,39 +95,39 @@ class ModelConfig:
     words: WordsConfig = _f(WordsConfig(), "word embeddings fused with the encoder's word vectors")
     chars: CharsConfig = _f(CharsConfig(), "character CNN word vectors fused with the encoder's (concat or add fusion)")
     fusion: Literal["concat", "add", "none"] = _f("concat", "concat | add (both projected to fusion_dim) | none (encoder alone)")
-    fusion_dim: int = _f(256, "common size of the `add` fusion")
-    dropout: float = _f(0.5, "dropout on the fused word representation and on the LSTM output")
+    fusion_dim: int = _f(256, "common size of the `add` fusion", size())
+    dropout: float = _f(0.5, "dropout on the fused word representation and on the LSTM output", RATE)
     lstm: LstmConfig = _f(LstmConfig(), "the BiLSTM")
     decoder: Literal["crf", "softmax"] = _f("crf", "crf (learned transitions) | softmax (per-token cross-entropy; decoding still keeps the scheme's constraints)")
 
 
 @dataclass
 class LearningRates:
-    encoder: float = _f(5e-5, "learning rate of the encoder")
-    words: float = _f(1e-3, "learning rate of the word embeddings")
-    lstm: float = _f(1e-3, "learning rate of the fusion, BiLSTM and emission layer")
-    crf: float = _f(1e-2, "learning rate of the CRF transitions (100-1000x the encoder's for encoder+CRF models)")
+    encoder: float = _f(5e-5, "learning rate of the encoder", POSITIVE)
+    words: float = _f(1e-3, "learning rate of the word embeddings", POSITIVE)
+    lstm: float = _f(1e-3, "learning rate of the fusion, BiLSTM and emission layer", POSITIVE)
+    crf: float = _f(1e-2, "learning rate of the CRF transitions (100-1000x the encoder's for encoder+CRF models)", POSITIVE)
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = _f(10, "maximum number of passes over the training data")
-    batch_size: int = _f(32, "sentences per batch (ignored when batch_tokens is set)")
-    batch_tokens: Optional[int] = _f(None, "subwords per batch (padding included), length-bucketed; null = use batch_size")
-    accumulate: int = _f(1, "batches whose gradients are summed into one optimizer step")
+    epochs: int = _f(10, "maximum number of passes over the training data", size(MAX_COUNT))
+    batch_size: int = _f(32, "sentences per batch (ignored when batch_tokens is set)", size(MAX_COUNT))
+    batch_tokens: Optional[int] = _f(None, "subwords per batch (padding included), length-bucketed; null = use batch_size", size(MAX_COUNT))
+    accumulate: int = _f(1, "batches whose gradients are summed into one optimizer step", size(MAX_COUNT))
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "fp32 | bf16 (CPU or GPU autocast) | fp16 (CUDA, loss scaling); the CRF stays fp32")
-    eval_batch_size: int = _f(64, "sentences per batch when scoring dev/test")
-    seed: int = _f(42, "seed for initialisation, shuffling and dropout (CPU runs are reproducible)")
+    eval_batch_size: int = _f(64, "sentences per batch when scoring dev/test", size(MAX_COUNT))
+    seed: int = _f(42, "seed for initialisation, shuffling and dropout (CPU runs are reproducible)", size(MAX_SEED, 0))
     lr: LearningRates = _f(LearningRates(), "learning rate per parameter group")
-    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases, LayerNorm and the CRF)")
-    warmup: float = _f(0.1, "fraction of all steps with a linear learning-rate warmup; then linear decay to 0")
-    max_grad_norm: float = _f(5.0, "gradient clipping norm (0 = off)")
-    ema: float = _f(0.0, "decay of an exponential moving average of the weights per optimizer step (e.g. 0.999); dev/test scores and the saved model use the average; 0 = off")
-    patience: int = _f(3, "stop after this many epochs without a better dev F1 (0 = never stop early)")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases, LayerNorm and the CRF)", NON_NEGATIVE)
+    warmup: float = _f(0.1, "fraction of all steps with a linear learning-rate warmup; then linear decay to 0", RATE)
+    max_grad_norm: float = _f(5.0, "gradient clipping norm (0 = off)", NON_NEGATIVE)
+    ema: float = _f(0.0, "decay of an exponential moving average of the weights per optimizer step (e.g. 0.999); dev/test scores and the saved model use the average; 0 = off", RATE)
+    patience: int = _f(3, "stop after this many epochs without a better dev F1 (0 = never stop early)", size(MAX_COUNT, 0))
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
-    checkpoint_every: int = _f(1000, "optimizer steps between checkpoints in OUTPUT_DIR/checkpoints (also at every epoch end; 0 = epoch ends only)")
-    keep_checkpoints: int = _f(2, "newest checkpoints kept")
-    num_threads: Optional[int] = _f(None, "torch CPU threads (null = torch's default)")
+    checkpoint_every: int = _f(1000, "optimizer steps between checkpoints in OUTPUT_DIR/checkpoints (also at every epoch end; 0 = epoch ends only)", size(MAX_COUNT, 0))
+    keep_checkpoints: int = _f(2, "newest checkpoints kept", size(MAX_COUNT))
+    num_threads: Optional[int] = _f(None, "torch CPU threads (null = torch's default)", size(MAX_THREADS))
     progress: bool = _f(True, "show tqdm progress bars (on a terminal)")
     tensorboard: bool = _f(False, "also log per-epoch scalars to OUTPUT_DIR/tensorboard (needs the tensorboard package)")
 
@@ -171,6 +175,15 @@ class _Where:
 
     def __init__(self) -> None:
         self.lines: dict[str, tuple[str, Optional[int]]] = {}
+        self.overrides: dict[int, str] = {}  # --set number -> its text, quoted in value errors
+
+    def origin(self, path: str) -> str:
+        """`` (from --set KEY=VALUE)`` when an override set ``path`` (or its section), else empty."""
+        src, line = self.get(path, "")
+        text = self.overrides.get(line) if src == "--set" and line is not None else None
+        if text is None:
+            return ""
+        return f" (from --set {text if len(text) <= 80 else text[:77] + '...'})"
 
     def get(self, path: str, default_source: str) -> tuple[str, Optional[int]]:
         while path:
@@ -184,14 +197,14 @@ class _Where:
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
-def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
+def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str, allowed: Optional[Range] = None) -> Any:
     origin = typing.get_origin(tp)
     src, line = where.get(path, source)
     if origin is Union:
         if value is None:
             return None
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner, path, where, source)
+        return _coerce(value, inner, path, where, source, allowed)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -217,13 +230,27 @@ def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str) -> Any:
     if tp is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         value = float(value)
     if not ok(value):
-        raise UserError(f"`{path}` must be {_type_name(tp)}, got {type(value).__name__} {value!r}", src, line)
-    return float(value) if tp is float else value
+        raise UserError(f"`{path}` must be {_type_name(tp)}, got {type(value).__name__} {value!r}{where.origin(path)}",
+                        src, line)
+    if tp is float:
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float: report it as the infinity it would be
+            value = math.inf
+        if allowed is None:
+            allowed = Range()  # every float is at least finite
+    if allowed is not None:
+        problem = allowed.problem(value)
+        if problem:
+            shown = value if abs(value) < 10**30 else f"{value:.3g}"
+            raise UserError(f"`{path}` {problem}, got {shown}{where.origin(path)}", src, line)
+    return value
 
 
 def _build(cls: type, raw: dict, prefix: str, where: _Where, source: str) -> Any:
     hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     for key in raw:
         if key not in names:
             path = prefix + str(key)
@@ -231,7 +258,8 @@ def _build(cls: type, raw: dict, prefix: str, where: _Where, source: str) -> Any
             close = difflib.get_close_matches(path, all_keys(), n=1, cutoff=0.5)
             hint = f"; did you mean `{close[0]}`?" if close else "; see configs/reference.yaml for valid keys"
             raise UserError(f"unknown config key `{path}`{hint}", src, line)
-    kwargs = {k: _coerce(v, hints[k], prefix + k, where, source) for k, v in raw.items()}
+    kwargs = {k: _coerce(v, hints[k], prefix + k, where, source, fields[k].metadata.get("range"))
+              for k, v in raw.items()}
     return cls(**kwargs)
 
 
@@ -270,9 +298,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UserError(f"--set expects KEY=VALUE (e.g. training.epochs=3), got {text!r}", "--set")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise UserError(f"the value of --set {key.strip()} is not valid YAML: {exc}", "--set") from None
+        parsed = parse_yaml(value, "--set")[0] if value.strip() else None
+    except UserError as exc:
+        raise UserError(f"the value of --set {key.strip()} is not valid YAML: {exc.message}", "--set") from None
     return key.strip(), parsed
 
 
@@ -289,16 +317,7 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple
             raise UserError("config file not found; check the --config path", source) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read config: {exc}", source) from None
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            raw = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark else None
-            col = f" column {mark.column + 1}:" if mark else ""
-            raise UserError(f"invalid YAML at{col} {exc.problem or exc.context}", source, line) from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"invalid YAML: {exc}", source) from None
+        raw, node = parse_yaml(text, source)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -308,6 +327,7 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple
     for i, text in enumerate(overrides, 1):
         key, value = parse_override(text)
         where.lines[key] = ("--set", i)
+        where.overrides[i] = text
         _set_dotted(raw, key, value, where)
     return _build(Config, raw, "", where, source)
 
@@ -341,7 +361,9 @@ def reference_yaml() -> str:
             else:
                 value = yaml.safe_dump(getattr(defaults, f.name), default_flow_style=True).strip()
                 value = value.removesuffix("\n...").removesuffix("...").strip()
-                lines.append(f"{indent}{f.name}: {value}  # {f.metadata['help']}")
+                allowed = f.metadata.get("range")
+                bounds = f"; allowed: {allowed.describe()}" if allowed is not None else ""
+                lines.append(f"{indent}{f.name}: {value}  # {f.metadata['help']}{bounds}")
 
     walk(Config, "")
     return "\n".join(lines) + "\n"

@@ -174,9 +174,9 @@ def test_unk_dropout_replaces_training_tokens_only():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model.words.unk_dropout=1.0", "model.words.unk_dropout must be in [0, 1)"),
-    ("model.encoder.token_dropout=-0.1", "model.encoder.token_dropout must be in [0, 1)"),
-    ("training.ema=1.0", "training.ema must be in [0, 1)"),
+    ("model.words.unk_dropout=1.0", "`model.words.unk_dropout` must be in [0, 1)"),
+    ("model.encoder.token_dropout=-0.1", "`model.encoder.token_dropout` must be in [0, 1)"),
+    ("training.ema=1.0", "`training.ema` must be in [0, 1)"),
 ])
 def test_rates_out_of_range_are_config_errors(small_train, tmp_path, capsys, override, message):
     config = tmp_path / "c.yaml"

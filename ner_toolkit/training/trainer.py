@@ -126,15 +126,6 @@ def prepare(config: Config) -> Setup:
     dist, rank_device = distributed.init_from_env(tc.device)
     device = resolve_device(rank_device or tc.device, "training.device")
     check_precision(tc.precision, device)
-    if tc.accumulate < 1 or tc.batch_size < 1 or (tc.batch_tokens is not None and tc.batch_tokens < 1):
-        raise UserError("training.batch_size, training.batch_tokens and training.accumulate must be at least 1", "config")
-    for key, rate in (("model.words.unk_dropout", config.model.words.unk_dropout),
-                      ("model.encoder.token_dropout", config.model.encoder.token_dropout), ("training.ema", tc.ema)):
-        if not 0.0 <= rate < 1.0:
-            raise UserError(f"{key} must be in [0, 1) (0 = off), got {rate}", "config")
-    if config.model.encoder.context < 0:
-        raise UserError(f"model.encoder.context must be 0 (off) or a number of subwords, got {config.model.encoder.context}",
-                        "config")
     seed_everything(tc.seed)
     # Adam moments of rarely seen embedding rows decay into denormal floats, which are 10-100x slower
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.

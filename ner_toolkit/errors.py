@@ -26,7 +26,8 @@ class UserError(Exception):
         if self.path is not None:
             where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
         # One line, always: the CLI contract is a single `error: ...` line.
-        return "error: " + where + " ".join(self.message.split("\n"))
+        # splitlines: \r, \x1c-\x1e, \u2028 and friends end a line on a terminal too (a path may hold them).
+        return "error: " + " ".join((where + self.message).splitlines())
 
 
 def warn(message: str, path: Optional[PathLike] = None, line: Optional[int] = None) -> None:
@@ -36,4 +37,4 @@ def warn(message: str, path: Optional[PathLike] = None, line: Optional[int] = No
     where = ""
     if path is not None:
         where = f"{os.fspath(path)}:{line}: " if line is not None else f"{os.fspath(path)}: "
-    print(f"warning: {where}{message}", file=sys.stderr)
+    print("warning: " + " ".join(f"{where}{message}".splitlines()), file=sys.stderr)

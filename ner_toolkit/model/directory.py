@@ -21,6 +21,7 @@ import torch
 
 from ..atomic import atomic_directory, atomic_write
 from ..config import Config, from_dict, save_config
+from ..config_checks import parse_yaml
 from ..data.schemes import allowed_transitions
 from ..data.vocab import CharVocab, Vocab
 from ..errors import UserError
@@ -101,7 +102,6 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     ``trust_remote_code`` is the caller's decision (the user's); the directory's own config.yaml value is
     never used here, so a received directory cannot switch custom code on for itself.
     """
-    import yaml
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -110,9 +110,10 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
         if not (directory / name).is_file():
             raise UserError(f"missing {name}; the model directory is incomplete, copy it whole or re-train", directory / name)
     try:
-        raw = yaml.safe_load((directory / CONFIG).read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        text = (directory / CONFIG).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"corrupted config: {exc}", directory / CONFIG) from None
+    raw, _ = parse_yaml(text, str(directory / CONFIG))  # bounded: a received file may hold an alias bomb
     if not isinstance(raw, dict):
         raise UserError("corrupted config: not a mapping", directory / CONFIG)
     config = from_dict(raw, str(directory / CONFIG))

@@ -11,6 +11,7 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -137,10 +138,15 @@ def test_config_inside_the_output_directory_is_never_overwritten(tiny_config, tm
     assert (out / "model" / "config.yaml").is_file()
 
 
-def test_a_character_device_output_is_written_through(model_copy, conll_input, capsys):
-    rc = predict_main(["--model", str(model_copy), str(conll_input), "--output", os.devnull])
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a device node needs root")
+def test_a_character_device_output_is_written_through(model_copy, conll_input, tmp_path, capsys):
+    # A private null device, not /dev/null itself: a regression must not replace the machine's /dev/null.
+    device = tmp_path / "null"
+    os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    rc = predict_main(["--model", str(model_copy), str(conll_input), "--output", str(device)])
     assert rc == 0, capsys.readouterr().err
-    assert Path(os.devnull).is_char_device()
+    assert device.is_char_device()
+    assert temporaries(tmp_path) == []
 
 
 def test_a_fifo_output_is_written_through(model_copy, conll_input, tmp_path, capsys):

@@ -9,7 +9,6 @@ Python values only, nothing is unpickled as code.
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import random
 import re
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any, Optional
 import torch
 
 from ..atomic import atomic_write
-from ..errors import UserError
+from ..errors import UserError, warn
+from .fingerprint import check_fingerprints
 
 VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -46,8 +46,19 @@ def checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _damage(path: Path, exc: Exception) -> str:
+    """Why ``path`` could not be loaded, in a few words (torch's own messages run to paragraphs)."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    first = (str(exc).splitlines() or [""])[0]
+    return f"damaged or not a checkpoint ({type(exc).__name__}{': ' + first[:80] if first else ''})"
+
+
 def load_latest(directory: Path) -> tuple[Path, dict]:
-    """The newest readable checkpoint; a damaged newest one falls back to the one before it."""
+    """The newest readable checkpoint; a damaged newest one is skipped with a warning for the one before it."""
     found = checkpoints(directory)
     if not found:
         raise UserError("nothing to resume: no checkpoints here; train without --resume", directory)
@@ -55,12 +66,15 @@ def load_latest(directory: Path) -> tuple[Path, dict]:
     for path in reversed(found):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            problem = f"{path.name}: {str(exc).splitlines()[0]}"
-            continue
-        if isinstance(state, dict) and state.get("version") == VERSION:
-            return path, state
-        problem = f"{path.name}: not a ner_toolkit checkpoint"
+        # Zero bytes raise EOFError, a truncated zip RuntimeError, random bytes UnpicklingError or
+        # KeyError: whatever a damaged file raises, it is damaged.
+        except Exception as exc:  # noqa: BLE001
+            problem = f"{path.name}: {_damage(path, exc)}"
+        else:
+            if isinstance(state, dict) and state.get("version") == VERSION:
+                return path, state
+            problem = f"{path.name}: not a ner_toolkit checkpoint"
+        warn(f"skipping checkpoint: {problem.split(': ', 1)[1]}; trying the one before it", path)
     raise UserError(f"no usable checkpoint ({problem})", directory)
 
 
@@ -134,6 +148,7 @@ class Checkpointer:
         self.config = to_dict(config)
         self.keep = config.training.keep_checkpoints
         self.state = RunState()
+        self.fingerprints: Optional[dict] = None  # what the run trains from (fingerprint.run_fingerprints)
 
     def clear(self) -> None:
         """A fresh run in an old output directory must never resume from the old run's checkpoints."""
@@ -148,7 +163,8 @@ class Checkpointer:
             "run": state, "model": opt.tagger.state_dict(), "optimizer": opt.optimizer.state_dict(),
             "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(),
             "rng": rng_state(self.shuffle), "labels": self.labels, "config": self.config,
-            "average": opt.average.state_dict() if opt.average is not None else None}, self.keep)
+            "average": opt.average.state_dict() if opt.average is not None else None,
+            "fingerprints": self.fingerprints}, self.keep)
 
     def restore(self) -> RunState:
         """Load the newest checkpoint into the model, optimizer, ... after checking it belongs to this run."""
@@ -159,6 +175,8 @@ class Checkpointer:
         if problems:
             raise UserError("cannot resume: the config or labels changed since the checkpoint (" + "; ".join(problems)
                             + "); restore them or train from scratch without --resume", path)
+        if self.fingerprints is not None:
+            check_fingerprints(saved.get("fingerprints"), self.fingerprints, path)
         opt = self.optimization
         opt.tagger.load_state_dict(saved["model"])
         opt.optimizer.load_state_dict(saved["optimizer"])

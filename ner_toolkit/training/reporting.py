@@ -7,7 +7,41 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import UserError
+from ..errors import UserError, warn
+
+
+def read_metrics(metrics_path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``. A torn last line (a process killed mid-append) is dropped with
+    a warning; an unreadable line before the last means the file was damaged otherwise: a UserError."""
+    if not metrics_path.exists():
+        return []
+    lines = metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not an epoch record")
+        except ValueError:
+            if i == last:
+                warn("dropping a torn last line (the run was stopped while writing it)", metrics_path, i + 1)
+                break
+            raise UserError("not a metrics record (damaged file); fix or delete the line, or train from scratch "
+                            "without --resume", metrics_path, i + 1) from None
+        records.append(record)
+    return records
+
+
+def write_metrics_log(metrics_path: Path, records: list[dict]) -> None:
+    """Replace ``metrics.jsonl`` as a whole (it is small): a failed write (disk full) leaves the previous
+    complete file, never a torn line."""
+    from ..atomic import atomic_write
+
+    with atomic_write(metrics_path) as fh:
+        fh.write("".join(json.dumps(record) + "\n" for record in records))
 
 
 def plot_curves(metrics_path: Path, out_png: Path) -> Optional[str]:
@@ -21,7 +55,7 @@ def plot_curves(metrics_path: Path, out_png: Path) -> Optional[str]:
         return "matplotlib is not installed: no training_curves.png (pip install 'ner_toolkit[plot]')"
     from ..atomic import atomic_write
 
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_metrics(metrics_path)
     epochs = [r["epoch"] for r in records]
     fig, loss_ax = plt.subplots(figsize=(7, 4))
     loss_ax.plot(epochs, [r["loss"] for r in records], "o-", color="tab:blue", label="training loss")

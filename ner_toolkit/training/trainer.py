@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -27,7 +28,9 @@ from ..model.tagger import Tagger
 from ..predict import Predictor, make_collator, resolve_device, warn_unseen
 from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
-from .reporting import TensorBoardLog, plot_curves, seed_summary
+from .fingerprint import run_fingerprints
+from .reporting import TensorBoardLog, plot_curves, read_metrics, seed_summary, write_metrics_log
+from .runlock import run_lock
 from .dataset import LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, tag_ids
 
 
@@ -190,8 +193,15 @@ def train(config: Config, resume: bool = False, config_path: Optional[str] = Non
     ``config_path``: the file the config was read from; when it is ``OUTPUT_DIR/config.yaml`` itself it is
     never rewritten (the user's file, comments and all, stays as it is).
     Under ``torchrun`` every rank trains its share of each batch; rank 0 alone evaluates and writes.
+    While it runs, OUTPUT_DIR/.lock keeps a second run out of the same directory.
     """
     started = time.time()
+    # Before anything is written there; torchrun sets RANK before prepare() joins the process group.
+    with run_lock(Path(config.output_dir), enabled=os.environ.get("RANK", "0") == "0"):
+        return _train(config, resume, config_path, started)
+
+
+def _train(config: Config, resume: bool, config_path: Optional[str], started: float) -> dict:
     setup = prepare(config)
     tc, device, labels = config.training, setup.device, setup.labels
     main = distributed.current().main
@@ -200,19 +210,23 @@ def train(config: Config, resume: bool = False, config_path: Optional[str] = Non
     metrics_path = out_dir / "metrics.jsonl"
     rng = random.Random(tc.seed)
     checkpointer = Checkpointer(out_dir / "checkpoints", config, labels.labels, optimization, rng)
+    words = config.model.words
+    checkpointer.fingerprints = run_fingerprints(
+        {"data.train": config.data.train, "data.dev": config.data.dev, "data.test": config.data.test,
+         "model.words.vectors": words.vectors if setup.vocab is not None else None},
+        {"words": setup.vocab.words if setup.vocab is not None else None,
+         "chars": setup.chars.chars if setup.chars is not None else None, "labels": labels.labels})
     if resume:
         state = checkpointer.restore()
         if main:  # epochs the checkpoint has not finished are trained again: drop their lines
-            kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["epoch"] < state.epoch] if metrics_path.exists() else []
-            metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            write_metrics_log(metrics_path, [r for r in read_metrics(metrics_path) if r["epoch"] < state.epoch])
             print(f"resuming at epoch {state.epoch}, batch {state.batches_done} (step {state.step})", file=sys.stderr)
     else:
         state = checkpointer.state
         if main:
             checkpointer.clear()
             out_dir.mkdir(parents=True, exist_ok=True)
-            metrics_path.write_text("", encoding="utf-8")
+            write_metrics_log(metrics_path, [])
     if main:
         if config_path is None or not same_file(config_path, out_dir / "config.yaml"):
             save_config(config, out_dir / "config.yaml")
@@ -261,8 +275,8 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
     record = {"epoch": epoch, "loss": round(mean_loss, 6), "dev": _short(dev_result) if dev_result else None,
               "lr": state.epoch_lr, "seconds": round(seconds, 3),
               "sentences_per_second": round(len(setup.items) / max(seconds, 1e-9), 1), "best": improved}
-    with metrics_path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    # The whole (small) file is rewritten: a failed write keeps the previous one, never a torn line.
+    write_metrics_log(metrics_path, [*read_metrics(metrics_path), record])
     board.epoch(record)
     dev_text = f" dev F1 {100 * dev_result['micro']['f1']:.2f}" if dev_result else ""
     print(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)",

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import IO, Any, Iterator, Optional
 
 from ner_toolkit.errors import PathLike, UserError
 
-__all__ = ["atomic_write", "atomic_directory", "WriteFault", "write_fault", "is_stream"]
+__all__ = ["atomic_write", "atomic_directory", "guarded_stdout", "WriteFault", "write_fault", "is_stream"]
 
 _MODES = {"w", "wt", "wb"}
 # The faults of a write that the user can fix (and that say nothing about a bug in the toolkit).
@@ -117,11 +118,41 @@ class _Recording:
         return iter(self._handle)
 
 
-def _fault_of(exc: BaseException, handle: Optional[_Recording]) -> Optional[str]:
+def _raise_as_fault(exc: BaseException, handle: Optional[_Recording], path: PathLike) -> None:
+    """What a failed write re-raises instead of ``exc``: the Ctrl-C or SIGTERM a native writer swallowed, or a
+    ``WriteFault`` naming ``path`` for a resource fault. Returns when ``exc`` itself should propagate."""
+    if handle is not None:
+        handle.reraise_interrupt()
+    if isinstance(exc, WriteFault):
+        return
     reason = write_fault(exc)
     if reason is None and handle is not None and handle.error is not None:
         reason = write_fault(handle.error)
-    return reason
+    if reason is not None:
+        raise WriteFault(reason, path) from None
+
+
+STDOUT = "<stdout>"
+
+
+@contextmanager
+def guarded_stdout() -> Iterator[IO]:
+    """Route ``sys.stdout`` through a recording handle for the block and flush it at the end, so that a
+    fault of standard output itself (redirected to a full disk) becomes a ``WriteFault`` naming
+    ``<stdout>``, while faults of other files pass unchanged and a closed pipe stays a BrokenPipeError."""
+    real = sys.stdout
+    handle = _Recording(real)
+    sys.stdout = handle  # type: ignore[assignment]
+    try:
+        yield handle  # type: ignore[misc]
+        handle.flush()
+    except OSError as exc:
+        reason = write_fault(exc)
+        if reason is not None and exc is handle.error:
+            raise WriteFault(reason, STDOUT) from None
+        raise
+    finally:
+        sys.stdout = real
 
 
 @contextmanager
@@ -165,10 +196,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
     except BaseException as exc:
         # BaseException too: a Ctrl-C or SIGTERM must not leave a stray temporary file behind.
         _unlink_quietly(tmp)
-        handle.reraise_interrupt()
-        reason = _fault_of(exc, handle)
-        if reason is not None and not isinstance(exc, WriteFault):
-            raise WriteFault(reason, path) from None
+        _raise_as_fault(exc, handle, path)
         raise
     _fsync_directory(directory)
 
@@ -180,11 +208,7 @@ def _write_through(target: Path, mode: str, encoding: Optional[str]) -> Iterator
         with handle:
             yield handle  # type: ignore[misc]
     except BaseException as exc:
-        if handle is not None:
-            handle.reraise_interrupt()
-        reason = _fault_of(exc, handle)
-        if reason is not None and not isinstance(exc, WriteFault):
-            raise WriteFault(reason, target) from None
+        _raise_as_fault(exc, handle, target)
         raise
 
 
@@ -213,9 +237,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
         _swap_in(tmp, target)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = write_fault(exc)
-        if reason is not None:
-            raise WriteFault(reason, path) from None
+        _raise_as_fault(exc, None, path)
         raise
     _fsync_directory(parent)
 

@@ -16,9 +16,6 @@ from typing import Any, Callable, Optional, Sequence
 
 from .errors import UserError
 
-# What train.py writes in an output directory besides config.yaml (checked against its inputs).
-RUN_FILES = ("metrics.jsonl", "training_curves.png", ".lock")
-RUN_TREES = ("model", "checkpoints", "tensorboard")
 
 
 def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
@@ -37,8 +34,11 @@ def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
 def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     previous = _terminate_as_exception()
+    from .atomic import guarded_stdout
+
     try:
-        with warnings.catch_warnings():
+        # guarded_stdout: stdout on a full disk is one error line, also for its last flush.
+        with warnings.catch_warnings(), guarded_stdout():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             return main(list(sys.argv[1:] if argv is None else argv))
     except UserError as exc:
@@ -60,10 +60,9 @@ def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> i
         reason = write_fault(exc)
         if reason is None:
             raise
-        # A fault on a path no atomic write owns (standard output on a full disk, a directory
-        # that cannot be created): still the user's to fix, still one line.
-        where = exc.filename if exc.filename is not None else ("<stdout>" if exc.errno else None)
-        print(str(UserError(f"cannot write: {reason}", where)), file=sys.stderr)
+        # A fault on a path no atomic write owns (a directory that cannot be created): still the
+        # user's to fix, still one line.
+        print(str(UserError(f"cannot write: {reason}", exc.filename)), file=sys.stderr)
         return 2
     finally:
         if previous is not None:
@@ -145,6 +144,10 @@ def _check_training_paths(config: Any, config_path: str, seeds: Optional[list[in
     """
     from .model.encoder import looks_local, resolve_path
     from .paths import Read, Write, check_no_clash, same_file
+    from .training.runlock import LOCK_NAME
+
+    # What train.py writes in an output directory besides config.yaml.
+    run_files, run_trees = ("metrics.jsonl", "training_curves.png", LOCK_NAME), ("model", "checkpoints", "tensorboard")
 
     reads = [Read("the config", config_path)]
     for key in ("train", "dev", "test"):
@@ -162,8 +165,8 @@ def _check_training_paths(config: Any, config_path: str, seeds: Optional[list[in
     for run in run_dirs:
         if not same_file(config_path, run / "config.yaml"):
             writes.append(Write("the output directory's config.yaml", run / "config.yaml"))
-        writes += [Write(f"the output directory's {name}", run / name) for name in RUN_FILES]
-        writes += [Write(f"the output directory's {name}/", run / name, tree=True) for name in RUN_TREES]
+        writes += [Write(f"the output directory's {name}", run / name) for name in run_files]
+        writes += [Write(f"the output directory's {name}/", run / name, tree=True) for name in run_trees]
     check_no_clash(reads, writes)
 
 

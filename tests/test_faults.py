@@ -274,6 +274,16 @@ def test_stdout_on_a_full_disk(trained, conll_input):
     assert_user_error(proc.returncode, proc.stderr, "no space left")
 
 
+def test_a_short_report_on_a_full_stdout_names_stdout(tmp_path):
+    # A few lines of report fail at print time or at the last flush, never at interpreter exit.
+    scored = tmp_path / "scored.txt"
+    scored.write_text("EU B-ORG B-ORG\nrejects O O\n", encoding="utf-8")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-c", "from ner_toolkit.cli import evaluate_console; evaluate_console()",
+                               str(scored)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=_env())
+    assert_user_error(proc.returncode, proc.stderr, "<stdout>", "no space left")
+
+
 def _wait_for(predicate, seconds: float) -> bool:
     deadline = time.time() + seconds
     while time.time() < deadline:

@@ -141,14 +141,17 @@ class RunState:
 class Checkpointer:
     """Saves and restores a run's ``RunState`` with the model, optimizer, scheduler, scaler and RNGs."""
 
-    def __init__(self, directory: Path, config: Any, labels: list[str], optimization: Any, shuffle: Any) -> None:
+    def __init__(self, directory: Path, config: Any, labels: list[str], optimization: Any, shuffle: Any,
+                 fingerprints: Optional[dict] = None) -> None:
+        """``fingerprints``: what the run trains from (``fingerprint.run_fingerprints``), saved and checked on
+        resume; None skips the check."""
         from ..config import to_dict
 
         self.directory, self.labels, self.optimization, self.shuffle = directory, labels, optimization, shuffle
         self.config = to_dict(config)
         self.keep = config.training.keep_checkpoints
         self.state = RunState()
-        self.fingerprints: Optional[dict] = None  # what the run trains from (fingerprint.run_fingerprints)
+        self.fingerprints = fingerprints
 
     def clear(self) -> None:
         """A fresh run in an old output directory must never resume from the old run's checkpoints."""

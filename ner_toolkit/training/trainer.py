@@ -209,13 +209,12 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
     out_dir = Path(config.output_dir)
     metrics_path = out_dir / "metrics.jsonl"
     rng = random.Random(tc.seed)
-    checkpointer = Checkpointer(out_dir / "checkpoints", config, labels.labels, optimization, rng)
-    words = config.model.words
-    checkpointer.fingerprints = run_fingerprints(
+    fingerprints = run_fingerprints(
         {"data.train": config.data.train, "data.dev": config.data.dev, "data.test": config.data.test,
-         "model.words.vectors": words.vectors if setup.vocab is not None else None},
+         "model.words.vectors": config.model.words.vectors if setup.vocab is not None else None},
         {"words": setup.vocab.words if setup.vocab is not None else None,
          "chars": setup.chars.chars if setup.chars is not None else None, "labels": labels.labels})
+    checkpointer = Checkpointer(out_dir / "checkpoints", config, labels.labels, optimization, rng, fingerprints)
     if resume:
         state = checkpointer.restore()
         if main:  # epochs the checkpoint has not finished are trained again: drop their lines

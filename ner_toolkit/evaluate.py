@@ -80,20 +80,8 @@ def _prf(correct: int, predicted: int, support: int) -> dict:
             "support": support, "predicted": predicted, "correct": correct}
 
 
-def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
-                   scheme: Optional[str] = None, strict: bool = False) -> dict:
-    """Span P/R/F1 of ``pred`` against ``gold`` (lists of tag sentences of equal lengths).
-
-    ``scheme`` None detects it from gold (from pred when gold is all O). Returns a JSON-serialisable dict with
-    ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``, ``sentences``, ``tokens``, ``token_accuracy``;
-    all rates are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
-    """
-    _check_shapes(gold, pred)
-    scheme = _resolve_scheme(gold, pred, scheme)
-    ids = _type_ids(list(gold) + list(pred), scheme)
-    gold_spans = _spans(gold, scheme, strict, ids)
-    pred_spans = _spans(pred, scheme, strict, ids)
-
+def _score(gold_spans: _SpanSets, pred_spans: _SpanSets) -> tuple[dict, dict, dict]:
+    """Per-type, micro and macro P/R/F1 of two span sets (exact matches of type and position)."""
     per_type: dict[str, dict] = {}
     # Types seen only in gold or only in pred still get a row: they are all misses or all false alarms.
     for type_ in sorted(set(gold_spans) | set(pred_spans)):
@@ -105,7 +93,44 @@ def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
     n_types = len(per_type)
     macro = {k: (sum(r[k] for r in per_type.values()) / n_types if n_types else 0.0)
              for k in ("precision", "recall", "f1")}
+    return per_type, micro, macro
 
+
+def evaluate_offsets(gold: Sequence[Sequence[tuple[str, int, int]]],
+                     pred: Sequence[Sequence[tuple[str, int, int]]]) -> dict:
+    """P/R/F1 of predicted character spans ``(label, start, end)`` against gold, per document (lists of
+    equal length): a prediction is correct when its label, start and end all equal a gold span's.
+
+    Returns the shape of :func:`evaluate_spans` with ``mode`` ``offsets`` and ``documents`` (no token
+    counts: the two sides may be tokenised differently).
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} documents but prediction has {len(pred)}")
+
+    def sets(docs: Sequence[Sequence[tuple[str, int, int]]]) -> _SpanSets:
+        found: _SpanSets = {}
+        for doc, spans in enumerate(docs):
+            for label, start, end in spans:
+                found.setdefault(label, set()).add((doc, start, end))
+        return found
+
+    per_type, micro, macro = _score(sets(gold), sets(pred))
+    return {"mode": "offsets", "scheme": "character offsets", "micro": micro, "macro": macro,
+            "per_type": per_type, "documents": len(gold)}
+
+
+def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
+                   scheme: Optional[str] = None, strict: bool = False) -> dict:
+    """Span P/R/F1 of ``pred`` against ``gold`` (lists of tag sentences of equal lengths).
+
+    ``scheme`` None detects it from gold (from pred when gold is all O). Returns a JSON-serialisable dict with
+    ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``, ``sentences``, ``tokens``, ``token_accuracy``;
+    all rates are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
+    """
+    _check_shapes(gold, pred)
+    scheme = _resolve_scheme(gold, pred, scheme)
+    ids = _type_ids(list(gold) + list(pred), scheme)
+    per_type, micro, macro = _score(_spans(gold, scheme, strict, ids), _spans(pred, scheme, strict, ids))
     tokens = sum(len(tags) for tags in gold)
     matching = sum(g == p for gs, ps in zip(gold, pred) for g, p in zip(gs, ps))
     return {
@@ -123,11 +148,13 @@ def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
 def format_report(result: dict) -> str:
     """conlleval-like text table of an :func:`evaluate_spans` result (percentages, 2 decimals)."""
     micro = result["micro"]
-    lines = [
-        f"mode: {result['mode']}; scheme: {result['scheme']}; sentences: {result['sentences']}; "
-        f"tokens: {result['tokens']}; accuracy: {100 * result['token_accuracy']:.2f}%; "
-        f"phrases: {micro['support']}; found: {micro['predicted']}; correct: {micro['correct']}",
-    ]
+    if "tokens" in result:
+        counts = (f"sentences: {result['sentences']}; tokens: {result['tokens']}; "
+                  f"accuracy: {100 * result['token_accuracy']:.2f}%")
+    else:
+        counts = f"documents: {result['documents']}"
+    lines = [f"mode: {result['mode']}; scheme: {result['scheme']}; {counts}; "
+             f"phrases: {micro['support']}; found: {micro['predicted']}; correct: {micro['correct']}"]
     width = max([len("macro avg")] + [len(t) for t in result["per_type"]])
     lines.append(f"{'type':<{width}}  {'precision':>10}  {'recall':>10}  {'f1':>10}  {'support':>8}")
 
@@ -143,4 +170,18 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_spans", "format_report", "SchemeError"]
+def warn_unseen(gold: Sequence[Sequence[str]], types: set[str], scheme: str, path: object) -> None:
+    """Warn (never fail) about gold entity types outside ``types`` (what the model can predict): they
+    count as misses. Gold tags that do not belong to ``scheme`` are a UserError naming ``path``."""
+    from ner_toolkit.errors import UserError, warn
+
+    try:
+        found = {t for tags in gold for t, _, _ in to_spans(tags, scheme)}
+    except SchemeError as exc:
+        raise UserError(str(exc), path) from None
+    missing = sorted(found - types)
+    if missing:
+        warn(f"gold entity types never seen in training: {', '.join(missing)}; their spans count as misses", path)
+
+
+__all__ = ["evaluate_spans", "evaluate_offsets", "format_report", "warn_unseen", "SchemeError"]

@@ -1,18 +1,87 @@
-"""How predictions are written: extra CoNLL columns, or one JSON object per sentence (JSONL)."""
+"""How predictions are written: a registry of output writers, one class per format.
+
+A writer turns one prediction unit (a CoNLL ``Sentence`` or a text ``Document``) and its
+``Prediction`` into text; a fresh writer is made per output file, so it may keep state (a JSON
+array's commas). ``predict.py --format`` offers exactly the registered names. A new format is one
+class here with ``@register``.
+"""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Union
 
-from .data.conll import Sentence
+from .data.conll import DOCSTART, Passthrough, Sentence, format_passthrough, format_sentence
+from .data.text import Document
+from .predict import Prediction, entities
 
-if TYPE_CHECKING:
-    from .predict import Prediction
-
-FORMATS = ("conll", "jsonl")
+Unit = Union[Sentence, Document]
+_WRITERS: dict[str, type["Writer"]] = {}
 
 
-def conll_columns(prediction: "Prediction", nbest: int, scores: bool) -> list[list[str]]:
+@dataclass
+class Options:
+    """What is written: ``fmt`` a registered writer; ``nbest`` > 1 adds the runner-up paths; ``scores``
+    adds token and span probabilities where the format has room for them."""
+
+    nbest: int = 1
+    scores: bool = False
+    fmt: str = "conll"
+
+
+class Writer:
+    name = ""
+    help = ""
+    needs_scores = False  # whether predictions must carry CRF span probabilities
+
+    def header(self, options: Options) -> str:
+        return ""
+
+    def passthrough(self, item: Passthrough, options: Options) -> str:
+        """A CoNLL line outside sentences (blank, -DOCSTART-): only formats that keep lines write it."""
+        return ""
+
+    def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
+        raise NotImplementedError
+
+    def footer(self, options: Options) -> str:
+        return ""
+
+
+def register(cls: type[Writer]) -> type[Writer]:
+    _WRITERS[cls.name] = cls
+    return cls
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_WRITERS)
+
+
+def writer(name: str) -> Writer:
+    """A fresh writer for one output file."""
+    try:
+        return _WRITERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown output format {name!r}; choose one of {', '.join(_WRITERS)}") from None
+
+
+def describe() -> str:
+    """One line per format, for --help."""
+    return "; ".join(f"{name}: {cls.help}" for name, cls in _WRITERS.items())
+
+
+def as_document(unit: Unit) -> Document:
+    """A CoNLL sentence as a document: its tokens joined by single spaces, offsets into that text."""
+    if isinstance(unit, Document):
+        return unit
+    return Document.from_tokens(unit.tokens, line=unit.line_numbers[0])
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) + "\n"
+
+
+def conll_columns(prediction: Prediction, nbest: int, scores: bool) -> list[list[str]]:
     """The columns appended to each token line: the predicted tag, then (with nbest > 1) the tags of ranks
     2..nbest ("-" where fewer legal paths exist), then (with scores) the token's marginal probability and the
     probability of the span it belongs to ("-" outside spans)."""
@@ -32,18 +101,98 @@ def conll_columns(prediction: "Prediction", nbest: int, scores: bool) -> list[li
     return columns
 
 
-def jsonl_record(sentence: Sentence, prediction: "Prediction") -> str:
-    """One line of JSON: tokens, tags, spans (label, token offsets [start, end), text, confidence),
-    token confidences and the n-best paths when they were computed, and the sentence's first line."""
-    record: dict = {
-        "line": sentence.line_numbers[0],
-        "tokens": sentence.tokens,
-        "tags": prediction.tags,
-        "spans": [{"label": s.label, "start": s.start, "end": s.end, "text": " ".join(sentence.tokens[s.start:s.end]),
-                   "confidence": None if s.confidence is None else round(s.confidence, 6)} for s in prediction.spans],
-    }
-    if prediction.token_confidence is not None:
-        record["token_confidence"] = [round(p, 6) for p in prediction.token_confidence]
-    if prediction.nbest is not None:
-        record["nbest"] = [{"tags": tags, "score": round(score, 6)} for tags, score in prediction.nbest]
-    return json.dumps(record, ensure_ascii=False) + "\n"
+@register
+class Conll(Writer):
+    name = "conll"
+    help = "the input's lines (or one token per line for text) plus the prediction columns"
+
+    def passthrough(self, item: Passthrough, options: Options) -> str:
+        line = item.line
+        if line.split()[:1] == [DOCSTART]:
+            # conlleval needs the same column count on every non-blank line: DOCSTART gets an O too
+            # (and "-" for every further column).
+            extra = options.nbest - 1 + (2 if options.scores else 0)
+            line = ("\t" if "\t" in line else " ").join([line.rstrip(), "O"] + ["-"] * extra)
+        return format_passthrough(Passthrough(line, item.line_number))
+
+    def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
+        columns = conll_columns(prediction, options.nbest, options.scores)
+        if isinstance(unit, Sentence):
+            return format_sentence(unit, columns)
+        # A text's tokens hold no whitespace, so each is one column; a blank line ends the document.
+        rows = ["\t".join([token] + [c[i] for c in columns]) for i, token in enumerate(unit.tokens)]
+        return "\n".join(rows) + "\n\n" if rows else ""
+
+
+@register
+class Jsonl(Writer):
+    name = "jsonl"
+    help = ("one object per document or sentence: text, entities (label, start, end, text, score, token_start, "
+            "token_end; character offsets into text), tokens, tags and the input's other keys")
+    needs_scores = True
+
+    def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
+        document = as_document(unit)
+        record: dict = dict(document.fields)
+        if document.line:
+            record["line"] = document.line
+        record.update(text=document.text,
+                      entities=[_rounded(e.to_dict()) for e in entities(document, prediction)],
+                      tokens=document.tokens, tags=prediction.tags)
+        if prediction.token_confidence is not None:
+            record["token_confidence"] = [round(p, 6) for p in prediction.token_confidence]
+        if prediction.nbest is not None:
+            record["nbest"] = [{"tags": tags, "score": round(score, 6)} for tags, score in prediction.nbest]
+        return _json(record)
+
+
+def _rounded(entity: dict) -> dict:
+    entity["score"] = round(entity["score"], 6)
+    return entity
+
+
+@register
+class HuggingFace(Writer):
+    name = "hf"
+    help = ("one JSON list per document, the fields of a transformers token-classification pipeline with "
+            "aggregation: entity_group, score, word, start, end")
+    needs_scores = True
+
+    def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
+        document = as_document(unit)
+        return _json([{"entity_group": e.label, "score": round(e.score, 6), "word": e.text, "start": e.start,
+                       "end": e.end} for e in entities(document, prediction)])
+
+
+@register
+class LabelStudio(Writer):
+    """Pre-annotation tasks for Label Studio's named-entity template (``<Labels name="label"
+    toName="text">`` over ``<Text name="text" value="$text">``), as one JSON array that its import
+    reads; each task's score is its least confident entity's, so review can start with it."""
+
+    name = "label-studio"
+    help = "a JSON array of Label Studio pre-annotation tasks (data.text + predictions with labels results)"
+    needs_scores = True
+    from_name, to_name = "label", "text"
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def header(self, options: Options) -> str:
+        return "[\n"
+
+    def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
+        document = as_document(unit)
+        found = entities(document, prediction)
+        results = [{"id": f"e{i}", "from_name": self.from_name, "to_name": self.to_name, "type": "labels",
+                    "value": {"start": e.start, "end": e.end, "text": e.text, "labels": [e.label]},
+                    "score": round(e.score, 6)} for i, e in enumerate(found)]
+        task = {"data": {**document.fields.get("data", {}), "text": document.text},
+                "predictions": [{"model_version": "ner_toolkit", "result": results,
+                                 "score": round(min((e.score for e in found), default=1.0), 6)}]}
+        separator = "" if self.first else ",\n"
+        self.first = False
+        return separator + json.dumps(task, ensure_ascii=False)
+
+    def footer(self, options: Options) -> str:
+        return "\n]\n" if not self.first else "]\n"

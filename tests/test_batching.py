@@ -84,9 +84,10 @@ def tiny_encoder():
 
 def encode(tokenizer, hf, sentences, pooling="first", **cfg):
     from ner_toolkit.model.encoder import Encoder
-    from ner_toolkit.predict import make_collator
+    from ner_toolkit.data.batching import make_collator
+    from ner_toolkit.model.encoder import max_positions
 
-    aligner, collator = make_collator(tokenizer, hf, EncoderConfig(pooling=pooling, **cfg))
+    aligner, collator = make_collator(tokenizer, max_positions(hf), EncoderConfig(pooling=pooling, **cfg))
     batch = collator(encode_sentences(aligner, None, sentences))
     encoder = Encoder(hf, pooling, freeze=False, dropout=0.0).eval()
     with torch.no_grad():

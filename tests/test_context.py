@@ -144,7 +144,8 @@ def test_predict_file_matches_training_evaluation_with_context(context_run, samp
 
 
 def test_chunks_end_at_documents_so_context_is_never_cut(context_run, tmp_path):
-    from ner_toolkit.predict import Predictor, predict_file
+    from ner_toolkit.predict import Predictor
+    from ner_toolkit.streaming import predict_file
 
     model_dir, _ = context_run
     predictor = Predictor.load(model_dir)

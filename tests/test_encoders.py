@@ -111,13 +111,14 @@ def _tiny_encoder_and_batch(layers):
     from ner_toolkit.config import EncoderConfig
     from ner_toolkit.data.batching import encode_sentences
     from ner_toolkit.model.encoder import Encoder
-    from ner_toolkit.predict import make_collator
+    from ner_toolkit.data.batching import make_collator
+    from ner_toolkit.model.encoder import max_positions
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer("builtin:albert-base-v2")
     hf = AlbertModel(AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, max_position_embeddings=64, **TINY),
                      add_pooling_layer=False).eval()
-    aligner, collator = make_collator(tokenizer, hf, EncoderConfig())
+    aligner, collator = make_collator(tokenizer, max_positions(hf), EncoderConfig())
     batch = collator(encode_sentences(aligner, None, [["EU", "rejects", "German", "call"], ["Peter"]]))
     return Encoder(hf, "first", False, 0.0, layers).eval(), hf, batch
 

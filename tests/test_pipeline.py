@@ -47,8 +47,9 @@ def test_train_writes_a_complete_model_directory(trained):
     assert labels["output_scheme"] == "IOB1"  # the sample's scheme, detected
     assert labels["labels"][0] == "O" and {"B-PER", "E-PER", "S-LOC"} <= set(labels["labels"])
     saved = load_config(model / "config.yaml")
+    # The saved config is the resolved one: data.word_tokenizer auto became the tokeniser raw text gets.
     assert saved == load_config(trained.config, (f"data.test={trained.config.parent / 'test.txt'}",
-                                                 f"output_dir={trained.output_dir}"))
+                                                 f"output_dir={trained.output_dir}", "data.word_tokenizer=conll"))
     vocab = (model / "word_vocab.txt").read_text(encoding="utf-8").splitlines()
     assert vocab[:2] == ["<pad>", "<unk>"] and "EU" in vocab
     metrics = json.loads((model / "metrics.json").read_text())
@@ -270,7 +271,8 @@ def test_model_variants_train_and_predict(small_train, tmp_path, overrides, abse
     assert train_main(args) == 0
     model = tmp_path / "run" / "model"
     saved = load_config(model / "config.yaml")
-    assert saved == load_config(config, tuple(overrides) + (f"output_dir={tmp_path / 'run'}",))
+    assert saved == load_config(config, tuple(overrides) + (f"output_dir={tmp_path / 'run'}",
+                                                            "data.word_tokenizer=conll"))
     keys = load_file(model / "model.safetensors").keys()
     if absent:
         assert not any(k.startswith(absent) for k in keys)

@@ -63,11 +63,14 @@ def test_jsonl_output(trained, sample_data, tmp_path):
         assert record["tokens"] == sentence.tokens
         assert record["line"] == sentence.line_numbers[0]
         assert len(record["tags"]) == len(sentence.tokens) == len(record["token_confidence"])
+        # CoNLL input: the text is the tokens joined by single spaces; entities index it.
+        assert record["text"] == " ".join(sentence.tokens)
         spans = to_spans(record["tags"], "IOB1")
-        assert [(s["label"], s["start"], s["end"]) for s in record["spans"]] == spans
-        for span in record["spans"]:
-            assert span["text"] == " ".join(sentence.tokens[span["start"]:span["end"]])
-            assert 0.0 < span["confidence"] <= 1.0
+        assert [(e["label"], e["token_start"], e["token_end"]) for e in record["entities"]] == spans
+        for entity in record["entities"]:
+            assert entity["text"] == " ".join(sentence.tokens[entity["token_start"]:entity["token_end"]])
+            assert record["text"][entity["start"]:entity["end"]] == entity["text"]
+            assert 0.0 < entity["score"] <= 1.0
         assert record["nbest"][0]["tags"] == record["tags"]
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ner_toolkit.cli import predict_main, train_main
 from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.data.schemes import is_legal
-from ner_toolkit.predict import predict_file
+from ner_toolkit.streaming import predict_file
 
 from conftest import REPO, assert_user_error
 

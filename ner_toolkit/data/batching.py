@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
 
+from ..errors import UserError
 from .vocab import CharVocab, Vocab
+
+if TYPE_CHECKING:
+    from ..config import EncoderConfig
 
 POOLINGS = ("first", "last", "mean", "first_last")
 
@@ -299,3 +303,17 @@ def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, r
     rng.shuffle(batches)
     for batch in batches:
         yield [items[i] for i in batch]
+
+
+def make_collator(tokenizer: Any, limit: int, cfg: "EncoderConfig") -> tuple[SubwordAligner, Collator]:
+    """The aligner and collator for an encoder whose windows hold at most ``limit`` subwords (its
+    position embeddings): window size from the config or that limit."""
+    max_length = min(cfg.max_length or limit, limit)
+    if max_length < 4:
+        raise UserError(f"`model.encoder.max_length` must be at least 4, got {max_length}", "config")
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # A word never needs more than a window (minus [CLS]/[SEP]); capping keeps every word in one window.
+    aligner = SubwordAligner(tokenizer, max(1, min(cfg.max_subwords_per_word, max_length - 2)))
+    return aligner, Collator(cls_id, sep_id, pad_id, max_length, cfg.stride, cfg.pooling)

@@ -199,7 +199,8 @@ def _iter_items(path: PathLike, token_column: int, label_column: int) -> Iterato
             elif len(fields) != n_columns:
                 raise UserError(
                     f"expected {n_columns} columns as on line {first_line}, found {len(fields)}; "
-                    "give every token line the same columns (a token may not contain spaces)",
+                    "give every token line the same columns (a token may not contain spaces); for raw text, "
+                    "one document per line, use predict.py --input-format text",
                     path,
                     number,
                 )

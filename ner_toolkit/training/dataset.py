@@ -1,12 +1,17 @@
-"""Labelled CoNLL files -> validated sentences, the label set, and internal tag ids."""
+"""Labelled CoNLL or JSONL files -> validated sentences, the label set, and internal tag ids."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
 
 from ..config import DataConfig
 from ..data.conll import Sentence, is_docstart, read_conll
 from ..data.schemes import SchemeError, detect_scheme, from_spans, labels_for_types, normalize_scheme, tag_problem, to_spans
-from ..errors import UserError
+from ..data.jsonl import AlignmentReport, read_jsonl
+from ..data.text import detect_tokenizer
+from ..errors import UserError, warn
 from ..model.directory import LabelInfo
 
 INTERNAL_SCHEMES = ("BIO", "BIOES")
@@ -22,13 +27,42 @@ class LabelledFile:
     gold: list[list[str]]
     first_lines: list[int]  # line number of each sentence's first token; its lines are consecutive
     documents: list[int]  # document number of each sentence (counts -DOCSTART- lines)
+    one_line_each: bool = False  # JSONL: a sentence is one record on one line
 
-    def lines(self, index: int) -> range:
-        return range(self.first_lines[index], self.first_lines[index] + len(self.tokens[index]))
+    def lines(self, index: int) -> list[int]:
+        first = self.first_lines[index]
+        if self.one_line_each:
+            return [first] * len(self.tokens[index])
+        return list(range(first, first + len(self.tokens[index])))
+
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def is_jsonl(path: str, cfg: DataConfig) -> bool:
+    """Whether ``path`` is read as JSONL: ``data.format``, or with ``auto`` its suffix."""
+    return cfg.format == "jsonl" or (cfg.format == "auto" and Path(path).suffix.lower() in JSONL_SUFFIXES)
+
+
+def resolve_word_tokenizer(cfg: DataConfig) -> str:
+    """``data.word_tokenizer``, with ``auto`` decided from the training file's first texts or tokens."""
+    if cfg.word_tokenizer != "auto":
+        return cfg.word_tokenizer
+    assert cfg.train is not None
+    if is_jsonl(cfg.train, cfg):
+        texts = (d.text for d in islice(read_jsonl(cfg.train, "whitespace", "skip", cfg.tag_names,
+                                                   AlignmentReport(cfg.train)), 2000))
+        return detect_tokenizer(texts)
+    sentences = (s.tokens for s in islice(read_conll(cfg.train, cfg.token_column, cfg.label_column), 2000)
+                 if isinstance(s, Sentence))
+    return detect_tokenizer(t for tokens in sentences for t in tokens)
 
 
 def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
-    """Read ``path`` (the file of config key ``key``) and check every tag, naming the first bad line."""
+    """Read ``path`` (the file of config key ``key``) and check every tag, naming the first bad line.
+    ``cfg.word_tokenizer`` must be resolved (not ``auto``) for JSONL texts."""
+    if is_jsonl(path, cfg):
+        return _read_jsonl(path, cfg, key)
     data = LabelledFile(path, [], [], [], [])
     document = 0
     for item in read_conll(path, cfg.token_column, cfg.label_column):
@@ -49,6 +83,38 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
         data.documents.append(document)
     if not data.tokens:
         raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
+    return data
+
+
+def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
+    """Texts with character-offset entities (aligned to ``cfg.word_tokenizer``'s tokens, misaligned
+    spans per ``data.misaligned`` and reported) or rows of tokens and tags."""
+    data = LabelledFile(path, [], [], [], [], one_line_each=True)
+    report = AlignmentReport(path)
+    unlabelled: list[int] = []
+    for doc in read_jsonl(path, cfg.word_tokenizer, cfg.misaligned, cfg.tag_names, report):
+        if doc.labels is None:
+            unlabelled.append(doc.line)
+            continue
+        if not doc.tokens:
+            continue  # an empty text: nothing to learn or score
+        for tag in doc.labels:
+            problem = tag_problem(tag)
+            if problem:
+                raise UserError(problem, path, doc.line)
+        data.tokens.append(doc.tokens)
+        data.gold.append(doc.labels)
+        data.first_lines.append(doc.line)
+        data.documents.append(len(data.documents))  # every record is a document of its own
+    if report.expanded or report.skipped:
+        for line in report.lines():
+            print(line, file=sys.stderr)
+    if unlabelled:
+        shown = ", ".join(map(str, unlabelled[:5])) + (", ..." if len(unlabelled) > 5 else "")
+        warn(f"`{key}`: {len(unlabelled)} records without annotations left out (lines {shown})", path)
+    if not data.tokens:
+        raise UserError(f"no labelled records found (`{key}` as JSONL needs text + entities, or tokens + ner_tags)",
+                        path)
     return data
 
 

@@ -17,21 +17,23 @@ import torch
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..paths import same_file
-from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences
+from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences, make_collator
+from ..devices import resolve_device
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
 from ..errors import UserError, warn
-from ..evaluate import evaluate_spans, format_report
+from ..evaluate import evaluate_spans, format_report, warn_unseen
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
-from ..model.encoder import build_hf_encoder
+from ..model.encoder import build_hf_encoder, max_positions
 from ..model.precision import check_precision
 from ..model.tagger import Tagger
-from ..predict import Predictor, make_collator, resolve_device, warn_unseen
+from ..predict import Predictor
 from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
 from .fingerprint import run_fingerprints
 from .reporting import TensorBoardLog, plot_curves, read_metrics, seed_summary, write_metrics_log
 from .runlock import run_lock
-from .dataset import LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, tag_ids
+from .dataset import (LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, resolve_word_tokenizer,
+                      tag_ids)
 
 
 def seed_everything(seed: int) -> None:
@@ -134,6 +136,8 @@ def prepare(config: Config) -> Setup:
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.
     torch.set_flush_denormal(True)
 
+    # Resolved once and saved with the model: predict_text splits raw text as training did.
+    config.data.word_tokenizer = resolve_word_tokenizer(config.data)
     train_data = read_labelled(config.data.train, config.data, "data.train")
     dev = read_labelled(config.data.dev, config.data, "data.dev") if config.data.dev else None
     test = read_labelled(config.data.test, config.data, "data.test") if config.data.test else None
@@ -147,7 +151,7 @@ def prepare(config: Config) -> Setup:
         warn(f"repaired {repaired} sentences with illegal {scheme} sequences the conlleval way", train_data.path)
     for data in (dev, test):
         if data is not None:
-            warn_unseen(data.gold, labels, scheme, data.path)
+            warn_unseen(data.gold, labels.types, scheme, data.path)
 
     hf_encoder, tokenizer = build_hf_encoder(config.model.encoder)
     vocab: Optional[Vocab] = None
@@ -169,11 +173,11 @@ def prepare(config: Config) -> Setup:
     tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, labels.constraints(),
                     vectors, num_chars=len(chars) if chars else 0).to(device)
     tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
-    aligner, collator = make_collator(tokenizer, hf_encoder, config.model.encoder)
+    aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder)
     items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                              documents=train_data.documents, context=config.model.encoder.context)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
-                          config.data.token_column, tc.precision, chars)
+                          config.data.token_column, tc.precision, chars, config.data.word_tokenizer)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
                  chars)
 

@@ -1,0 +1,131 @@
+"""``ner-evaluate``: span P/R/F1 of a CoNLL file's last two columns, or of JSONL predictions against JSONL gold."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from ..errors import UserError
+from . import _Parser
+
+
+def report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str,
+            errors: bool = False) -> None:
+    from ..data.schemes import SchemeError
+    from ..evaluate import evaluate_spans, format_report
+
+    try:
+        result = evaluate_spans(gold, pred, strict=strict)
+    except SchemeError as exc:
+        raise UserError(str(exc), where) from None
+    print(format_report(result))
+    if errors:
+        from ..error_analysis import error_report, format_error_report
+
+        result["errors"] = error_report(gold, pred, result["scheme"])
+        print("\n" + format_error_report(result["errors"]))
+    _write_json(result, json_path)
+
+
+def _write_json(result: dict, json_path: Optional[str]) -> None:
+    if json_path == "-":
+        print(json.dumps(result, indent=2))
+    elif json_path:
+        from ..atomic import atomic_write
+
+        with atomic_write(json_path) as fh:
+            fh.write(json.dumps(result, indent=2) + "\n")
+
+
+def report_offsets(gold: list, pred: list, json_path: Optional[str]) -> None:
+    """Print (and with ``json_path`` write) P/R/F1 by exact character spans, per document."""
+    from ..evaluate import evaluate_offsets, format_report
+
+    result = evaluate_offsets(gold, pred)
+    print(format_report(result))
+    _write_json(result, json_path)
+
+
+def _jsonl_documents(path: str) -> list:
+    from ..data.jsonl import AlignmentReport, read_jsonl
+
+    # Scoring compares the character spans as given; the tokeniser only has to be cheap.
+    return list(read_jsonl(path, "whitespace", misaligned="skip", report=AlignmentReport(path)))
+
+
+def _evaluate_jsonl(pred_path: str, gold_path: str, json_path: Optional[str]) -> None:
+    """Predictions (JSONL with ``entities``, e.g. predict.py --format jsonl) against gold JSONL, document
+    by document in file order; each pair must hold the same text."""
+    pred_docs, gold_docs = _jsonl_documents(pred_path), _jsonl_documents(gold_path)
+    if len(pred_docs) != len(gold_docs):
+        raise UserError(f"{len(pred_docs)} documents, but the gold file {gold_path} has {len(gold_docs)}; predict "
+                        f"the gold file itself to get one prediction per document", pred_path)
+    gold, pred = [], []
+    for p_doc, g_doc in zip(pred_docs, gold_docs):
+        if p_doc.text != g_doc.text:
+            raise UserError(f"this document's text differs from the gold document at {gold_path}:{g_doc.line}; "
+                            f"predictions must come in the gold file's order", pred_path, p_doc.line)
+        if g_doc.entities is None:
+            raise UserError("the gold document has no entities (no entities, label or annotations key)",
+                            gold_path, g_doc.line)
+        gold.append(g_doc.entities)
+        pred.append(p_doc.entities or [])
+    if not gold:
+        raise UserError("no documents to score", gold_path)
+    report_offsets(gold, pred, json_path)
+
+
+def run(argv: list[str]) -> int:
+    p = _Parser(prog="ner-evaluate", description="Span P/R/F1 from the last two columns (gold, predicted) of a CoNLL "
+                                                 "file, or of JSONL predictions against JSONL gold (--gold).")
+    p.add_argument("file", help="CoNLL file whose last two columns are gold and predicted tags, or (with --gold) "
+                                "JSONL predictions")
+    p.add_argument("--gold", metavar="GOLD.jsonl",
+                   help="score JSONL predictions against this JSONL gold by exact character offsets (label, start, "
+                        "end); documents pair up in file order")
+    p.add_argument("--strict", action="store_true", help="strict span matching (default: conlleval-compatible)")
+    p.add_argument("--json", metavar="PATH", help="also write the scores as JSON (- for stdout)")
+    p.add_argument("--report", action="store_true",
+                   help="also count per type: correct, wrong type (right boundaries), wrong boundaries, missed, spurious")
+    p.add_argument("--gold-column", type=int, default=-2, metavar="N",
+                   help="column of the gold tags (default -2: second to last)")
+    p.add_argument("--pred-column", type=int, default=-1, metavar="N",
+                   help="column of the predicted tags (default -1: last); for predict.py --nbest/--scores output "
+                        "the prediction is the first column after the input's")
+    args = p.parse_args(argv)
+    from ..data.conll import read_sentences
+    from ..data.schemes import tag_problem
+    from ..paths import Read, Write, check_no_clash
+
+    reads = [Read("the scored file", args.file)] + ([Read("--gold", args.gold)] if args.gold else [])
+    if args.json:
+        check_no_clash(reads, [Write("--json", args.json)])
+    if args.gold:
+        _evaluate_jsonl(args.file, args.gold, args.json)
+        return 0
+    if args.file.endswith((".jsonl", ".json", ".ndjson")):
+        raise UserError("JSONL predictions are scored against JSONL gold: add --gold GOLD.jsonl", args.file)
+
+    gold, pred = [], []
+    for sentence in read_sentences(args.file):
+        width = len(sentence.columns[0])
+        if width < 2:
+            raise UserError("need at least two columns (gold and predicted tags)", args.file, sentence.line_numbers[0])
+        for column in (args.gold_column, args.pred_column):
+            if not -width <= column < width:
+                raise UserError(f"column {column} does not exist: the file has {width} columns; check "
+                                f"--gold-column/--pred-column", args.file, sentence.line_numbers[0])
+        g = [c[args.gold_column] for c in sentence.columns]
+        q = [c[args.pred_column] for c in sentence.columns]
+        for tags in (g, q):
+            for tag, line in zip(tags, sentence.line_numbers):
+                problem = tag_problem(tag)
+                if problem:
+                    raise UserError(problem, args.file, line)
+        gold.append(g)
+        pred.append(q)
+    if not gold:
+        raise UserError("no sentences to score", args.file)
+    report(gold, pred, args.strict, args.json, args.file, errors=args.report)
+    return 0
+
+

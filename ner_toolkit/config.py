@@ -45,7 +45,7 @@ class DataConfig:
     format: Literal["auto", "conll", "jsonl"] = _f("auto", "format of train/dev/test: conll (token columns) | jsonl (texts with character-offset entities: this toolkit's, Doccano, Label Studio, Prodigy; or HF-datasets rows of tokens + ner_tags) | auto (jsonl for .jsonl/.json/.ndjson files, else conll)")
     word_tokenizer: Literal["auto", "whitespace", "conll", "chars"] = _f("auto", "how raw text is split into words, for jsonl texts and for prediction from raw text (saved with the model): whitespace | conll (Penn Treebank rules, as CoNLL-2003 is tokenised) | chars (every character; Chinese and other text without spaces) | auto (chars when most letters of the training data are CJK/Thai/kana, else conll)")
     misaligned: Literal["expand", "skip", "error"] = _f("expand", "a jsonl entity whose offsets fall inside a word: expand (widen it to whole words) | skip (leave it out) | error; every case is counted and reported with its line")
-    tag_names: Optional[list] = _f(None, "names of integer ner_tags ids in HF-datasets rows (id i means tag_names[i]), e.g. [O, B-PER, I-PER, ...]")
+    tag_names: Optional[list[str]] = _f(None, "names of integer ner_tags ids in HF-datasets rows (id i means tag_names[i]), e.g. [O, B-PER, I-PER, ...]")
 
 
 @dataclass
@@ -55,7 +55,7 @@ class EncoderConfig:
     tokenizer: Optional[str] = _f(None, "tokenizer directory or file (spiece.model, tokenizer.json, vocab.txt) for a scratch encoder")
     freeze: bool = _f(False, "keep the encoder weights fixed (no gradients)")
     pooling: Literal["first", "last", "mean", "first_last"] = _f("first", "subword-to-word pooling: first | last | mean | first_last")
-    layers: Optional[list] = _f(None, "encoder layers to mix with learned softmax weights, e.g. [-1, -2, -3, -4] (0 = embeddings); null = last layer")
+    layers: Optional[list[int]] = _f(None, "encoder layers to mix with learned softmax weights, e.g. [-1, -2, -3, -4] (0 = embeddings); null = last layer")
     max_length: Optional[int] = _f(None, "subwords per encoder window incl. specials; null = the encoder's max_position_embeddings", size(MAX_SIZE, 4))
     stride: int = _f(64, "subwords of context shared by consecutive windows of a sentence longer than max_length", size(MAX_SIZE, 0))
     max_subwords_per_word: int = _f(24, "subwords kept per word (a longer word keeps its first ones; it is never dropped)", size())
@@ -157,6 +157,8 @@ def _type_name(tp: Any) -> str:
     if origin is Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return "a list of " + {int: "integers", str: "names"}[typing.get_args(tp)[0]]
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
         list: "a list"}.get(
         tp, getattr(tp, "__name__", str(tp)))
@@ -220,9 +222,15 @@ def _coerce(value: Any, tp: Any, path: str, where: _Where, source: str, allowed:
         if not isinstance(value, dict):
             raise UserError(f"`{path}` must be a mapping of keys, got {type(value).__name__} {value!r}", src, line)
         return _build(tp, value, path + ".", where, source)
-    if tp is list:
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise UserError(f"`{path}` must be a list of integers, got {value!r}", src, line)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if item is int:
+            fits, what = (lambda v: isinstance(v, int) and not isinstance(v, bool)), "integers"
+        else:  # str: a tag name is one CoNLL column, never empty and never with spaces
+            fits, what = (lambda v: isinstance(v, str) and v.strip() == v and v and not any(c.isspace() for c in v)), \
+                "names without spaces"
+        if not isinstance(value, list) or not all(fits(v) for v in value):
+            raise UserError(f"`{path}` must be a list of {what}, got {value!r}", src, line)
         return value
     ok = {
         bool: lambda v: isinstance(v, bool),

@@ -238,12 +238,12 @@ def test_expand_widens_to_token_edges_and_reports(tmp_path):
     assert (report.spans, report.aligned, len(report.expanded), len(report.skipped)) == (5, 2, 1, 2)
     assert report.expanded[0] == (1, "LOC", 0, 5, "Paris", 0, 8, "Parisian")
     assert [(s.line, s.label, s.why) for s in report.skipped] == [
-        (3, "GPE", "overlaps another span"), (4, "X", "covers no token")]
+        (3, "GPE", "overlaps another span"), (4, "X", "is only whitespace")]
     assert report.lines() == [
         f"{path}: 5 gold span(s): 2 aligned to tokens, 1 expanded to token edges, 2 skipped",
         f"{path}:1: span [0, 5) 'Paris' LOC does not fall on token boundaries: expanded to [0, 8) 'Parisian'",
         f"{path}:3: span [4, 13) 'York City' GPE overlaps another span: skipped",
-        f"{path}:4: span [4, 4) '' X covers no token: skipped",
+        f"{path}:4: span [4, 4) '' X is only whitespace: skipped",
     ]
     assert report.lines(limit=1)[1:] == [report.lines()[1], "... and 2 more"]
 
@@ -260,7 +260,7 @@ def test_skip_leaves_misaligned_out(tmp_path):
 @pytest.mark.parametrize("records, line, where", [
     (MISALIGNED, 1, "span [0, 5) 'Paris' LOC does not fall on token boundaries"),
     (MISALIGNED[1:], 2, "span [4, 13) 'York City' GPE overlaps another span"),
-    (MISALIGNED[3:], 1, "span [4, 4) '' X covers no token"),
+    (MISALIGNED[3:], 1, "span [4, 4) '' X is only whitespace"),
 ])
 def test_error_policy_names_the_first_bad_span(tmp_path, records, line, where):
     message = error_of(write(tmp_path, records), misaligned="error")

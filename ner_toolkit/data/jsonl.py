@@ -249,7 +249,8 @@ class _Reader:
         if not has_text:
             raise self.error(f"has no \"text\" or \"tokens\" (its keys: {', '.join(map(str, obj)) or 'none'}); give "
                              'each record its "text" (with "entities") or its "tokens" (with "ner_tags")')
-        if tag_keys:
+        # text + entities + tokens + tags is this toolkit's own output: the entities are the annotation.
+        if tag_keys and not span_keys:
             raise self.error(f"{tag_keys[0]!r} holds one tag per token; give the \"tokens\" too, or give character "
                              'spans as "entities" instead')
         text = obj["text"]
@@ -339,7 +340,7 @@ class _Reader:
                 why = f"offsets do not match its text {_quote(given)} (in Python or UTF-16 units)"
                 mismatched.append(SkippedSpan(self.line, label, start, end, text[start:end], why))
         alignment = align_spans(unique, doc.offsets, "skip" if self.policy == "error" else self.policy, text)
-        skipped = mismatched + [SkippedSpan(self.line, label, s, e, text[s:e], why)
+        skipped = mismatched + [SkippedSpan(self.line, label, s, e, text[s:e], why if s < e else "is only whitespace")
                                 for label, s, e, why in alignment.skipped]
         if self.policy == "error" and skipped:
             s = skipped[0]
@@ -376,8 +377,8 @@ class _Reader:
         if tags and all(_is_int(t) for t in tags):
             names = self.tag_names
             if names is None:
-                raise self.error(f"{tag_key!r} holds tag ids but no tag names were given; set the tag names "
-                                 "(the dataset's ClassLabel names) or write the tags as names")
+                raise self.error(f"{tag_key!r} holds tag ids but no tag names were given; set data.tag_names "
+                                 "(the dataset's ClassLabel names, e.g. [O, B-PER, I-PER]) or write the tags as names")
             bad = next((t for t in tags if not 0 <= t < len(names)), None)
             if bad is not None:
                 raise self.error(f"tag id {bad} is out of range for {len(names)} tag names; check the tag names")

@@ -8,6 +8,7 @@ import pytest
 from ner_toolkit.cli import predict_main, train_main
 from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.data.schemes import is_legal
+from ner_toolkit.data.text import Document
 from ner_toolkit.predict import Predictor
 
 from conftest import REPO
@@ -56,3 +57,15 @@ def test_mixed_tokens_align(zh_model):
     tags = Predictor.load(zh_model / "run").predict([tokens])[0]
     assert len(tags) == len(tokens)
     assert is_legal(tags, "BMES")
+
+
+def test_raw_chinese_text_is_tagged_per_character(zh_model):
+    """A character-level model splits raw text into characters (data.word_tokenizer auto -> chars)."""
+    predictor = Predictor.load(zh_model / "run")
+    assert predictor.word_tokenizer == "chars"
+    text = "高勇，男，1966年出生，\u3000中国国籍。 Java工程师"
+    for entity in predictor.predict_text(text):
+        assert text[entity.start:entity.end] == entity.text
+    document = Document.from_text(text, "chars")
+    assert document.tokens[:3] == ["高", "勇", "，"] and "\u3000" not in document.tokens
+    assert predictor.predict_documents([document])[0].tags == predictor.predict([document.tokens])[0]

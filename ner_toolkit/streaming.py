@@ -14,7 +14,8 @@ from typing import IO, Any, Iterator, Literal, Optional
 from . import distributed
 from .atomic import atomic_write
 from .data.conll import Passthrough, Sentence, document_ids, is_docstart, read_conll
-from .data.jsonl import AlignmentReport, read_jsonl, read_text
+from .data.jsonl import AlignmentReport, read_jsonl
+from .data.plaintext import read_text
 from .data.schemes import tag_problem
 from .data.text import Document
 from .errors import UserError
@@ -90,12 +91,12 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
         result.tokens += len(it.tokens)
         if not keep_gold:
             continue
-        if isinstance(it, Sentence) and it.labels is not None:
-            result.gold.append(it.labels)
-            result.pred.append(prediction.tags)
-        elif isinstance(it, Document) and it.entities is not None:
+        if isinstance(it, Document) and it.entities is not None:  # character spans: scored by offsets
             result.gold_offsets.append(it.entities)
             result.pred_offsets.append([(e.label, e.start, e.end) for e in entities(it, prediction)])
+        elif it.labels is not None:  # CoNLL gold column, or JSONL rows of tokens + tags: scored by tags
+            result.gold.append(it.labels)
+            result.pred.append(prediction.tags)
     out.flush()  # a pipeline reader sees each chunk as soon as it is tagged
 
 

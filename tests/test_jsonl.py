@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ner_toolkit.data.jsonl import AlignmentReport, read_jsonl, read_text
+from ner_toolkit.data.jsonl import AlignmentReport, read_jsonl
+from ner_toolkit.data.plaintext import read_text
 from ner_toolkit.errors import UserError
 
 

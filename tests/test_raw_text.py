@@ -146,19 +146,32 @@ def test_text_from_stdin_to_jsonl_on_stdout(trained):
             assert set(entity) >= {"label", "start", "end", "text", "score"}
 
 
-def test_hf_and_label_studio_formats(trained):
+def _predict(capsys, *args) -> tuple[int, str, str]:
+    """predict.py in this process (the model loads in a second, not a subprocess's four)."""
+    from ner_toolkit.cli import predict_main
+
+    capsys.readouterr()
+    rc = predict_main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_hf_and_label_studio_formats(trained, tmp_path, capsys):
     text = "Peter Blackburn went to Paris.\nEU officials met in Brussels.\n"
-    hf = _pipeline(trained.model_dir, text, "--input-format text --format hf")
-    assert hf.returncode == 0, hf.stderr
-    lists = [json.loads(line) for line in hf.stdout.splitlines()]
+    source = tmp_path / "in.txt"
+    source.write_text(text, encoding="utf-8")
+    rc, out, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "text", "--format", "hf", source)
+    assert rc == 0, err
+    lists = [json.loads(line) for line in out.splitlines()]
     assert len(lists) == 2
     for line, entities in zip(text.splitlines(), lists):
         for e in entities:
             assert set(e) == {"entity_group", "score", "word", "start", "end"}
             assert line[e["start"]:e["end"]] == e["word"]
-    ls = _pipeline(trained.model_dir, text, "--input-format text --format label-studio")
-    assert ls.returncode == 0, ls.stderr
-    tasks = json.loads(ls.stdout)  # one JSON array, as Label Studio imports it
+    rc, out, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "text", "--format",
+                            "label-studio", source)
+    assert rc == 0, err
+    tasks = json.loads(out)  # one JSON array, as Label Studio imports it
     assert [t["data"]["text"] for t in tasks] == text.splitlines()
     for task in tasks:
         (prediction,) = task["predictions"]
@@ -167,53 +180,77 @@ def test_hf_and_label_studio_formats(trained):
             assert result["type"] == "labels" and result["from_name"] == "label" and result["to_name"] == "text"
             assert task["data"]["text"][value["start"]:value["end"]] == value["text"]
             assert len(value["labels"]) == 1
-    empty = _pipeline(trained.model_dir, "", "--input-format text --format label-studio")
-    assert empty.returncode == 0 and json.loads(empty.stdout) == []
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    rc, out, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "text", "--format",
+                            "label-studio", empty)
+    assert rc == 0 and json.loads(out) == []
 
 
-def test_text_to_conll_and_document_per_file(trained, tmp_path):
+def test_text_to_conll_and_document_per_file(trained, tmp_path, capsys):
     doc = tmp_path / "doc.txt"
     doc.write_text("Peter Blackburn went to Paris.\n\nEU officials met in Brussels.\n", encoding="utf-8")
     out = tmp_path / "doc.jsonl"
-    proc = run_cli("predict.py", ["--model", trained.model_dir, "--input-format", "text", "--document-per-file",
-                                  "--format", "jsonl", doc, "--output", out])
-    assert proc.returncode == 0, proc.stderr
+    rc, _, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "text", "--document-per-file",
+                          "--format", "jsonl", doc, "--output", out)
+    assert rc == 0, err
     (record,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert record["text"] == doc.read_text(encoding="utf-8")
     assert record["tokens"][:3] == ["Peter", "Blackburn", "went"] and len(record["tokens"]) == 12
-    conll = run_cli("predict.py", ["--model", trained.model_dir, "--input-format", "text", doc])
-    assert conll.returncode == 0, conll.stderr
-    blocks = [b.splitlines() for b in conll.stdout.strip("\n").split("\n\n")]
+    rc, conll, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "text", doc)
+    assert rc == 0, err
+    blocks = [b.splitlines() for b in conll.strip("\n").split("\n\n")]
     assert [[row.split("\t")[0] for row in b] for b in blocks] == [
         ["Peter", "Blackburn", "went", "to", "Paris", "."], ["EU", "officials", "met", "in", "Brussels", "."]]
 
 
-def test_jsonl_input_keeps_other_keys_and_takes_tokens(trained, tmp_path):
+def test_jsonl_input_keeps_other_keys_and_takes_tokens(trained, tmp_path, capsys):
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"id": "a1", "text": "Peter Blackburn went to Paris."}) + "\n"
                       + json.dumps({"id": "a2", "tokens": ["EU", "rejects", "German", "call"]}) + "\n",
                       encoding="utf-8")
-    proc = run_cli("predict.py", ["--model", trained.model_dir, "--input-format", "jsonl", "--format", "jsonl",
-                                  source])
-    assert proc.returncode == 0, proc.stderr
-    first, second = [json.loads(line) for line in proc.stdout.splitlines()]
+    rc, out, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "jsonl", "--format", "jsonl",
+                            source)
+    assert rc == 0, err
+    first, second = [json.loads(line) for line in out.splitlines()]
     assert first["id"] == "a1" and first["tokens"][-1] == "."
     assert second["id"] == "a2" and second["text"] == "EU rejects German call"
     assert second["tokens"] == ["EU", "rejects", "German", "call"]
 
 
-def test_cli_errors_for_raw_text(trained, tmp_path):
+def test_cli_errors_for_raw_text(trained, tmp_path, capsys):
     text = tmp_path / "sentences.txt"
     text.write_text("Peter Blackburn went to Paris .\nEU rejects it\n", encoding="utf-8")
-    proc = run_cli("predict.py", ["--model", trained.model_dir, text])  # CoNLL by default
-    assert_user_error(proc.returncode, proc.stderr, f"{text}:2", "--input-format text")
-    proc = run_cli("predict.py", ["--model", trained.model_dir, "--document-per-file", text])
-    assert_user_error(proc.returncode, proc.stderr, "--document-per-file needs --input-format text")
-    proc = run_cli("predict.py", ["--model", trained.model_dir, "--input-format", "text", "--evaluate", text])
-    assert_user_error(proc.returncode, proc.stderr, "--evaluate needs gold")
+    model = trained.model_dir
+    rc, _, err = _predict(capsys, "--model", model, text)  # CoNLL by default
+    assert_user_error(rc, err, f"{text}:2", "--input-format text")
+    rc, _, err = _predict(capsys, "--model", model, "--document-per-file", text)
+    assert_user_error(rc, err, "--document-per-file needs --input-format text")
+    rc, _, err = _predict(capsys, "--model", model, "--input-format", "text", "--evaluate", text)
+    assert_user_error(rc, err, "--evaluate needs gold")
+    rc, _, err = _predict(capsys, "--model", model, "--input-format", "text", "--format", "xml", text)
+    assert_user_error(rc, err, "--format", "label-studio")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": \n', encoding="utf-8")
     out = tmp_path / "bad.out"
-    proc = run_cli("predict.py", ["--model", trained.model_dir, "--input-format", "jsonl", bad, "--output", out])
-    assert_user_error(proc.returncode, proc.stderr, f"{bad}:2")
+    rc, _, err = _predict(capsys, "--model", model, "--input-format", "jsonl", bad, "--output", out)
+    assert_user_error(rc, err, f"{bad}:2")
     assert not out.exists()  # never a half-written output
+
+
+def test_jsonl_rows_of_tokens_and_tags_are_scored_by_tags(trained, tmp_path, capsys):
+    from ner_toolkit.data.conll import read_sentences
+
+    sentences = read_sentences(REPO / "data" / "sample" / "dev.txt")[:20]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"tokens": s.tokens, "ner_tags": s.labels}) + "\n" for s in sentences),
+                    encoding="utf-8")
+    conll = tmp_path / "dev.txt"
+    conll.write_text("".join("\n".join(s.lines) + "\n\n" for s in sentences), encoding="utf-8")
+    rc, from_rows, err = _predict(capsys, "--model", trained.model_dir, "--input-format", "jsonl", rows,
+                                  "--format", "jsonl", "--output", tmp_path / "o.jsonl", "--evaluate")
+    assert rc == 0, err
+    rc, from_conll, err = _predict(capsys, "--model", trained.model_dir, conll, "--output", tmp_path / "o.txt",
+                                   "--evaluate")
+    assert rc == 0, err
+    assert "mode: conlleval" in from_rows and from_rows == from_conll  # the same tokens, the same scores

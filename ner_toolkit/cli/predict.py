@@ -81,10 +81,10 @@ def run(argv: list[str]) -> int:
     if args.evaluate and distributed.current().main:
         from .evaluate import report, report_offsets
 
-        if args.input_format == "conll" and scored[0]:
+        if scored[0]:  # tags: CoNLL, or JSONL rows of tokens + tags
             report(scored[0], scored[1], args.strict, args.json, args.inputs[0])
-        elif args.input_format == "jsonl" and scored[2]:
-            report_offsets(scored[2], scored[3], args.json)
+        if scored[2]:  # character spans: JSONL texts with entities
+            report_offsets(scored[2], scored[3], None if scored[0] else args.json)
     return 0
 
 
@@ -125,14 +125,14 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
             warn_unseen(result.gold, predictor.labels.types, scheme, source)
             gold.extend(result.gold)
             pred.extend(convert(t, predictor.labels.output_scheme, scheme) for t in result.pred)
-        elif result.gold_offsets:
+        if result.gold_offsets:
             missing = sorted({label for doc in result.gold_offsets for label, _, _ in doc} - predictor.labels.types)
             if missing:
                 warn(f"gold entity types never seen in training: {', '.join(missing)}; their spans count as misses",
                      source)
             gold_offsets.extend(result.gold_offsets)
             pred_offsets.extend(result.pred_offsets)
-        else:
+        if not result.gold and not result.gold_offsets:
             what = "no gold column (single-column file)" if args.input_format == "conll" else "no gold entities"
             warn(f"--evaluate: {what}, nothing scored", source)
     return gold, pred, gold_offsets, pred_offsets

@@ -18,21 +18,17 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
-import os
 import re
-import sys
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, ContextManager, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
+from ner_toolkit.data.plaintext import check_readable, decoded_lines, open_binary
 from ner_toolkit.data.schemes import tag_problem
 from ner_toolkit.data.text import MisalignedPolicy, Document, align_spans, bio_tags, get_tokenizer
 from ner_toolkit.errors import PathLike, UserError
 
-__all__ = ["AlignmentReport", "ExpandedSpan", "SkippedSpan", "read_jsonl", "read_text"]
+__all__ = ["AlignmentReport", "ExpandedSpan", "SkippedSpan", "read_jsonl"]
 
-STDIN = "-"
-_BOM = b"\xef\xbb\xbf"
 _POLICIES = ("expand", "skip", "error")
 SPAN_KEYS = ("entities", "spans", "label", "labels")
 TAG_KEYS = ("ner_tags", "tags")
@@ -79,68 +75,6 @@ class AlignmentReport:
         return out
 
 
-def _check_readable(path: PathLike, kind: str) -> None:
-    """Fail at the call, not at the first ``next()``, on a path that cannot be read."""
-    if os.fspath(path) != STDIN:
-        problem = (f"is a directory, not a {kind} file; pass the path of a file" if os.path.isdir(path)
-                   else "no such file; check the path" if not os.path.exists(path)
-                   else "cannot read the file (permission denied); fix its permissions"
-                   if not os.access(path, os.R_OK) else None)
-        if problem:
-            raise UserError(problem, path)
-
-
-def _open(path: PathLike) -> ContextManager[BinaryIO]:
-    if os.fspath(path) == STDIN:
-        return nullcontext(sys.stdin.buffer)  # not closed after reading: it belongs to the process
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        raise UserError(f"cannot read the file ({e.strerror}); check the path and its permissions", path) from None
-
-
-def _decode(raw: bytes, path: PathLike, line: int, kind: str) -> str:
-    nul = raw.find(b"\0")  # line: of the bad byte, when a whole file is decoded at once
-    if nul >= 0:
-        raise UserError(f"holds NUL bytes (a binary file?), not {kind} text; pass a UTF-8 text file", path,
-                        line + raw.count(b"\n", 0, nul))
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        line += raw.count(b"\n", 0, e.start)
-        raise UserError(f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {column}); re-save the file as UTF-8",
-                        path, line) from None
-
-
-def _lines(handle: BinaryIO, path: PathLike, kind: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line: UTF-8, BOM stripped, LF or CRLF terminator removed."""
-    for number, raw in enumerate(handle, start=1):
-        raw = raw.removeprefix(_BOM) if number == 1 else raw
-        yield number, _decode(raw.removesuffix(b"\n").removesuffix(b"\r"), path, number, kind)
-
-
-def read_text(path: PathLike, tokenizer: str, document_per_file: bool = False) -> Iterator[Document]:
-    """Documents of a plain UTF-8 text file: one per non-blank line (``line`` its 1-based number;
-    blank and whitespace-only lines are skipped), or with ``document_per_file`` the whole file as one
-    document (its text verbatim, CRLF included, less a BOM; nothing for a blank file). ``-`` is stdin."""
-    get_tokenizer(tokenizer)
-    _check_readable(path, "text")
-    return _iter_text(path, tokenizer, document_per_file)
-
-
-def _iter_text(path: PathLike, tokenizer: str, document_per_file: bool) -> Iterator[Document]:
-    with _open(path) as handle:
-        if document_per_file:
-            text = _decode(handle.read().removeprefix(_BOM), path, 1, "plain")
-            if text.strip():
-                yield Document.from_text(text, tokenizer, line=1)
-            return
-        for number, text in _lines(handle, path, "plain"):
-            if text.strip():
-                yield Document.from_text(text, tokenizer, line=number)
-
-
 def read_jsonl(path: PathLike, tokenizer: str, misaligned: MisalignedPolicy = "expand",
                tag_names: Optional[Sequence[str]] = None,
                report: Optional[AlignmentReport] = None) -> Iterator[Document]:
@@ -158,7 +92,7 @@ def read_jsonl(path: PathLike, tokenizer: str, misaligned: MisalignedPolicy = "e
     get_tokenizer(tokenizer)
     if misaligned not in _POLICIES:
         raise ValueError(f"misaligned must be one of {', '.join(_POLICIES)}, not {misaligned!r}")
-    _check_readable(path, "JSONL")
+    check_readable(path, "JSONL")
     return _Reader(path, tokenizer, misaligned, tag_names, report).documents()
 
 
@@ -181,8 +115,8 @@ class _Reader:
         return UserError(self.where + message, self.path, self.line)
 
     def documents(self) -> Iterator[Document]:
-        with _open(self.path) as handle:
-            lines = _lines(handle, self.path, "JSONL")
+        with open_binary(self.path) as handle:
+            lines = decoded_lines(handle, self.path, "JSONL")
             for number, text in lines:
                 if not text.strip():
                     continue

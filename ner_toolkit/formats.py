@@ -187,7 +187,8 @@ class LabelStudio(Writer):
         results = [{"id": f"e{i}", "from_name": self.from_name, "to_name": self.to_name, "type": "labels",
                     "value": {"start": e.start, "end": e.end, "text": e.text, "labels": [e.label]},
                     "score": round(e.score, 6)} for i, e in enumerate(found)]
-        task = {"data": {**document.fields.get("data", {}), "text": document.text},
+        extra = document.fields.get("data")  # a Label Studio task read back: its other data keys
+        task = {"data": {**(extra if isinstance(extra, dict) else {}), "text": document.text},
                 "predictions": [{"model_version": "ner_toolkit", "result": results,
                                  "score": round(min((e.score for e in found), default=1.0), 6)}]}
         separator = "" if self.first else ",\n"

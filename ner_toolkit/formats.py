@@ -164,11 +164,21 @@ class HuggingFace(Writer):
                        "end": e.end} for e in entities(document, prediction)])
 
 
+def _utf16_offsets(text: str) -> list[int]:
+    """``out[i]``: the UTF-16 code-unit offset of Python index ``i`` (0..len(text))."""
+    out, units = [0], 0
+    for ch in text:
+        units += 2 if ord(ch) > 0xFFFF else 1
+        out.append(units)
+    return out
+
+
 @register
 class LabelStudio(Writer):
     """Pre-annotation tasks for Label Studio's named-entity template (``<Labels name="label"
     toName="text">`` over ``<Text name="text" value="$text">``), as one JSON array that its import
-    reads; each task's score is its least confident entity's, so review can start with it."""
+    reads; each task's score is its least confident entity's, so review can start with it. Offsets
+    are in UTF-16 code units, as Label Studio counts (the JSONL reader converts them back)."""
 
     name = "label-studio"
     help = "a JSON array of Label Studio pre-annotation tasks (data.text + predictions with labels results)"
@@ -184,8 +194,11 @@ class LabelStudio(Writer):
     def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
         document = as_document(unit)
         found = entities(document, prediction)
+        # Label Studio indexes text in JavaScript (UTF-16) units: they differ from Python's after an emoji.
+        utf16 = _utf16_offsets(document.text) if any(ord(c) > 0xFFFF for c in document.text) else None
         results = [{"id": f"e{i}", "from_name": self.from_name, "to_name": self.to_name, "type": "labels",
-                    "value": {"start": e.start, "end": e.end, "text": e.text, "labels": [e.label]},
+                    "value": {"start": utf16[e.start] if utf16 else e.start, "end": utf16[e.end] if utf16 else e.end,
+                              "text": e.text, "labels": [e.label]},
                     "score": round(e.score, 6)} for i, e in enumerate(found)]
         extra = document.fields.get("data")  # a Label Studio task read back: its other data keys
         task = {"data": {**(extra if isinstance(extra, dict) else {}), "text": document.text},

@@ -254,3 +254,30 @@ def test_jsonl_rows_of_tokens_and_tags_are_scored_by_tags(trained, tmp_path, cap
                                    "--evaluate")
     assert rc == 0, err
     assert "mode: conlleval" in from_rows and from_rows == from_conll  # the same tokens, the same scores
+
+
+def test_label_studio_offsets_are_utf16_and_read_back(tmp_path):
+    """An emoji before an entity: Label Studio (JavaScript) counts it as two units; the export
+    says so, and reading the export back gives the Python offsets again."""
+    from ner_toolkit.data.jsonl import read_jsonl
+    from ner_toolkit.formats import Options, writer
+    from ner_toolkit.predict import Prediction, Span, entities
+
+    text = "😀 Peter met 😀😀 Anna."
+    document = Document.from_text(text, "conll")
+    assert document.tokens == ["😀", "Peter", "met", "😀😀", "Anna", "."]
+    prediction = Prediction(["O", "B-PER", "O", "O", "B-PER", "O"], [Span("PER", 1, 2, 0.9), Span("PER", 4, 5, 0.8)],
+                            [1.0] * 6)
+    w = writer("label-studio")
+    exported = w.header(Options()) + w.write(document, prediction, Options()) + w.footer(Options())
+    (task,) = json.loads(exported)
+    values = [r["value"] for r in task["predictions"][0]["result"]]
+    assert [(v["start"], v["end"]) for v in values] == [(3, 8), (18, 22)]  # UTF-16 units
+    assert [(e.start, e.end) for e in entities(document, prediction)] == [(2, 7), (15, 19)]  # Python indices
+    # As an annotation export (predictions turned into an annotation), it reads back to Python offsets.
+    task["annotations"] = [{"result": task.pop("predictions")[0]["result"]}]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([task]), encoding="utf-8")
+    (back,) = read_jsonl(path, "conll")
+    assert back.entities == [("PER", 2, 7), ("PER", 15, 19)]
+    assert [text[s:e] for _, s, e in back.entities] == ["Peter", "Anna"]

@@ -117,8 +117,21 @@ def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
     return _guard(run, argv)
 
 
+def serve_main(argv: Optional[Sequence[str]] = None) -> int:
+    from .serve import run
+
+    return _guard(run, argv)
+
+
+def export_main(argv: Optional[Sequence[str]] = None) -> int:
+    from .export import run
+
+    return _guard(run, argv)
+
+
 def _console(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[], None]:
     return lambda: sys.exit(main(None))
 
 
 train_console, predict_console, evaluate_console = _console(train_main), _console(predict_main), _console(evaluate_main)
+serve_console, export_console = _console(serve_main), _console(export_main)

@@ -7,6 +7,7 @@ code: custom code (``auto_map``) is refused unless the caller passes the user's 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -52,6 +53,33 @@ def refuse_remote_code(raw: Mapping[str, Any], path: Path, trust_remote_code: bo
         names = raw["auto_map"]
         shown = ", ".join(map(str, names)) if isinstance(names, dict) else repr(names)
         raise UserError(f"{path.name} asks to run custom code (auto_map {shown}); {_REMOTE_CODE_FIX}", path)
+
+
+def check_links(directory: Path, root: Path, subdirectories: Sequence[str] = ()) -> None:
+    """No entry of ``directory`` (or of its ``subdirectories``) leads outside ``root`` through a symlink.
+
+    ``root`` is the model directory itself, or for a snapshot in the HF cache its ``models--org--name``
+    folder (whose ``snapshots/`` hold symlinks into ``blobs/``). A link elsewhere would make a received
+    directory read any file of the machine (``/dev/zero`` as labels.json, another user's data): refused.
+    """
+    top = Path(os.path.realpath(root))
+    for folder in (directory, *(directory / name for name in subdirectories)):
+        try:
+            entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        except OSError as exc:
+            raise UserError(f"cannot read the model directory: {exc.strerror or exc}", folder) from None
+        for entry in entries:
+            target = Path(os.path.realpath(entry))
+            if target != top and top not in target.parents:
+                shown = os.readlink(entry) if entry.is_symlink() else str(target)
+                raise UserError(f"is a symlink to {shown}, outside the model directory; refusing to follow it "
+                                f"(copy the file in, e.g. `cp -L`, if you trust it)", entry)
+
+
+def check_marker(raw: Mapping[str, Any], path: Path) -> bool:
+    """Whether a top-level config.json is the ner_toolkit marker (not an encoder config)."""
+    model_type = raw.get("model_type")
+    return isinstance(model_type, str) and model_type.startswith("ner_toolkit")
 
 
 def check_labels(raw: Mapping[str, Any], path: Path) -> tuple[list[str], str, str]:
@@ -219,14 +247,15 @@ def check_tokenizer(tokenizer: Any, vocab_size: Optional[int], directory: Path) 
     """The loaded tokenizer fits the encoder: no id past its embedding table, every special token known."""
     where = directory / "tokenizer_config.json"
     if vocab_size is not None and len(tokenizer) > vocab_size:
-        raise UserError(f"the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {vocab_size}; "
+        raise UserError(f"the tokenizer has {len(tokenizer)} tokens but the encoder config's vocab_size is "
+                        f"{vocab_size}; "
                         f"the tokenizer and encoder come from different models", where)
     unk = tokenizer.unk_token_id
     for token, token_id in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids):
         if token_id is None or (token_id == unk and token != tokenizer.unk_token):
             raise UserError(f"special token {token!r} is not in the tokenizer's vocabulary; {_FIX}", where)
         if vocab_size is not None and not 0 <= token_id < vocab_size:
-            raise UserError(f"special token {token!r} has id {token_id}, outside config.json's vocab_size "
+            raise UserError(f"special token {token!r} has id {token_id}, outside the encoder config's vocab_size "
                             f"{vocab_size}; {_FIX}", where)
 
 
@@ -253,17 +282,19 @@ def weight_shapes(path: Path) -> dict[str, list[int]]:
         raise UserError(f"corrupted weights file: {exc}", path) from None
 
 
-def _source_of(key: str) -> str:
+def _source_of(key: str, encoder_config: str = "encoder/config.json") -> str:
     """The file whose contents decide the shape of weight ``key``."""
     for prefix, name in (("fusion.words.", "word_vocab.txt"), ("fusion.chars.", "char_vocab.json"),
-                         ("emissions.", "labels.json"), ("crf.", "labels.json"), ("encoder.model.", "config.json")):
+                         ("emissions.", "labels.json"), ("crf.", "labels.json"), ("encoder.model.", encoder_config)):
         if key.startswith(prefix):
             return name
     return "config.yaml"
 
 
-def compare_weights(found: Mapping[str, Sequence[int]], expected: Mapping[str, Sequence[int]], path: Path) -> None:
-    """The weights file holds exactly the expected tensors; a mismatch names the file that disagrees."""
+def compare_weights(found: Mapping[str, Sequence[int]], expected: Mapping[str, Sequence[int]], path: Path,
+                    encoder_config: str = "encoder/config.json") -> None:
+    """The weights file holds exactly the expected tensors; a mismatch names the file that disagrees
+    (``encoder_config``: where this directory keeps the encoder's config.json)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(found) & set(expected) if list(found[k]) != list(expected[k]))
@@ -274,7 +305,8 @@ def compare_weights(found: Mapping[str, Sequence[int]], expected: Mapping[str, S
         return ", ".join(keys[:3]) + (" ..." if len(keys) > 3 else "")
 
     parts = [f"{what}: {listed(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-    parts += [f"{key} is {list(found[key])} but {_source_of(key)} needs {list(expected[key])}" for key in wrong[:3]]
-    sources = sorted({_source_of(k) for k in wrong} or {"config.yaml", "labels.json"})
+    parts += [f"{key} is {list(found[key])} but {_source_of(key, encoder_config)} needs {list(expected[key])}"
+              for key in wrong[:3]]
+    sources = sorted({_source_of(k, encoder_config) for k in wrong} or {"config.yaml", "labels.json"})
     raise UserError(f"weights do not match {'/'.join(sources)} ({'; '.join(parts)}); the directory is corrupted "
                     f"or mixed", path)

@@ -114,11 +114,12 @@ def test_brute_force_nbest_marginals_forward_backward(kind, k, seq_len, seed, im
     [("bio", "bio"), ("bioes", "bioes"), ("none", "bio"), ("none", "bioes"), ("random", "bioes")],
 )
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_brute_force_span_log_probs(kind, scheme, seed):
+@pytest.mark.parametrize("seq_len", [5, 1])  # 1: a batch of one-word sentences (no transitions at all)
+def test_brute_force_span_log_probs(kind, scheme, seed, seq_len):
     rng = random.Random(seed * 7 + len(kind) + len(scheme))
     gen = torch.Generator().manual_seed(rng.randrange(2**31))
     labels = BIO_TAGS if scheme == "bio" else BIOES_TAGS
-    k, seq_len, batch = len(labels), 5, 4
+    k, batch = len(labels), 4
     constraints = make_constraints(kind, k, rng)
     cont = continues_matrix(labels, scheme)
     crf = CRF(k, constraints)

@@ -59,6 +59,14 @@ def test_raw_text_agrees_with_the_same_tokens_pre_tokenised(predictor, text, tok
         assert predictor.predict([tokens])[0] == tags
 
 
+@pytest.mark.parametrize("texts", [["Peter"], ["Peter", "Paris"], ["", " ", "EU"], ["北"]])
+def test_one_word_texts(predictor, texts):
+    """A batch whose longest text is one word has no transitions at all; it still gets scored entities."""
+    for text, found in zip(texts, predictor.predict_text(texts)):
+        for entity in found:
+            assert text[entity.start:entity.end] == entity.text and 0.0 < entity.score <= 1.0
+
+
 def test_predict_refuses_strings_where_token_lists_belong(predictor):
     with pytest.raises(TypeError, match="predict_text"):
         predictor.predict("Peter Blackburn went to Paris .")

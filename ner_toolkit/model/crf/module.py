@@ -235,10 +235,12 @@ class CRF(nn.Module):
             # scaled passes, it never subtracts two large log-scores, and its running sum stays small
             # for confident paths, so differences of it are precise.
             b_y = at(b)
+            # (T-1, B) tensors below are empty for one-token batches: pads are built as (1, B), never
+            # sliced from them.
             step = trans[y[:-1], y[1:]] + at(em)[1:] + b_y[1:] - b_y[:-1] - b_shift[:-1]  # (T-1, B)
-            csum = torch.cat([torch.zeros_like(step[:1]), step]).cumsum(0)  # (T, B)
+            csum = torch.cat([step.new_zeros(1, batch), step]).cumsum(0)  # (T, B)
             joined = cont[y[:-1], y[1:]] & valid[1:]  # (T-1, B): t continues t-1's segment
-            starts_here = torch.cat([torch.ones_like(joined[:1]), ~joined])
+            starts_here = torch.cat([joined.new_ones(1, batch), ~joined])
             times = torch.arange(seq_len, device=y.device).unsqueeze(1).expand_as(y)
             seg_start = torch.where(starts_here, times, 0).cummax(dim=0).values  # (T, B)
             # log P(y[s..t] = path) = log P(y_s) + sum of log P(y_u | y_{u-1}) for u in s+1..t
@@ -249,8 +251,8 @@ class CRF(nn.Module):
             nxt = nxt + (em[1:] + b[1:]).transpose(1, 2)
             nxt = nxt.masked_fill(cont.index_select(0, rows).view_as(nxt), float("-inf"))
             ends = torch.where(valid[1:], torch.logsumexp(nxt, dim=2) - b_y[:-1] - b_shift[:-1], 0.0)
-            log_prob = seg + torch.cat([ends, torch.zeros_like(ends[:1])])
-            is_end = valid & ~torch.cat([joined, torch.zeros_like(joined[:1])])
+            log_prob = seg + torch.cat([ends, ends.new_zeros(1, batch)])
+            is_end = valid & ~torch.cat([joined, joined.new_zeros(1, batch)])
             log_prob = torch.where(is_end, log_prob, 0.0)
             seg_start = seg_start.masked_fill(~valid, 0)
             return is_end.t().contiguous(), seg_start.t().contiguous(), log_prob.t().contiguous()

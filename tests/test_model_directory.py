@@ -65,7 +65,7 @@ CASES = {
     "spiece-model-truncated": (truncated_spiece_only, "spiece.model", "damaged"),
     "tokenizer-custom-code": (edit_json("tokenizer_config.json", lambda r: r.__setitem__("auto_map", {
         "AutoTokenizer": ["evil.Tok", None]})), "tokenizer_config.json", "custom code"),
-    "tokenizer-larger-than-encoder": (edit_json("config.json", lambda r: r.__setitem__("vocab_size", 1000)),
+    "tokenizer-larger-than-encoder": (edit_json("encoder/config.json", lambda r: r.__setitem__("vocab_size", 1000)),
                                       "tokenizer_config.json", "vocab_size is 1000"),
     # labels.json
     "labels-not-an-object": (edit_json("labels.json", lambda r: r["labels"]), "labels.json", "JSON object"),
@@ -87,22 +87,22 @@ CASES = {
     "output-scheme-not-a-string": (edit_json("labels.json", lambda r: r.__setitem__("output_scheme", 3)),
                                    "labels.json", "`output_scheme` must be a string"),
     # config.json
-    "config-json-a-list": (edit_json("config.json", lambda r: [r]), "config.json", "JSON object"),
-    "config-json-unknown-model-type": (edit_json("config.json", lambda r: r.__setitem__("model_type", "evil")),
-                                       "config.json", "`model_type` 'evil'"),
-    "config-json-size-a-string": (edit_json("config.json", lambda r: r.__setitem__("hidden_size", "32")),
-                                  "config.json", "`hidden_size` must be an integer"),
-    "config-json-size-zero": (edit_json("config.json", lambda r: r.__setitem__("num_hidden_layers", 0)),
-                              "config.json", "`num_hidden_layers` must be at least 1"),
-    "config-json-heads-do-not-divide": (edit_json("config.json", lambda r: r.__setitem__("hidden_size", 33)),
-                                        "config.json", "multiple of num_attention_heads"),
-    "config-json-huge-vocabulary": (edit_json("config.json", lambda r: r.__setitem__("vocab_size", 10**12)),
-                                    "config.json", "refusing to allocate"),
-    "config-json-huge-hidden-size": (edit_json("config.json", lambda r: r.__setitem__("hidden_size", 10**7)),
-                                     "config.json", "refusing to allocate"),
-    "config-json-huge-in-total": (edit_json("config.json", lambda r: r.update(
+    "config-json-a-list": (edit_json("encoder/config.json", lambda r: [r]), "encoder/config.json", "JSON object"),
+    "config-json-unknown-model-type": (edit_json("encoder/config.json", lambda r: r.__setitem__("model_type", "evil")),
+                                       "encoder/config.json", "`model_type` 'evil'"),
+    "config-json-size-a-string": (edit_json("encoder/config.json", lambda r: r.__setitem__("hidden_size", "32")),
+                                  "encoder/config.json", "`hidden_size` must be an integer"),
+    "config-json-size-zero": (edit_json("encoder/config.json", lambda r: r.__setitem__("num_hidden_layers", 0)),
+                              "encoder/config.json", "`num_hidden_layers` must be at least 1"),
+    "config-json-heads-do-not-divide": (edit_json("encoder/config.json", lambda r: r.__setitem__("hidden_size", 33)),
+                                        "encoder/config.json", "multiple of num_attention_heads"),
+    "config-json-huge-vocabulary": (edit_json("encoder/config.json", lambda r: r.__setitem__("vocab_size", 10**12)),
+                                    "encoder/config.json", "refusing to allocate"),
+    "config-json-huge-hidden-size": (edit_json("encoder/config.json", lambda r: r.__setitem__("hidden_size", 10**7)),
+                                     "encoder/config.json", "refusing to allocate"),
+    "config-json-huge-in-total": (edit_json("encoder/config.json", lambda r: r.update(
                                       hidden_size=2**16, intermediate_size=2**18, num_attention_heads=1)),
-                                  "config.json", "GiB limit"),
+                                  "encoder/config.json", "GiB limit"),
     # word_vocab.txt: its size decides a weight's shape, and the message says which file disagrees
     "word-vocab-short": (drop_last_word, "model.safetensors", "word_vocab.txt needs"),
 }
@@ -127,7 +127,7 @@ def test_damaged_file_names_it(case, model_copy, sample_data, tmp_path, capsys):
 
 def plant_custom_code(model: Path, marker: Path) -> None:
     """A module the directory's config.json asks transformers to import; importing it writes ``marker``."""
-    (model / "custom_albert.py").write_text(
+    (model / "encoder" / "custom_albert.py").write_text(
         "import pathlib\n"
         f"pathlib.Path({str(marker)!r}).write_text('ran')\n"
         "from transformers import AlbertConfig, AlbertModel\n"
@@ -135,9 +135,9 @@ def plant_custom_code(model: Path, marker: Path) -> None:
         "    pass\n"
         "class CustomModel(AlbertModel):\n"
         "    config_class = CustomConfig\n", encoding="utf-8")
-    raw = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    raw = json.loads((model / "encoder" / "config.json").read_text(encoding="utf-8"))
     raw["auto_map"] = {"AutoConfig": "custom_albert.CustomConfig", "AutoModel": "custom_albert.CustomModel"}
-    (model / "config.json").write_text(json.dumps(raw), encoding="utf-8")
+    (model / "encoder" / "config.json").write_text(json.dumps(raw), encoding="utf-8")
     # The directory's own config.yaml asks for remote code too: it must not count.
     config = model / "config.yaml"
     text = config.read_text(encoding="utf-8")
@@ -151,7 +151,7 @@ def test_directory_cannot_switch_on_remote_code(model_copy, sample_data, tmp_pat
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))  # run_cli passes the environment on
     out = tmp_path / "o.txt"
     proc = run_cli("predict.py", ["--model", model_copy, sample_data.dev, "--output", out])
-    assert_user_error(proc.returncode, proc.stderr, str(model_copy / "config.json"), "custom code",
+    assert_user_error(proc.returncode, proc.stderr, str(model_copy / "encoder" / "config.json"), "custom code",
                       "--trust-remote-code")
     assert not marker.exists()
     assert not out.exists()

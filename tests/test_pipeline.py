@@ -17,8 +17,8 @@ from ner_toolkit.predict import Predictor
 
 from conftest import SAMPLE, run_cli, slice_conll, tiny_config_text
 
-MODEL_FILES = ("config.yaml", "labels.json", "model.safetensors", "config.json", "tokenizer_config.json",
-               "word_vocab.txt", "metrics.json")
+MODEL_FILES = ("config.yaml", "labels.json", "model.safetensors", "encoder/config.json", "config.json",
+               "tokenizer_config.json", "word_vocab.txt", "metrics.json", "README.md")
 
 
 def token_lines(path: Path) -> list[str]:
@@ -60,8 +60,12 @@ def test_train_writes_a_complete_model_directory(trained):
 def test_model_files_get_the_same_permissions(trained):
     # A model directory is shared (copied to a server, read by another account): every file must be
     # readable as the umask allows, like config.yaml, not private to the user who trained it.
-    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in trained.model_dir.iterdir()}
+    modes = {p.relative_to(trained.model_dir).as_posix(): oct(p.stat().st_mode & 0o777)
+             for p in trained.model_dir.rglob("*") if p.is_file()}
+    assert "encoder/config.json" in modes and "README.md" in modes
     assert len(set(modes.values())) == 1, modes
+    directories = {p.name: oct(p.stat().st_mode & 0o777) for p in [trained.model_dir, trained.model_dir / "encoder"]}
+    assert len(set(directories.values())) == 1, directories
 
 
 def test_metrics_jsonl_has_one_line_per_epoch(trained):

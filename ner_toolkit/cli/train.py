@@ -38,9 +38,9 @@ def run(argv: list[str]) -> int:
 
     try:
         if seeds:
-            train_seeds(config, seeds, resume=args.resume, config_path=args.config)
+            train_seeds(config, seeds, resume=args.resume, config_path=args.config, command=["train.py", *argv])
         else:
-            train(config, resume=args.resume, config_path=args.config)
+            train(config, resume=args.resume, config_path=args.config, command=["train.py", *argv])
     finally:
         distributed.shutdown()
     return 0

@@ -76,7 +76,7 @@ def check_links(directory: Path, root: Path, subdirectories: Sequence[str] = ())
                                 f"(copy the file in, e.g. `cp -L`, if you trust it)", entry)
 
 
-def check_marker(raw: Mapping[str, Any], path: Path) -> bool:
+def is_marker(raw: Mapping[str, Any]) -> bool:
     """Whether a top-level config.json is the ner_toolkit marker (not an encoder config)."""
     model_type = raw.get("model_type")
     return isinstance(model_type, str) and model_type.startswith("ner_toolkit")

@@ -22,6 +22,7 @@ from ..devices import resolve_device
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
 from ..errors import UserError, warn
 from ..evaluate import evaluate_spans, format_report, warn_unseen
+from ..model.card import training_info
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder, max_positions
 from ..model.precision import check_precision
@@ -120,6 +121,7 @@ class Setup:
     items: list[Encoded]
     predictor: Predictor
     chars: Optional[CharVocab] = None
+    card: Optional[dict] = None  # the run's provenance for the model card (card.training_info)
 
 
 def prepare(config: Config) -> Setup:
@@ -190,22 +192,24 @@ def make_optimization(setup: Setup) -> Optimization:
     return Optimization(setup.tagger, tc, math.ceil(batches / tc.accumulate) * tc.epochs, setup.device)
 
 
-def train(config: Config, resume: bool = False, config_path: Optional[str] = None) -> dict:
+def train(config: Config, resume: bool = False, config_path: Optional[str] = None,
+          command: Optional[list[str]] = None) -> dict:
     """Train a tagger as ``config`` says; returns the summary (also written to OUTPUT_DIR/model/metrics.json).
 
     ``resume``: continue the run in ``output_dir`` from its newest checkpoint, exactly where it stopped.
     ``config_path``: the file the config was read from; when it is ``OUTPUT_DIR/config.yaml`` itself it is
     never rewritten (the user's file, comments and all, stays as it is).
+    ``command``: the command line the model card records (default: this process's ``sys.argv``).
     Under ``torchrun`` every rank trains its share of each batch; rank 0 alone evaluates and writes.
     While it runs, OUTPUT_DIR/.lock keeps a second run out of the same directory.
     """
     started = time.time()
     # Before anything is written there; torchrun sets RANK before prepare() joins the process group.
     with run_lock(Path(config.output_dir), enabled=os.environ.get("RANK", "0") == "0"):
-        return _train(config, resume, config_path, started)
+        return _train(config, resume, config_path, started, command or sys.argv)
 
 
-def _train(config: Config, resume: bool, config_path: Optional[str], started: float) -> dict:
+def _train(config: Config, resume: bool, config_path: Optional[str], started: float, command: list[str]) -> dict:
     setup = prepare(config)
     tc, device, labels = config.training, setup.device, setup.labels
     main = distributed.current().main
@@ -218,6 +222,8 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
          "model.words.vectors": config.model.words.vectors if setup.vocab is not None else None},
         {"words": setup.vocab.words if setup.vocab is not None else None,
          "chars": setup.chars.chars if setup.chars is not None else None, "labels": labels.labels})
+    setup.card = training_info(command, {"train": setup.train, "dev": setup.dev, "test": setup.test},
+                               fingerprints["files"])
     checkpointer = Checkpointer(out_dir / "checkpoints", config, labels.labels, optimization, rng, fingerprints)
     if resume:
         state = checkpointer.restore()
@@ -287,7 +293,7 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
     if improved:
         state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
         save_model(Path(setup.config.output_dir) / "model", setup.tagger, setup.config, setup.labels,
-                   setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result}, setup.chars)
+                   setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result}, setup.chars, setup.card)
     else:
         state.bad_epochs += 1
         if tc.patience and state.bad_epochs >= tc.patience:
@@ -316,7 +322,7 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
             print(f"{key} ({data.path}):\n{format_report(result)}", file=sys.stderr)
     if test is not None:
         summary["test_f1"] = metrics["test"]["micro"]["f1"]
-    write_metrics(model_dir, metrics)
+    write_metrics(model_dir, metrics, setup.card)
     summary["seconds"] = round(time.time() - started, 1)
     parts = [f"best epoch {state.best_epoch}"]
     if dev:
@@ -327,7 +333,8 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
     return summary
 
 
-def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_path: Optional[str] = None) -> dict:
+def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_path: Optional[str] = None,
+                command: Optional[list[str]] = None) -> dict:
     """One run per seed in OUTPUT_DIR/seed-N; OUTPUT_DIR/summary.json holds mean ± std of dev and test F1."""
     from dataclasses import replace
 
@@ -337,7 +344,7 @@ def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_p
     for seed in seeds:
         run_config = replace(config, output_dir=str(Path(config.output_dir) / f"seed-{seed}"),
                              training=replace(config.training, seed=seed))
-        runs[seed] = train(run_config, resume=resume, config_path=config_path)
+        runs[seed] = train(run_config, resume=resume, config_path=config_path, command=command)
     summary = seed_summary(runs)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     with atomic_write(Path(config.output_dir) / "summary.json") as fh:

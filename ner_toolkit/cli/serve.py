@@ -1,0 +1,166 @@
+"""``ner-serve``: an HTTP server (Starlette + uvicorn) tagging texts with a trained model, with dynamic
+batching; the API is described in ``ner_toolkit/serve.py``.
+
+The model loads before the port is bound, so a bad model directory (exit 2, one ``error:`` line) never
+leaves a half-started server; a port in use is exit 2 as well, checked before the (slow) model load. Once listening, one line on stderr:
+``serving DIR on http://HOST:PORT (max batch N, max wait M ms)`` (``--port 0``: the port the system
+chose). SIGTERM or Ctrl-C: stop accepting, finish the requests in flight and queued, exit 0.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import UserError
+from . import _Parser
+
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_MS = 2.0
+
+
+def _parser() -> _Parser:
+    from ..serve import Limits
+
+    limits = Limits()
+    p = _Parser(prog="ner-serve", description="Serve a trained model over HTTP: POST /predict, GET /health, "
+                                              "GET /metadata, GET /stats.")
+    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                                                       "only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"most texts/sentences tagged in one model call across requests (default "
+                        f"{DEFAULT_MAX_BATCH}); a larger request is tagged alone")
+    p.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
+                   help=f"longest a request waits for batch-mates when its batch is not full (default "
+                        f"{DEFAULT_MAX_WAIT_MS:g}; 0: only the requests already queued are batched)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass within a model call "
+                                                              "(default 64)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32 | bf16 (autocast) | fp16 (CUDA); the CRF stays fp32")
+    p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes,
+                   help=f"largest request body; larger: 413 (default {limits.max_body_bytes})")
+    p.add_argument("--max-texts", type=int, default=limits.max_texts,
+                   help=f"most texts or sentences in one request; more: 413 (default {limits.max_texts})")
+    p.add_argument("--max-tokens", type=int, default=limits.max_tokens,
+                   help=f"most words in one request (after word tokenisation); more: 413 "
+                        f"(default {limits.max_tokens})")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model directory run its own Python code (auto_map); only for a directory you "
+                        "trust, never decided by the directory itself")
+    return p
+
+
+def _check(args: Any) -> None:
+    for name in ("max_batch", "batch_size", "max_body_bytes", "max_texts", "max_tokens"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be at least 1, got {getattr(args, name)}", flag)
+    if not 0 <= args.max_wait_ms <= 60_000:
+        raise UserError(f"--max-wait-ms must be from 0 to 60000, got {args.max_wait_ms:g}", "--max-wait-ms")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be from 0 to 65535, got {args.port}", "--port")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound here (not by uvicorn) so that a busy port is one error line and
+    ``--port 0`` reports the port chosen."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"cannot resolve the host ({exc.strerror})", "--host") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "in use by another process; choose another --port" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise UserError(f"cannot listen on {host} port {port}: {why}", "--port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url(host: str, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def config_digest(model_dir: Path) -> Optional[str]:
+    from ..model.directory import CONFIG
+
+    try:
+        return hashlib.sha256((model_dir / CONFIG).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    _check(args)
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise UserError(f"ner-serve needs {exc.name}: pip install 'ner_toolkit[serve]'", "ner-serve") from None
+
+    from ..model.directory import resolve_model_dir
+    from ..predict import Predictor
+    from ..serve import Limits, create_app
+
+    model_dir = resolve_model_dir(args.model).resolve()
+    if args.port != 0:
+        bind(args.host, args.port).close()  # a busy port fails now, not after a long model load
+    predictor = Predictor.load(model_dir, args.device, args.batch_size, args.precision,
+                               trust_remote_code=args.trust_remote_code)
+    limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
+    metadata = {"model_dir": str(model_dir), "config_sha256": config_digest(model_dir),
+                "version": _version()}
+    sock = bind(args.host, args.port)
+    app = create_app(predictor, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
+                     metadata=metadata)
+    ready = (f"serving {model_dir} on {url(args.host, sock)} "
+             f"(max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms)")
+    config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="on",
+                            timeout_graceful_shutdown=None)
+    server = _ready_server(config, ready)
+    # uvicorn handles SIGTERM/SIGINT while serving (graceful drain), then restores the handlers it found
+    # and raises the signal again: ignored here, so that a drained server exits 0 rather than as killed.
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+    return 0 if server.started else 1
+
+
+def _version() -> Optional[str]:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ner_toolkit")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _ready_server(config: Any, ready: str) -> Any:
+    """A uvicorn server that says once, on stderr, that it listens (what scripts and tests wait for)."""
+    import uvicorn
+
+    class ReadyServer(uvicorn.Server):
+        async def startup(self, sockets: Optional[list] = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(ready, file=sys.stderr, flush=True)
+
+    return ReadyServer(config)

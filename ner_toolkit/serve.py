@@ -1,0 +1,237 @@
+"""The HTTP API of ``ner-serve`` (a Starlette app; ``cli/serve.py`` runs it under uvicorn).
+
+Endpoints (all JSON; every error is ``{"error": "..."}``, never a traceback):
+
+- ``POST /predict`` with ``{"texts": ["raw text", ...]}`` (each text split into words by the model's word
+  tokeniser, or by ``"tokenizer": "whitespace" | "conll" | "chars"`` given in the body) or
+  ``{"tokens": [["Peter", "Blackburn"], ...]}`` (pre-tokenised sentences; each token a non-empty string
+  without whitespace). Answers ``{"entities": [[entity, ...], ...]}``, one list per input, each entity
+  ``{label, start, end, text, score, token_start, token_end}`` (character offsets into the text, end
+  exclusive; for tokens input the text is the tokens joined by single spaces), and for tokens input also
+  ``"tags"``: one tag per token, in the training data's scheme.
+- ``GET /health``: ``{"status": "ok"}`` (503 while shutting down). ``GET /metadata``: the model and the
+  server's settings. ``GET /stats``: requests, batches, batch sizes (``serve_batching.BatchStats``).
+
+Status codes: 400 malformed JSON (or not UTF-8); 413 body over ``max_body_bytes``, more than ``max_texts``
+texts/sentences, or more than ``max_tokens`` tokens in one request (all three are "too large": split the
+request); 422 a well-formed body of the wrong shape; 404 unknown route; 405 wrong method; 503 shutting
+down; 500 an internal error (logged to stderr with its traceback).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, AsyncIterator, Optional
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .data.text import TOKENIZERS, Document
+from .predict import Entity, Predictor, entities
+from .serve_batching import Batcher, ShuttingDown
+
+log = logging.getLogger("ner_toolkit.serve")
+
+_KEYS = ("texts", "tokens", "tokenizer")
+_ENTITY_FIELDS = tuple(f.name for f in fields(Entity))
+_SPACE = re.compile(r"[ \t\n\r\f\v]")  # as the JSONL reader: what a CoNLL token column cannot hold
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1 << 20
+    max_texts: int = 256
+    max_tokens: int = 20_000
+
+
+class RequestError(Exception):
+    """A request the client must fix: its status code and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to exceed ``limit``: before reading when the
+    Content-Length says so, else while streaming (a chunked body has none)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limit} (--max-body-bytes)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body exceeds the limit of {limit} bytes (--max-body-bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise RequestError(400, 'empty body; send a JSON object such as {"texts": ["..."]}')
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise RequestError(400, "the body is not UTF-8 text; send JSON") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def parse_predict(obj: Any, limits: Limits) -> tuple[str, list, Optional[str]]:
+    """``("texts", [str, ...], tokenizer)`` or ``("tokens", [[str, ...], ...], None)``, checked (422/413)."""
+    if not isinstance(obj, dict):
+        raise RequestError(422, f'the body is {_kind(obj)}; send an object with "texts" or "tokens"')
+    unknown = sorted(set(obj) - set(_KEYS))
+    if unknown:
+        raise RequestError(422, f"unknown key(s) {', '.join(map(repr, unknown))}; expected "
+                                f'"texts" (with an optional "tokenizer") or "tokens"')
+    if ("texts" in obj) == ("tokens" in obj):
+        raise RequestError(422, 'give exactly one of "texts" (raw strings) or "tokens" (lists of words)')
+    kind = "texts" if "texts" in obj else "tokens"
+    items = obj[kind]
+    if not isinstance(items, list):
+        raise RequestError(422, f'"{kind}" is {_kind(items)}, not a list')
+    if len(items) > limits.max_texts:
+        raise RequestError(413, f'{len(items)} {kind} in one request; the limit is {limits.max_texts} '
+                                f'(--max-texts): split the request')
+    tokenizer = obj.get("tokenizer")
+    if kind == "texts":
+        bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise RequestError(422, f'"texts"[{bad}] is {_kind(items[bad])}, not a string (pre-tokenised '
+                                    f'input goes in "tokens")')
+        if tokenizer is not None and tokenizer not in TOKENIZERS:
+            raise RequestError(422, f'"tokenizer" must be one of {", ".join(TOKENIZERS)}, got {tokenizer!r}')
+        return kind, items, tokenizer
+    if tokenizer is not None:
+        raise RequestError(422, '"tokenizer" applies to "texts" only; "tokens" are already words')
+    total = 0
+    for i, sentence in enumerate(items):
+        if not isinstance(sentence, list) or not all(isinstance(t, str) for t in sentence):
+            raise RequestError(422, f'"tokens"[{i}] must be a list of strings (one sentence\'s words)')
+        bad = next((j for j, t in enumerate(sentence) if not t or _SPACE.search(t)), None)
+        if bad is not None:
+            raise RequestError(422, f'"tokens"[{i}][{bad}] {sentence[bad]!r} is empty or holds whitespace; '
+                                    f'give each token as one non-empty word')
+        total += len(sentence)
+    check_tokens(total, limits)
+    return kind, items, None
+
+
+def check_tokens(total: int, limits: Limits) -> None:
+    if total > limits.max_tokens:
+        raise RequestError(413, f"{total} tokens in one request; the limit is {limits.max_tokens} "
+                                f"(--max-tokens): split the request")
+
+
+def _entity(e: Entity) -> dict:
+    # Entity.to_dict's asdict deep-copies; the fields are flat, and this runs on the event loop per entity.
+    return {name: getattr(e, name) for name in _ENTITY_FIELDS}
+
+
+def _documents_of_texts(texts: list[str], tokenizer: str) -> list[Document]:
+    return [Document.from_text(t, tokenizer) for t in texts]
+
+
+def create_app(predictor: Predictor, *, max_batch: int, max_wait_ms: float, limits: Limits,
+               metadata: Optional[dict] = None) -> Starlette:
+    """The API around ``predictor``; ``metadata``: extra fields for ``GET /metadata`` (model directory,
+    config digest, ...)."""
+    batcher = Batcher(predictor.predict_documents, max_batch, max_wait_ms / 1000.0)
+    info = predictor.labels
+    described = {
+        **(metadata or {}),
+        "labels": list(info.labels),
+        "types": sorted(info.types),
+        "tag_scheme": info.tag_scheme,
+        "output_scheme": info.output_scheme,
+        "word_tokenizer": predictor.word_tokenizer,
+        "tokenizers": list(TOKENIZERS),
+        "limits": asdict(limits),
+        "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": predictor.batch_size},
+        "device": str(predictor.device),
+        "precision": predictor.precision,
+    }
+
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            kind, items, tokenizer = parse_predict(parse_json(await read_body(request, limits.max_body_bytes)),
+                                                   limits)
+            if kind == "texts":
+                name = tokenizer or predictor.word_tokenizer
+                # The conll tokeniser is Python work in proportion to the body: off the event loop.
+                documents = (await asyncio.to_thread(_documents_of_texts, items, name) if items else [])
+                check_tokens(sum(len(d) for d in documents), limits)
+            else:
+                documents = [Document.from_tokens(sentence) for sentence in items]
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
+        if not documents:
+            return JSONResponse({"entities": []} if kind == "texts" else {"entities": [], "tags": []})
+        try:
+            predictions = await batcher.submit(documents)
+        except ShuttingDown:
+            return _error(503, "the server is shutting down; retry on another instance")
+        found = [[_entity(e) for e in entities(d, p)] for d, p in zip(documents, predictions)]
+        if kind == "texts":
+            return JSONResponse({"entities": found})
+        return JSONResponse({"entities": found, "tags": [p.tags for p in predictions]})
+
+    async def health(request: Request) -> JSONResponse:
+        if batcher.closing:
+            return JSONResponse({"status": "shutting down"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def describe(request: Request) -> JSONResponse:
+        return JSONResponse(described)
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse({**batcher.stats.to_dict(), "queued": batcher.queued})
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        messages = {404: f"no such endpoint: {request.method} {request.url.path}; the endpoints are "
+                         "POST /predict, GET /health, GET /metadata, GET /stats",
+                    405: f"{request.method} is not allowed on {request.url.path}"}
+        return _error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers)
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this response, so uvicorn logs the traceback to stderr.
+        return _error(500, "internal server error; the server log has the details")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            # uvicorn runs this after the connections in flight have closed; anything still queued
+            # is tagged before the worker stops.
+            await batcher.close()
+
+    app = Starlette(
+        routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health, methods=["GET"]),
+                Route("/metadata", describe, methods=["GET"]), Route("/stats", stats, methods=["GET"])],
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        lifespan=lifespan)
+    app.state.batcher = batcher
+    return app

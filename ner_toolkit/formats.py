@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from .data.conll import DOCSTART, Passthrough, Sentence, format_passthrough, format_sentence
 from .data.text import Document
-from .predict import Prediction, entities
+from .results import Prediction, entities
 
 Unit = Union[Sentence, Document]
 _WRITERS: dict[str, type["Writer"]] = {}

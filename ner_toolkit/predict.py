@@ -5,7 +5,6 @@ Files are streamed by ``streaming.py``; how results are written is ``formats.py`
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence, Union, overload
 
 import torch
@@ -21,52 +20,11 @@ from .model.directory import LabelInfo, load_model
 from .model.encoder import max_positions
 from .model.precision import autocast, check_precision
 from .model.tagger import Tagger
+from .results import Entity, Prediction, Span, entities
+
+__all__ = ["Predictor", "Prediction", "Span", "Entity", "entities", "MAX_NBEST"]
 
 MAX_NBEST = 50  # k-best memory grows with K x tags x length per sentence; past 50 paths differ in noise only
-
-
-@dataclass
-class Span:
-    label: str
-    start: int                          # token index of the first token
-    end: int                            # token index after the last token
-    confidence: Optional[float] = None  # probability of this exact span under the CRF (with scores=True)
-
-
-@dataclass
-class Prediction:
-    tags: list[str]                                   # in the training data's scheme
-    spans: list[Span]                                 # filled with nbest > 1 or scores=True
-    token_confidence: Optional[list[float]] = None    # marginal probability of each predicted tag
-    nbest: Optional[list[tuple[list[str], float]]] = None  # (tags, path score), best first, best included
-
-
-@dataclass
-class Entity:
-    """A predicted entity in a text: ``text == original[start:end]`` (character offsets, end exclusive)."""
-
-    label: str
-    start: int
-    end: int
-    text: str
-    score: float        # probability of this exact span under the CRF
-    token_start: int    # its first token
-    token_end: int      # after its last token
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def entities(document: Document, prediction: Prediction) -> list[Entity]:
-    """The entities of ``prediction`` (made with ``scores=True``) located in ``document``'s text."""
-    out = []
-    for span in prediction.spans:
-        start, end = document.offsets[span.start][0], document.offsets[span.end - 1][1]
-        score = span.confidence
-        if score is None:  # the CRF's segment differs from the scheme's reading: its weakest token
-            score = min(prediction.token_confidence[span.start:span.end]) if prediction.token_confidence else 0.0
-        out.append(Entity(span.label, start, end, document.text[start:end], score, span.start, span.end))
-    return out
 
 
 def _check_token_lists(sentences: Any) -> None:
@@ -103,7 +61,15 @@ class Predictor:
              precision: str = "fp32", trust_remote_code: bool = False,
              word_tokenizer: Optional[str] = None) -> "Predictor":
         """``trust_remote_code``: the user's decision to let the directory's custom code (auto_map) run.
-        ``word_tokenizer``: how ``predict_text`` splits raw text (default: the one the model was trained with)."""
+        ``word_tokenizer``: how ``predict_text`` splits raw text (default: the one the model was trained with).
+        An ``ner-export`` directory loads the ONNX runtime instead (same methods, no torch at inference)."""
+        from .export import is_export
+
+        if is_export(directory):
+            from .export.runtime import OnnxPredictor
+
+            return OnnxPredictor.load(directory, device, batch_size, precision,  # type: ignore[return-value]
+                                      trust_remote_code=trust_remote_code, word_tokenizer=word_tokenizer)
         _, rank_device = distributed.init_from_env(device)  # torchrun: one process per device
         dev = resolve_device(rank_device or device)
         check_precision(precision, dev, "--precision")

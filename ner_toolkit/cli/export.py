@@ -1,0 +1,51 @@
+"""``ner-export``: write an ONNX export of a trained model (emission graph + CRF + vocabularies + tokenizer),
+loadable without torch by ``ner_toolkit.export.OnnxPredictor``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from . import _Parser
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="ner-export", description="Export a trained model to ONNX, for prediction without PyTorch.")
+    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+    p.add_argument("--output", required=True, help="export directory to write (replaced whole if it exists)")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="also write model.int8.onnx (dynamic int8 weights of MatMul/Gemm/LSTM/Attention); the "
+                        "runtime then loads it by default")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model directory run its own Python code (auto_map); only for a directory you trust")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from ..model.directory import resolve_model_dir
+    from ..paths import Read, Write, check_no_clash
+
+    model_dir = resolve_model_dir(args.model)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UserError("--output must be a directory (a file of that name exists); choose another path", output)
+    if output.is_dir() and any(output.iterdir()) and not (output / "export.json").is_file():
+        raise UserError("--output is a directory that is not an export; it would be replaced whole: choose an "
+                        "empty or new path", output)
+    check_no_clash([Read("the model directory", model_dir, tree=True)], [Write("--output", output, tree=True)])
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"ner-export needs onnx, onnxruntime and onnxscript ({exc.name} is missing): "
+                        "pip install 'ner_toolkit[export]'", "--output") from None
+    from ..export.onnx_export import export_model
+
+    summary = export_model(model_dir, output, args.quantize, trust_remote_code=args.trust_remote_code)
+    sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in summary["sizes"].items())
+    check = f"max |diff| vs PyTorch {summary['max_abs_diff_fp32']:.1e} fp32"
+    if summary["max_abs_diff_int8"] is not None:
+        check += f", {summary['max_abs_diff_int8']:.1e} int8"
+    print(f"{model_dir} -> {output}: {summary['labels']} labels, {sizes}; {check}; default graph {summary['graph']}")
+    return 0

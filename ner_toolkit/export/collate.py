@@ -1,0 +1,270 @@
+"""Torch-free inputs for the exported graph: vocabularies, subword alignment, windows and pooling maps.
+
+A numpy twin of ``data.batching`` (``SubwordAligner``, ``encode_sentences``, ``plan_windows``, ``Collator``,
+unshuffled ``bucketed_batches``) and of the lookups of ``data.vocab``: the same index computations, so
+``NumpyCollator(items)`` holds exactly the values of ``Collator(items)`` (tests/test_export.py compares
+them on random sentences). ``data.batching`` imports torch, so the code is repeated here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+
+PAD_ID, UNK_ID = 0, 1
+
+
+class WordLookup:
+    """``data.vocab.Vocab``'s lookup from its saved file (one word per line, id = line number - 1)."""
+
+    def __init__(self, words: Sequence[str], lowercase: bool) -> None:
+        self.words = list(words)
+        self._index = {w: i for i, w in enumerate(self.words)}
+        self.lowercase = lowercase
+
+    @classmethod
+    def load(cls, path: Path, lowercase: bool) -> "WordLookup":
+        try:
+            lines = path.read_bytes().decode("utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the word vocabulary: {exc}", path) from None
+        if lines and lines[-1] == "":
+            lines.pop()
+        words = [line.rstrip("\r") for line in lines]
+        if words[:2] != ["<pad>", "<unk>"]:
+            raise UserError("not a vocabulary file (it must start with <pad>, <unk>); export the model again", path)
+        return cls(words, lowercase)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        index, lower = self._index, self.lowercase
+        return [index.get(t.lower() if lower else t, UNK_ID) for t in tokens]
+
+
+class CharLookup:
+    """``data.vocab.CharVocab``'s encoding from its saved JSON."""
+
+    def __init__(self, chars: Sequence[str], max_length: int) -> None:
+        self.chars = list(chars)
+        self.index = {c: i + 2 for i, c in enumerate(self.chars)}
+        self.max_length = max_length
+
+    @classmethod
+    def load(cls, path: Path) -> "CharLookup":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(list(raw["chars"]), int(raw["max_length"]))
+        except FileNotFoundError:
+            raise UserError("missing char vocabulary; export the model again", path) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"corrupted char vocabulary: {exc}", path) from None
+
+    def __len__(self) -> int:
+        return len(self.chars) + 2
+
+    def encode(self, tokens: Sequence[str]) -> list[list[int]]:
+        return [[self.index.get(c, UNK_ID) for c in token[: self.max_length]] or [UNK_ID] for token in tokens]
+
+
+@dataclass
+class Encoded:
+    """``data.batching.Encoded``."""
+
+    word_ids: list[int]
+    pieces: list[list[int]]
+    index: int
+    char_ids: Optional[list[list[int]]] = None
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.word_ids)
+
+    @property
+    def num_pieces(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+
+class SubwordAligner:
+    """``data.batching.SubwordAligner``: words to subword ids, one tokenizer call per batch of new words."""
+
+    def __init__(self, tokenizer: Any, max_pieces_per_word: int, unk_id: int, cache_size: int = 500_000) -> None:
+        self.tokenizer = tokenizer
+        self.max_pieces = max_pieces_per_word
+        self.unk = unk_id
+        self.cache: dict[str, list[int]] = {}
+        self.cache_size = cache_size
+
+    def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        new = list({w for s in sentences for w in s if w not in self.cache})
+        if new:
+            if len(self.cache) + len(new) > self.cache_size:
+                self.cache.clear()
+            ids = self.tokenizer([[w] for w in new], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+            for word, word_ids in zip(new, ids):
+                self.cache[word] = list(word_ids[: self.max_pieces]) or [self.unk]
+        return [[self.cache[w] for w in s] for s in sentences]
+
+
+def encode_sentences(aligner: SubwordAligner, vocab: Optional[WordLookup], sentences: Sequence[Sequence[str]],
+                     chars: Optional[CharLookup] = None, documents: Optional[Sequence[int]] = None,
+                     context: int = 0) -> list[Encoded]:
+    """``data.batching.encode_sentences`` without tags."""
+    pieces = aligner.pieces(sentences)
+    out = []
+    for i, (tokens, p) in enumerate(zip(sentences, pieces)):
+        word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
+        out.append(Encoded(word_ids, p, i, None if chars is None else chars.encode(tokens)))
+    if context > 0:
+        _add_context(out, documents, context)
+    return out
+
+
+def _add_context(items: list[Encoded], documents: Optional[Sequence[int]], context: int) -> None:
+    flat = [[i for word in item.pieces for i in word] for item in items]
+    doc = documents if documents is not None else [0] * len(items)
+    for n, item in enumerate(items):
+        left: list[int] = []
+        k = n - 1
+        while k >= 0 and doc[k] == doc[n] and len(left) < context:
+            left = flat[k][-(context - len(left)):] + left
+            k -= 1
+        right: list[int] = []
+        k = n + 1
+        while k < len(items) and doc[k] == doc[n] and len(right) < context:
+            right += flat[k][: context - len(right)]
+            k += 1
+        item.left, item.right = left, right
+
+
+def plan_windows(lengths: Sequence[int], content: int, stride: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """``data.batching.plan_windows``."""
+    n = len(lengths)
+    stride = max(0, min(stride, content // 2))
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end, total = start, 0
+        while end < n and total + lengths[end] <= content:
+            total += lengths[end]
+            end += 1
+        windows.append((start, end))
+        if end >= n:
+            break
+        room = min(stride, content - lengths[end])
+        nxt, overlap = end, 0
+        while nxt - 1 > start and overlap + lengths[nxt - 1] <= room:
+            nxt -= 1
+            overlap += lengths[nxt]
+        start = nxt
+    owner = [0] * n
+    best = [-1] * n
+    for w, (s, e) in enumerate(windows):
+        total = sum(lengths[s:e])
+        left = 0
+        for t in range(s, e):
+            score = min(left, total - left - lengths[t])
+            if score > best[t]:
+                best[t], owner[t] = score, w
+            left += lengths[t]
+    return windows, owner
+
+
+def _fit_context(left: list[int], right: list[int], room: int) -> tuple[list[int], list[int]]:
+    take_left = min(len(left), max(room // 2, room - len(right)))
+    take_right = min(len(right), room - take_left)
+    return left[len(left) - take_left:], right[:take_right]
+
+
+@dataclass
+class NumpyBatch:
+    """``data.batching.Batch`` as numpy arrays (int64 ids, float32 weights, bool mask)."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    pools: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    word_ids: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+    indices: list[int]
+    char_ids: Optional[np.ndarray] = None
+
+
+class NumpyCollator:
+    """``data.batching.Collator`` producing numpy arrays."""
+
+    def __init__(self, cls_id: int, sep_id: int, pad_id: int, max_length: int, stride: int, pooling: str) -> None:
+        self.cls_id, self.sep_id, self.pad_id = cls_id, sep_id, pad_id
+        self.content = max_length - 2
+        self.stride = stride
+        self.pooling = pooling
+
+    def __call__(self, items: Sequence[Encoded]) -> NumpyBatch:
+        T = max(len(x) for x in items)
+        rows: list[list[int]] = []
+        kinds = ("first", "last") if self.pooling == "first_last" else (self.pooling,)
+        maps: dict[str, tuple[list, list, list]] = {k: ([], [], []) for k in kinds}
+        for b, item in enumerate(items):
+            lengths = [len(p) for p in item.pieces]
+            left: list[int] = []
+            right: list[int] = []
+            if sum(lengths) <= self.content:
+                windows, owner = [(0, len(lengths))], None
+                left, right = _fit_context(item.left, item.right, self.content - sum(lengths))
+            else:
+                windows, owner = plan_windows(lengths, self.content, self.stride)
+            for w, (s, e) in enumerate(windows):
+                row = [self.cls_id] + left
+                for t in range(s, e):
+                    first = len(row)
+                    row.extend(item.pieces[t])
+                    if owner is not None and owner[t] != w:
+                        continue
+                    n = lengths[t]
+                    dst = b * T + t
+                    r = len(rows)
+                    for kind in kinds:
+                        src_l, dst_l, w_l = maps[kind]
+                        if kind == "mean":
+                            src_l.extend((r, first + j) for j in range(n))
+                            dst_l.extend([dst] * n)
+                            w_l.extend([1.0 / n] * n)
+                        else:
+                            src_l.append((r, first if kind == "first" else first + n - 1))
+                            dst_l.append(dst)
+                            w_l.append(1.0)
+                row.extend(right)
+                row.append(self.sep_id)
+                rows.append(row)
+        S = max(len(r) for r in rows)
+        input_ids = np.array([r + [self.pad_id] * (S - len(r)) for r in rows], dtype=np.int64)
+        row_lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        attention = (np.arange(S)[None, :] < row_lengths[:, None]).astype(np.int64)
+        pools = []
+        for kind in kinds:
+            src_l, dst_l, w_l = maps[kind]
+            pools.append((np.array([r * S + c for r, c in src_l], dtype=np.int64),
+                          np.array(dst_l, dtype=np.int64), np.array(w_l, dtype=np.float32)))
+        lengths_a = np.array([len(x) for x in items], dtype=np.int64)
+        mask = np.arange(T)[None, :] < lengths_a[:, None]
+        word_ids = np.array([x.word_ids + [0] * (T - len(x)) for x in items], dtype=np.int64)
+        char_ids = None
+        if items[0].char_ids is not None:
+            L = max(len(c) for x in items for c in x.char_ids)  # type: ignore[union-attr]
+            pad_word = [0] * L
+            char_ids = np.array([[c + [0] * (L - len(c)) for c in x.char_ids] + [pad_word] * (T - len(x))  # type: ignore[union-attr]
+                                 for x in items], dtype=np.int64)
+        return NumpyBatch(input_ids, attention, pools, word_ids, mask, lengths_a, [x.index for x in items], char_ids)
+
+
+def sorted_batches(items: Sequence[Encoded], batch_size: int) -> list[list[Encoded]]:
+    """``data.batching.bucketed_batches(items, batch_size, shuffle=False)``: longest first."""
+    order = sorted(range(len(items)), key=lambda i: -items[i].num_pieces)
+    return [[items[i] for i in order[s: s + batch_size]] for s in range(0, len(order), batch_size)]

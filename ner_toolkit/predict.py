@@ -16,9 +16,11 @@ from .data.schemes import convert, segment_continues, to_spans
 from .data.text import TOKENIZERS, Document, detect_tokenizer
 from .data.vocab import CharVocab, Vocab
 from .devices import resolve_device
+from .errors import UserError
 from .model.directory import LabelInfo, load_model
 from .model.encoder import max_positions
 from .model.precision import autocast, check_precision
+from .model.quantize import check_quantize, quantize_int8
 from .model.tagger import Tagger
 from .results import Entity, Prediction, Span, entities
 
@@ -59,22 +61,30 @@ class Predictor:
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64,
              precision: str = "fp32", trust_remote_code: bool = False,
-             word_tokenizer: Optional[str] = None) -> "Predictor":
+             word_tokenizer: Optional[str] = None, quantize: Optional[str] = None) -> "Predictor":
         """``trust_remote_code``: the user's decision to let the directory's custom code (auto_map) run.
         ``word_tokenizer``: how ``predict_text`` splits raw text (default: the one the model was trained with).
+        ``quantize``: ``int8`` for dynamic int8 Linear/LSTM weights (CPU; the CRF stays float32).
         An ``ner-export`` directory loads the ONNX runtime instead (same methods, no torch at inference)."""
         from .export import is_export
 
         if is_export(directory):
             from .export.runtime import OnnxPredictor
 
+            if quantize not in (None, "none"):
+                raise UserError("an export is quantised by ner-export --quantize int8, not at load time", "--quantize")
             return OnnxPredictor.load(directory, device, batch_size, precision,  # type: ignore[return-value]
                                       trust_remote_code=trust_remote_code, word_tokenizer=word_tokenizer)
         _, rank_device = distributed.init_from_env(device)  # torchrun: one process per device
         dev = resolve_device(rank_device or device)
         check_precision(precision, dev, "--precision")
+        try:
+            check_quantize(quantize, dev, precision)  # before the model loads
+        except ValueError as exc:
+            raise UserError(str(exc), "--quantize") from None
         model = load_model(directory, dev, trust_remote_code=trust_remote_code)
-        return cls(model.tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
+        tagger = quantize_int8(model.tagger, inplace=True) if quantize == "int8" else model.tagger
+        return cls(tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
                    model.config.data.token_column, precision, model.chars,
                    word_tokenizer or model.config.data.word_tokenizer)
 

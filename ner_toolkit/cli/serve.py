@@ -44,6 +44,8 @@ def _parser() -> _Parser:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32 | bf16 (autocast) | fp16 (CUDA); the CRF stays fp32")
+    p.add_argument("--quantize", choices=("none", "int8"), default="none",
+                   help="int8: dynamic int8 Linear/LSTM weights (CPU only); the CRF stays fp32")
     p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes,
                    help=f"largest request body; larger: 413 (default {limits.max_body_bytes})")
     p.add_argument("--max-texts", type=int, default=limits.max_texts,
@@ -120,7 +122,7 @@ def run(argv: list[str]) -> int:
     if args.port != 0:
         bind(args.host, args.port).close()  # a busy port fails now, not after a long model load
     predictor = Predictor.load(model_dir, args.device, args.batch_size, args.precision,
-                               trust_remote_code=args.trust_remote_code)
+                               trust_remote_code=args.trust_remote_code, quantize=args.quantize)
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
     metadata = {"model_dir": str(model_dir), "config_sha256": config_digest(model_dir),
                 "version": _version()}

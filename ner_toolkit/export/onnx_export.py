@@ -255,7 +255,12 @@ def export_model(model_dir: Union[str, os.PathLike], output: Union[str, os.PathL
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 problems.append(f"{exporter}: {type(exc).__name__}: {first[:300]}")
                 continue
-            diff = max(max_difference(tmp / GRAPH, net, b) for b in checks)
+            try:
+                diff = max(max_difference(tmp / GRAPH, net, b) for b in checks)
+            except Exception as exc:  # noqa: BLE001 - e.g. a graph whose "dynamic" axes came out fixed
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                problems.append(f"{exporter}: the graph does not run on batches of other shapes: {first[:300]}")
+                continue
             if diff <= TOLERANCE:
                 used = exporter
                 break
@@ -273,6 +278,8 @@ def export_model(model_dir: Union[str, os.PathLike], output: Union[str, os.PathL
         for item in sorted(model.directory.iterdir()):
             if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
                 shutil.copy2(item, tmp / item.name)
+            elif item.is_dir() and item.name == "encoder":  # the encoder's HF config (model/directory.py)
+                shutil.copytree(item, tmp / item.name)
         backend = tokenizer_backend(tmp, model.tokenizer, words)
         diff_int8 = None
         if quantize == "int8":

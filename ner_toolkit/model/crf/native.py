@@ -14,102 +14,19 @@ back to the PyTorch implementation, after one warning that says why.
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).with_name("viterbi_native.c")
-_FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # -march=native is not known to every compiler
-#: Below this many candidate scores (B*T*K*K) one thread decodes: starting another costs more.
-_PARALLEL_WORK = 1 << 18
-
-
-def _cpu_signature() -> str:
-    """The CPU's instruction-set flags (a library built with -march=native runs only where they match)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("NER_TOOLKIT_CACHE"):
-        return Path(os.environ["NER_TOOLKIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ner_toolkit"
-
-
-def _compile(compiler: str, flags: list, target: Path) -> Optional[str]:
-    """Build ``SOURCE`` into ``target`` atomically (concurrent builders each write a temporary file and
-    rename it); the compiler's message on failure."""
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        proc = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-pthread", str(SOURCE), "-o", tmp],
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            lines = (proc.stderr + proc.stdout).strip().splitlines() or [f"{compiler} exited with {proc.returncode}"]
-            return next((line for line in lines if "error" in line), lines[0])
-        os.replace(tmp, target)
-        return None
-    except (OSError, subprocess.SubprocessError) as exc:
-        return str(exc)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+from ... import native_build
+from ...native_build import PARALLEL_WORK as _PARALLEL_WORK
 
 
 @functools.lru_cache(maxsize=None)
 def library() -> Optional[ctypes.CDLL]:
     """The loaded kernel, built on first use; ``None`` when turned off or not buildable (warned once)."""
-    if os.environ.get("NER_TOOLKIT_NATIVE", "1") == "0":
-        return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not compiler:
-        warnings.warn("ner_toolkit: no C compiler found (set CC): Viterbi decoding uses the slower PyTorch "
-                      "implementation", RuntimeWarning, stacklevel=2)
-        return None
-    source = SOURCE.read_bytes()
-    compiler_path = shutil.which(compiler) or compiler
-    try:
-        stamp = str(os.stat(compiler_path).st_mtime_ns)  # an upgraded compiler builds anew
-    except OSError:
-        stamp = ""
-    problems = []
-    for flags in _FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, compiler_path.encode(), stamp.encode(), " ".join(flags).encode(),
-                                         platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:16]
-        target = _cache_dir() / f"viterbi-{key}.so"
-        problem = None if target.exists() else _compile(compiler, flags, target)
-        if problem is None:
-            try:
-                lib = ctypes.CDLL(str(target))
-            except OSError as exc:
-                problems.append(str(exc))
-                continue
-            pointers, sizes = [ctypes.c_void_p] * 5, [ctypes.c_int64] * 3  # em, mask, start, end, trans; B, T, K
-            lib.ner_viterbi_f32.argtypes = pointers + sizes + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
-            lib.ner_kbest_f32.argtypes = pointers + sizes + [ctypes.c_int64] + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
-            lib.ner_viterbi_f32.restype = lib.ner_kbest_f32.restype = ctypes.c_int
-            return lib
-        problems.append(problem)
-    warnings.warn(f"ner_toolkit: could not build the C Viterbi ({problems[-1]}): decoding uses the slower "
-                  "PyTorch implementation", RuntimeWarning, stacklevel=2)
-    return None
+    return native_build.load("PyTorch")
 
 
 def usable(em: Tensor) -> bool:

@@ -14,21 +14,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union, overload
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from ..config import Config, from_dict
 from ..config_checks import parse_yaml
-from ..data.schemes import allowed_transitions, convert, segment_continues, to_spans
-from ..data.text import TOKENIZERS, Document, detect_tokenizer
+from ..data.schemes import allowed_transitions, segment_continues
+from ..data.text import TOKENIZERS, detect_tokenizer
 from ..errors import UserError
 from ..model import directory_checks as checks
-from ..results import Entity, Prediction, Span, entities
+from ..results import Prediction
+from ..tagging import MAX_NBEST, Tagging, to_predictions
 from . import CRF_FILE, FORMAT_VERSION, GRAPH, GRAPH_INT8, MANIFEST, numpy_crf
 from .collate import CharLookup, NumpyBatch, NumpyCollator, SubwordAligner, WordLookup, encode_sentences, sorted_batches
 
-MAX_NBEST = 50  # as predict.MAX_NBEST
 
 __all__ = ["OnnxPredictor", "LabelInfo", "MAX_NBEST"]
 
@@ -87,12 +87,6 @@ def load_tokenizer(directory: Path, trust_remote_code: bool = False, backend: st
         raise UserError(f"cannot load the tokenizer: {str(exc).splitlines()[0]}", directory) from None
 
 
-def _check_token_lists(sentences: Any) -> None:
-    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-        raise TypeError("OnnxPredictor.predict takes a list of token lists (e.g. [['Peter', 'Blackburn']]); "
-                        "for raw text use predict_text(text) or predict_text([text, ...])")
-
-
 def _read_manifest(directory: Path) -> dict:
     manifest = checks.read_json_object(directory / MANIFEST)
     if manifest.get("format") != "ner_toolkit-onnx" or not isinstance(manifest.get("version"), int):
@@ -103,7 +97,7 @@ def _read_manifest(directory: Path) -> dict:
     return manifest
 
 
-class OnnxPredictor:
+class OnnxPredictor(Tagging):
     """Tags token lists with an exported model. Output tags are in the training data's scheme."""
 
     def __init__(self, directory: Union[str, os.PathLike], batch_size: int = 64, graph: Optional[str] = None,
@@ -179,58 +173,13 @@ class OnnxPredictor:
         return cls(directory, batch_size, graph, trust_remote_code, word_tokenizer, device)
 
     # ------------------------------------------------------------------------------ prediction
-    def predict(self, sentences: Sequence[Sequence[str]],
-                documents: Optional[Sequence[int]] = None) -> list[list[str]]:
-        """Tags for each sentence (one per token, always), in the input order."""
-        return [p.tags for p in self.predict_detailed(sentences, documents=documents)]
+    def _encode(self, sentences: list[Sequence[str]], documents: Optional[list[int]]) -> list[Any]:
+        return encode_sentences(self.aligner, self.vocab, sentences, chars=self.chars, documents=documents,
+                                context=self.context)
 
-    def predict_detailed(self, sentences: Sequence[Sequence[str]], nbest: int = 1, scores: bool = False,
-                         documents: Optional[Sequence[int]] = None,
-                         only: Optional[Sequence[int]] = None) -> list[Prediction]:
-        """As ``Predictor.predict_detailed``."""
-        _check_token_lists(sentences)
-        if not 1 <= nbest <= MAX_NBEST:
-            raise ValueError(f"nbest must be from 1 to {MAX_NBEST}, got {nbest}")
-        out: list[Prediction] = [Prediction([], []) for _ in sentences]
-        if documents is not None and len(documents) != len(sentences):
-            raise ValueError(f"{len(documents)} document numbers for {len(sentences)} sentences")
-        wanted = range(len(sentences)) if only is None else only
-        non_empty = [i for i in (range(len(sentences)) if self.context > 0 else wanted) if len(sentences[i]) > 0]
-        encoded = encode_sentences(self.aligner, self.vocab, [sentences[i] for i in non_empty], chars=self.chars,
-                                   documents=None if documents is None else [documents[i] for i in non_empty],
-                                   context=self.context)
-        if self.context > 0 and only is not None:
-            keep = set(only)
-            encoded = [e for e in encoded if non_empty[e.index] in keep]
+    def _run(self, encoded: list[Any], nbest: int, scores: bool) -> Iterator[tuple[Any, Prediction]]:
         for items in sorted_batches(encoded, self.batch_size):
-            batch = self.collator(items)
-            for item, prediction in zip(items, self._batch(batch, items, nbest, scores)):
-                out[non_empty[item.index]] = prediction
-        return out if only is None else [out[i] for i in only]
-
-    @overload
-    def predict_text(self, texts: str, tokenizer: Optional[str] = None) -> list[Entity]: ...
-
-    @overload
-    def predict_text(self, texts: Sequence[str], tokenizer: Optional[str] = None) -> list[list[Entity]]: ...
-
-    def predict_text(self, texts: Union[str, Sequence[str]],
-                     tokenizer: Optional[str] = None) -> Union[list[Entity], list[list[Entity]]]:
-        """As ``Predictor.predict_text``: entities with character offsets for one text or several."""
-        single = isinstance(texts, str)
-        batch = [texts] if single else list(texts)
-        for i, text in enumerate(batch):
-            if not isinstance(text, str):
-                raise TypeError(f"predict_text takes a string or a list of strings; item {i} is "
-                                f"{type(text).__name__} (token lists go to predict)")
-        documents = [Document.from_text(text, tokenizer or self.word_tokenizer) for text in batch]
-        found = [entities(d, p) for d, p in zip(documents, self.predict_documents(documents))]
-        return found[0] if single else found
-
-    def predict_documents(self, documents: Sequence[Document], nbest: int = 1) -> list[Prediction]:
-        """As ``Predictor.predict_documents``."""
-        return self.predict_detailed([d.tokens for d in documents], nbest, scores=True,
-                                     documents=list(range(len(documents))))
+            yield from zip(items, self._batch(self.collator(items), items, nbest, scores))
 
     def emissions(self, batch: NumpyBatch) -> np.ndarray:
         """The graph's (B, T, K) float32 scores for one collated batch."""
@@ -250,30 +199,12 @@ class OnnxPredictor:
             paths = k_paths[:, 0]
         else:
             paths = numpy_crf.viterbi(em, mask, self.crf)[0]
+        host = {"paths": paths.tolist()}
+        if nbest > 1:
+            host.update(k_paths=k_paths.tolist(), k_scores=k_scores.tolist())
         if scores:
             marg = numpy_crf.marginals(em, mask, self.crf)
-            token_p = np.take_along_axis(marg, paths[:, :, None], 2)[:, :, 0].astype(np.float32).tolist()
             _, span_start, log_p = numpy_crf.span_log_probs(em, mask, self.crf, paths, self.continues)
-            span_start = span_start.tolist()
-            span_p = np.exp(log_p).astype(np.float32).tolist()
-        host_paths = paths.tolist()
-        names, internal_scheme, scheme = self.labels.labels, self.labels.tag_scheme, self.labels.output_scheme
-        results = []
-        for b, item in enumerate(items):
-            n = len(item)
-            internal = [names[k] for k in host_paths[b][:n]]
-            prediction = Prediction(convert(internal, internal_scheme, scheme), [])
-            if scores or nbest > 1:
-                for label, start, end in to_spans(internal, internal_scheme):
-                    confidence = None
-                    if scores and span_start[b][end - 1] == start:
-                        confidence = span_p[b][end - 1]
-                    prediction.spans.append(Span(label, start, end, confidence))
-            if scores:
-                prediction.token_confidence = token_p[b][:n]
-            if nbest > 1:
-                prediction.nbest = [
-                    (convert([names[k] for k in path[:n]], internal_scheme, scheme), score)
-                    for path, score in zip(k_paths[b].tolist(), k_scores[b].tolist()) if score != float("-inf")]
-            results.append(prediction)
-        return results
+            host.update(token_p=np.take_along_axis(marg, paths[:, :, None], 2)[:, :, 0].astype(np.float32).tolist(),
+                        span_start=span_start.tolist(), span_p=np.exp(log_p).astype(np.float32).tolist())
+        return to_predictions(items, host, self.labels, nbest, scores)

@@ -85,14 +85,16 @@ class Predictor(Tagging):
 
     def _run(self, encoded: list[Encoded], nbest: int, scores: bool) -> Iterator[tuple[Encoded, Prediction]]:
         was_training = self.tagger.training
-        self.tagger.eval()
+        if was_training:  # train()/eval() walk every submodule: a cost per call that small batches feel
+            self.tagger.eval()
         try:
             with torch.inference_mode():
                 for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
                     batch = self.collator(items).to(self.device)
                     yield from zip(items, self._batch(batch, items, nbest, scores))
         finally:
-            self.tagger.train(was_training)
+            if was_training:
+                self.tagger.train()
 
     def _batch(self, batch: Batch, items: Sequence[Encoded], nbest: int, scores: bool) -> list[Prediction]:
         """Decode one batch on the device; results come to the host together at the end."""
@@ -108,9 +110,8 @@ class Predictor(Tagging):
         if nbest > 1:
             device_out.update(k_paths=k_paths, k_scores=k_scores)
         if scores:
-            marginals = crf.marginals(emissions, batch.mask)
+            marginals, is_end, starts, log_p = crf.posteriors(emissions, batch.mask, paths, self.continues)
             device_out["token_p"] = marginals.gather(2, paths.unsqueeze(2)).squeeze(2)
-            is_end, starts, log_p = crf.span_log_probs(emissions, batch.mask, paths, self.continues)
             device_out.update(span_start=starts, span_p=log_p.exp())
         host = {k: v.cpu().tolist() for k, v in device_out.items()}  # the host copy, after all device work
         return to_predictions(items, host, self.labels, nbest, scores)

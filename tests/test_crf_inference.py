@@ -149,6 +149,11 @@ def test_brute_force_span_log_probs(kind, scheme, seed, seq_len):
                 else:
                     assert got == pytest.approx(expected, rel=1e-4, abs=1e-4), (b, s, t)
             assert log_prob[b][~is_end[b]].eq(0).all()
+        # One pass for both, as the predictor asks: the same tensors as the two separate calls.
+        marginals, *spans = crf.posteriors(emissions, mask, paths, cont)
+        assert torch.equal(marginals, crf.marginals(emissions, mask))
+        for got, want in zip(spans, (is_end, start, log_prob)):
+            assert torch.equal(got, want)
 
 
 def test_span_log_prob_is_exact_span_not_prefix_in_bio():

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from . import native
+from .posterior import marginals_of, segment_log_probs
 from .scaled import LogPartition, forward_backward, log_z
 from .viterbi import kbest, legal_ranks, viterbi
 
@@ -189,9 +190,7 @@ class CRF(nn.Module):
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             em, mask, start, end, trans = self._inference_inputs(emissions, mask)
             a, _, b, _, _ = forward_backward(em, mask, start, end, trans)
-            # exp(alpha + beta - log Z), normalised per position (the shifts are constant there).
-            marg = torch.where(mask.t().unsqueeze(1), torch.softmax(a + b, dim=1), 0.0)
-            return marg.permute(2, 0, 1).contiguous()
+            return marginals_of(a, b, mask)
 
     def span_log_probs(
         self, emissions: Tensor, mask: Tensor, paths: Tensor, continues: Tensor
@@ -215,49 +214,33 @@ class CRF(nn.Module):
             with a tag that does not continue its predecessor, and is not corrected.
         """
         self._validate(emissions, mask)
+        self._check_paths(emissions, paths, continues)
+        with torch.autocast(device_type=emissions.device.type, enabled=False):
+            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
+            a, _, b, b_shift, em = forward_backward(em, mask, start, end, trans)  # (T, K, B)
+            return segment_log_probs(a, b, b_shift, em, trans, mask, paths, continues)
+
+    # --------------------------------------------------------------- internals
+    def posteriors(
+        self, emissions: Tensor, mask: Tensor, paths: Tensor, continues: Tensor
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(marginals, is_end, start, log_prob)``: :meth:`marginals` and :meth:`span_log_probs` from one
+        forward-backward pass (what a tagger reporting confidences needs per batch)."""
+        self._validate(emissions, mask)
+        self._check_paths(emissions, paths, continues)
+        with torch.autocast(device_type=emissions.device.type, enabled=False):
+            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
+            a, _, b, b_shift, em = forward_backward(em, mask, start, end, trans)
+            return (marginals_of(a, b, mask), *segment_log_probs(a, b, b_shift, em, trans, mask, paths, continues))
+
+    @staticmethod
+    def _check_paths(emissions: Tensor, paths: Tensor, continues: Tensor) -> None:
         batch, seq_len, num_tags = emissions.shape
         if not isinstance(paths, Tensor) or tuple(paths.shape) != (batch, seq_len):
             raise ValueError(f"paths must have shape (batch, seq_len) = {(batch, seq_len)}")
         if not isinstance(continues, Tensor) or tuple(continues.shape) != (num_tags, num_tags):
             raise ValueError(f"continues must be a ({num_tags}, {num_tags}) bool tensor")
-        with torch.autocast(device_type=emissions.device.type, enabled=False):
-            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
-            a, _, b, b_shift, em = forward_backward(em, mask, start, end, trans)  # (T, K, B)
-            b_shift = b_shift.squeeze(1)  # log_beta[t] - log_beta[t+1] = b[t] - b[t+1] + b_shift[t]
-            valid = mask.t()
-            y = paths.t().long().masked_fill(~valid, 0)  # (T, B)
-            cont = continues.to(device=y.device, dtype=torch.bool)
 
-            def at(x: Tensor) -> Tensor:  # (T, K, B) at the path's tags → (T, B)
-                return x.gather(1, y.unsqueeze(1)).squeeze(1)
-
-            # log P(y_t | y_{t-1}) along the path (the posterior is a Markov chain). Built from the
-            # scaled passes, it never subtracts two large log-scores, and its running sum stays small
-            # for confident paths, so differences of it are precise.
-            b_y = at(b)
-            # (T-1, B) tensors below are empty for one-token batches: pads are built as (1, B), never
-            # sliced from them.
-            step = trans[y[:-1], y[1:]] + at(em)[1:] + b_y[1:] - b_y[:-1] - b_shift[:-1]  # (T-1, B)
-            csum = torch.cat([step.new_zeros(1, batch), step]).cumsum(0)  # (T, B)
-            joined = cont[y[:-1], y[1:]] & valid[1:]  # (T-1, B): t continues t-1's segment
-            starts_here = torch.cat([joined.new_ones(1, batch), ~joined])
-            times = torch.arange(seq_len, device=y.device).unsqueeze(1).expand_as(y)
-            seg_start = torch.where(starts_here, times, 0).cummax(dim=0).values  # (T, B)
-            # log P(y[s..t] = path) = log P(y_s) + sum of log P(y_u | y_{u-1}) for u in s+1..t
-            seg = at(torch.log_softmax(a + b, dim=1)).gather(0, seg_start) + csum - csum.gather(0, seg_start)
-            # ... times P(y_{t+1} does not continue y_t | y_t): a logsumexp over those next tags.
-            rows = y[:-1].reshape(-1)
-            nxt = trans.index_select(0, rows).view(seq_len - 1, batch, num_tags)
-            nxt = nxt + (em[1:] + b[1:]).transpose(1, 2)
-            nxt = nxt.masked_fill(cont.index_select(0, rows).view_as(nxt), float("-inf"))
-            ends = torch.where(valid[1:], torch.logsumexp(nxt, dim=2) - b_y[:-1] - b_shift[:-1], 0.0)
-            log_prob = seg + torch.cat([ends, ends.new_zeros(1, batch)])
-            is_end = valid & ~torch.cat([joined, joined.new_zeros(1, batch)])
-            log_prob = torch.where(is_end, log_prob, 0.0)
-            seg_start = seg_start.masked_fill(~valid, 0)
-            return is_end.t().contiguous(), seg_start.t().contiguous(), log_prob.t().contiguous()
-
-    # --------------------------------------------------------------- internals
     def _validate(self, emissions: Tensor, mask: Tensor, tags: Optional[Tensor] = None) -> None:
         if not isinstance(emissions, Tensor) or emissions.dim() != 3:
             raise ValueError(

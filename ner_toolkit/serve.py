@@ -10,7 +10,8 @@ Endpoints (all JSON; every error is ``{"error": "..."}``, never a traceback):
   exclusive; for tokens input the text is the tokens joined by single spaces), and for tokens input also
   ``"tags"``: one tag per token, in the training data's scheme.
 - ``GET /health``: ``{"status": "ok"}`` (503 while shutting down). ``GET /metadata``: the model and the
-  server's settings. ``GET /stats``: requests, batches, batch sizes (``serve_batching.BatchStats``).
+  server's settings. ``GET /stats``: requests, batches, batch sizes (``serve_batching.BatchStats``), and
+  each model process's pid and restarts (``workers``).
 
 Status codes: 400 malformed JSON (or not UTF-8); 413 body over ``max_body_bytes``, more than ``max_texts``
 texts/sentences, or more than ``max_tokens`` tokens in one request (all three are "too large": split the
@@ -34,8 +35,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .data.text import TOKENIZERS, Document
-from .predict import Entity, Predictor, entities
-from .serve_batching import Batcher, ShuttingDown
+from .results import Entity, entities
+from .serve_batching import AsyncModel, Batcher, ShuttingDown
 
 log = logging.getLogger("ner_toolkit.serve")
 
@@ -152,11 +153,17 @@ def _documents_of_texts(texts: list[str], tokenizer: str) -> list[Document]:
     return [Document.from_text(t, tokenizer) for t in texts]
 
 
-def create_app(predictor: Predictor, *, max_batch: int, max_wait_ms: float, limits: Limits,
+def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Limits,
                metadata: Optional[dict] = None) -> Starlette:
-    """The API around ``predictor``; ``metadata``: extra fields for ``GET /metadata`` (model directory,
+    """The API around ``predictor`` (a ``Predictor``, or anything with its ``labels``, ``word_tokenizer``,
+    ``batch_size``, ``device``, ``precision`` and ``predict_documents``, or ``serve_batching.AsyncModel``'s
+    ``submit`` in its place: ``serve_worker.ModelProcess``), or
+    around a list of copies of one model, which then tag batches side by side; ``metadata``: extra fields for ``GET /metadata`` (model directory,
     config digest, ...)."""
-    batcher = Batcher(predictor.predict_documents, max_batch, max_wait_ms / 1000.0)
+    copies = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
+    predictor = copies[0]
+    batcher = Batcher([c if isinstance(c, AsyncModel) else c.predict_documents for c in copies], max_batch,
+                      max_wait_ms / 1000.0)
     info = predictor.labels
     described = {
         **(metadata or {}),
@@ -167,7 +174,8 @@ def create_app(predictor: Predictor, *, max_batch: int, max_wait_ms: float, limi
         "word_tokenizer": predictor.word_tokenizer,
         "tokenizers": list(TOKENIZERS),
         "limits": asdict(limits),
-        "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": predictor.batch_size},
+        "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": predictor.batch_size,
+                     "workers": len(copies)},
         "device": str(predictor.device),
         "precision": predictor.precision,
     }
@@ -205,7 +213,8 @@ def create_app(predictor: Predictor, *, max_batch: int, max_wait_ms: float, limi
         return JSONResponse(described)
 
     async def stats(request: Request) -> JSONResponse:
-        return JSONResponse({**batcher.stats.to_dict(), "queued": batcher.queued})
+        workers = [{"pid": c.pid, "restarts": c.restarts} for c in copies if hasattr(c, "restarts")]
+        return JSONResponse({**batcher.stats.to_dict(), "queued": batcher.queued, "workers": workers})
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

@@ -3,9 +3,10 @@
 Requests queue up on the event loop; one worker coroutine takes the oldest, adds the requests queued
 behind it (at most ``max_batch`` texts or sentences in all) and, when the batch is not full, waits for
 more until ``max_wait`` seconds after the oldest arrived. The batch then runs as ONE
-``predict_documents`` call on a dedicated model thread (the model is not thread-safe, so one batch at a
-time; the event loop keeps accepting requests meanwhile, and they form the next batch). Each text is its
-own document, so a text's result does not depend on its batch-mates.
+``predict_documents`` call on a model thread of its own. With several models (``ner-serve --workers``:
+one model process each) up to that many batches run at once, each model taking one batch at a time
+(none is thread-safe); the event loop keeps accepting requests meanwhile, and they form the next batch.
+Each text is its own document, so a text's result does not depend on its batch-mates.
 """
 from __future__ import annotations
 
@@ -15,14 +16,25 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from .data.text import Document
-from .predict import Prediction
+from .results import Prediction
 
 log = logging.getLogger("ner_toolkit.serve")
 
 PredictFn = Callable[[Sequence[Document]], list[Prediction]]
+
+
+@runtime_checkable
+class AsyncModel(Protocol):
+    """A model answering on the event loop (``serve_worker.ModelProcess``): ``submit`` starts the batch at
+    once and returns a future of its predictions."""
+
+    def submit(self, documents: Sequence[Document]) -> "asyncio.Future[list[Prediction]]": ...
+
+
+Model = Union[PredictFn, AsyncModel]  # a plain function runs on a thread of its own
 
 
 class ShuttingDown(Exception):
@@ -70,15 +82,23 @@ class _Job:
 
 
 class Batcher:
-    """Collects requests into batches and runs them, one at a time, on a dedicated model thread."""
+    """Collects requests into batches and runs each on a free model, in a thread of that model's own.
 
-    def __init__(self, predict: PredictFn, max_batch: int, max_wait: float) -> None:
-        if max_batch < 1 or max_wait < 0:
-            raise ValueError(f"max_batch must be >= 1 and max_wait >= 0, got {max_batch}, {max_wait}")
-        self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait
+    ``predict``: one per model, a function (run on a thread of its own) or an ``AsyncModel``; a batch
+    goes to whichever model is free first.
+    """
+
+    def __init__(self, predict: Union[Model, Sequence[Model]], max_batch: int, max_wait: float) -> None:
+        models = [predict] if callable(predict) or isinstance(predict, AsyncModel) else list(predict)
+        if max_batch < 1 or max_wait < 0 or not models:
+            raise ValueError(f"max_batch must be >= 1, max_wait >= 0 and a model given, got {max_batch}, "
+                             f"{max_wait}, {len(models)} models")
+        self.models, self.max_batch, self.max_wait = models, max_batch, max_wait
         self.stats = BatchStats()
         self._pending: deque[_Job] = deque()
         self._wake: Optional[asyncio.Event] = None
+        self._free: Optional[asyncio.Queue[Model]] = None
+        self._running: set[asyncio.Task] = set()
         self._task: Optional[asyncio.Task] = None
         self._closing = False
         self._executor: Optional[ThreadPoolExecutor] = None
@@ -94,7 +114,10 @@ class Batcher:
     async def start(self) -> None:
         """Start the worker on the running loop (the server's lifespan startup)."""
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ner-serve-model")
+        self._free = asyncio.Queue()
+        for model in self.models:
+            self._free.put_nowait(model)
+        self._executor = ThreadPoolExecutor(max_workers=len(self.models), thread_name_prefix="ner-serve-model")
         self._task = asyncio.get_running_loop().create_task(self._work(), name="ner-serve-batcher")
 
     async def close(self) -> None:
@@ -122,11 +145,32 @@ class Batcher:
         return await job.future
 
     async def _work(self) -> None:
+        assert self._free is not None
         while True:
-            batch = await self._collect()
+            # A batch is collected only once a model is free for it: requests arriving while every model
+            # is busy join the queue, and the next batch takes them all.
+            model = await self._free.get()
+            batch = [job for job in await self._collect() if not job.future.done()]  # cancelled: no tagging
             if not batch:
-                return  # closing and nothing left
-            await self._run(batch)
+                if not self._pending and self._closing:  # nothing left: wait for the batches still running
+                    if self._running:
+                        await asyncio.gather(*self._running)
+                    return
+                self._free.put_nowait(model)
+                continue
+            # The model starts on the batch now, not when a task gets its turn on the loop: the responses
+            # of the previous batch are written while this one runs.
+            started = time.perf_counter()
+            call = self._call(model, batch)
+            task = asyncio.get_running_loop().create_task(self._finish(batch, model, call, started))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _call(self, model: Model, batch: list[_Job]) -> "asyncio.Future[list[Prediction]]":
+        documents = [d for job in batch for d in job.documents]
+        if isinstance(model, AsyncModel):
+            return model.submit(documents)
+        return asyncio.get_running_loop().run_in_executor(self._executor, model, documents)
 
     async def _collect(self) -> list[_Job]:
         assert self._wake is not None
@@ -165,29 +209,49 @@ class Batcher:
                 break
         return total
 
-    async def _run(self, batch: list[_Job]) -> None:
-        batch = [job for job in batch if not job.future.done()]  # a cancelled request needs no tagging
-        if not batch:
-            return
-        documents = [d for job in batch for d in job.documents]
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+    async def _finish(self, batch: list[_Job], model: Model, call: "asyncio.Future[list[Prediction]]",
+                      started: float) -> None:
+        """Answer the batch's requests once ``call`` (the model on it) is done, and free the model."""
+        assert self._free is not None
+        free = self._free
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                free.put_nowait(model)
+
         try:
-            predictions = await loop.run_in_executor(self._executor, self.predict, documents)
-            if len(predictions) != len(documents):
-                raise RuntimeError(f"{len(predictions)} predictions for {len(documents)} documents")
+            await self._answer(batch, model, call, started, release)
+        finally:
+            release()
+
+    async def _answer(self, batch: list[_Job], model: Model, call: "asyncio.Future[list[Prediction]]",
+                      started: float, release: Callable[[], None]) -> None:
+        """``release``: frees the model once its work for this batch is over."""
+        size = sum(len(job.documents) for job in batch)
+        try:
+            predictions = await call
+            if len(predictions) != size:
+                raise RuntimeError(f"{len(predictions)} predictions for {size} documents")
         except Exception as exc:
             self.stats.failed_batches += 1
             if len(batch) > 1:
-                # One bad request must not fail its batch-mates: each is retried alone.
+                # One bad request must not fail its batch-mates: each is retried alone, on this model.
                 log.warning("a batch of %d requests failed (%s); retrying them one by one", len(batch), exc)
                 for job in batch:
-                    await self._run([job])
+                    if not job.future.done():
+                        await self._answer([job], model, self._call(model, [job]), time.perf_counter(),
+                                           lambda: None)  # the model is still needed for the next one
                 return
             if not batch[0].future.done():
                 batch[0].future.set_exception(exc)
             return
-        self.stats.record(len(batch), len(documents), time.perf_counter() - started)
+        self.stats.record(len(batch), size, time.perf_counter() - started)
+        # Freed before the answers: the collector wakes ahead of the answered requests' handlers (futures
+        # wake in order), so the next batch reaches the model before these responses are serialised.
+        release()
         offset = 0
         for job in batch:
             n = len(job.documents)

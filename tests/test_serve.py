@@ -215,7 +215,7 @@ def test_health_and_metadata(server: Server, trained, predictor) -> None:
     assert (meta["tag_scheme"], meta["output_scheme"]) == (info.tag_scheme, info.output_scheme)
     assert meta["word_tokenizer"] == predictor.word_tokenizer
     assert meta["limits"] == LIMITS
-    assert meta["batching"] == {"max_batch": 64, "max_wait_ms": 20.0, "batch_size": 64}
+    assert meta["batching"] == {"max_batch": 64, "max_wait_ms": 20.0, "batch_size": 64, "workers": 1}
 
 
 # --- refusals -----------------------------------------------------------------------------------------------
@@ -329,6 +329,57 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(trained) -> None:
         s.stop()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) counts as gone.
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_workers_tag_side_by_side_survive_a_killed_model_and_exit_with_the_server(trained, predictor) -> None:
+    """--workers 2: two model processes, each batch on either, with the in-process results; a model
+    process killed under load is replaced and its batch tagged again (no request fails); SIGTERM leaves
+    no model process behind."""
+    s = Server(trained.model_dir, "--workers", "2", "--max-wait-ms", "5").wait_ready()
+    try:
+        workers = stats(s.port)["workers"]
+        assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2
+        assert all(w["restarts"] == 0 and _alive(w["pid"]) for w in workers)
+        batch = sentences(24)
+        want = [predict(s.port, {"tokens": [b]}) for b in batch[:4]]  # one by one
+        results = concurrently(s.port, [{"tokens": [b]} for b in batch])
+        assert [status for status, _ in results] == [200] * len(batch)
+        for (_, got), expected in zip(results, want):
+            assert got["tags"] == expected["tags"]
+        for (_, got), b in zip(results, batch):
+            assert got["tags"] == [predictor.predict([b])[0]]
+
+        victim = workers[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        results = concurrently(s.port, [{"tokens": [b]} for b in batch])
+        assert [status for status, _ in results] == [200] * len(batch), results
+        assert all(got["tags"] == [predictor.predict([b])[0]] for (_, got), b in zip(results, batch))
+        for _ in range(4):  # both models get work: the dead one is found and replaced
+            concurrently(s.port, [{"tokens": [b]} for b in batch])
+        after = stats(s.port)["workers"]
+        assert after[1]["pid"] == workers[1]["pid"] and after[1]["restarts"] == 0
+        assert after[0]["restarts"] == 1 and after[0]["pid"] not in (victim, None) and _alive(after[0]["pid"])
+        assert any("died" in line for line in s.lines), "\n".join(s.lines)
+
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(30) == 0, "\n".join(s.lines)
+        deadline = time.monotonic() + 10
+        while any(_alive(w["pid"]) for w in after) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w["pid"]) for w in after), "a model process outlived the server"
+    finally:
+        s.stop()
+
+
 def test_a_bad_model_directory_exits_2_before_listening(tmp_path: Path) -> None:
     (tmp_path / "labels.json").write_text("{}", encoding="utf-8")
     s = Server(tmp_path)
@@ -347,3 +398,19 @@ def test_a_port_in_use_exits_2(trained) -> None:
                "--model", str(trained.model_dir), "--port", str(port)]
         proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert_user_error(proc.returncode, proc.stderr, "--port", "in use")
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--workers", "0"], "--workers"),
+    (["--threads", "-1"], "--threads"),
+    (["--max-batch", "0"], "--max-batch"),
+    (["--max-wait-ms", "-1"], "--max-wait-ms"),
+    (["--port", "70000"], "--port"),
+])
+def test_bad_settings_are_refused_before_the_model_loads(tmp_path: Path, flags: list, flag: str) -> None:
+    from ner_toolkit.cli.serve import run
+    from ner_toolkit.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        run(["--model", str(tmp_path / "no-such-model"), *flags])  # the model is never looked at
+    assert info.value.path == flag and str(info.value).startswith(f"error: {flag}: ")

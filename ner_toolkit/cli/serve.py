@@ -20,7 +20,7 @@ from ..errors import UserError
 from . import _Parser
 
 DEFAULT_MAX_BATCH = 64
-DEFAULT_MAX_WAIT_MS = 2.0
+DEFAULT_MAX_WAIT_MS = 0.0  # as Triton: no added delay; requests queued while the model is busy still batch
 
 
 def _parser() -> _Parser:
@@ -46,6 +46,12 @@ def _parser() -> _Parser:
                    help="fp32 | bf16 (autocast) | fp16 (CUDA); the CRF stays fp32")
     p.add_argument("--quantize", choices=("none", "int8"), default="none",
                    help="int8: dynamic int8 Linear/LSTM weights (CPU only); the CRF stays fp32")
+    p.add_argument("--workers", type=int, default=1,
+                   help="model processes, each with its own copy of the model and tagging its own batches "
+                        "(default 1); more use more cores and memory")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of each model process (default 0: the CPU cores divided among the "
+                        "workers, at least 1)")
     p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes,
                    help=f"largest request body; larger: 413 (default {limits.max_body_bytes})")
     p.add_argument("--max-texts", type=int, default=limits.max_texts,
@@ -61,7 +67,9 @@ def _parser() -> _Parser:
 
 
 def _check(args: Any) -> None:
-    for name in ("max_batch", "batch_size", "max_body_bytes", "max_texts", "max_tokens"):
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (automatic) or more, got {args.threads}", "--threads")
+    for name in ("workers", "max_batch", "batch_size", "max_body_bytes", "max_texts", "max_tokens"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be at least 1, got {getattr(args, name)}", flag)
@@ -115,19 +123,22 @@ def run(argv: list[str]) -> int:
         raise UserError(f"ner-serve needs {exc.name}: pip install 'ner_toolkit[serve]'", "ner-serve") from None
 
     from ..model.directory import resolve_model_dir
-    from ..predict import Predictor
     from ..serve import Limits, create_app
+    from ..serve_worker import default_threads, start_models
 
     model_dir = resolve_model_dir(args.model).resolve()
     if args.port != 0:
         bind(args.host, args.port).close()  # a busy port fails now, not after a long model load
-    predictor = Predictor.load(model_dir, args.device, args.batch_size, args.precision,
-                               trust_remote_code=args.trust_remote_code, quantize=args.quantize)
+    # The model runs in a child process: the event loop here and the model there each get a core.
+    models = start_models(dict(directory=str(model_dir), device=args.device, batch_size=args.batch_size,
+                               precision=args.precision, trust_remote_code=args.trust_remote_code,
+                               quantize=args.quantize),
+                          args.workers, args.threads or default_threads(args.workers))
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
     metadata = {"model_dir": str(model_dir), "config_sha256": config_digest(model_dir),
                 "version": _version()}
     sock = bind(args.host, args.port)
-    app = create_app(predictor, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
+    app = create_app(models, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
                      metadata=metadata)
     ready = (f"serving {model_dir} on {url(args.host, sock)} "
              f"(max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms)")
@@ -143,6 +154,8 @@ def run(argv: list[str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        for model in models:  # after the drain: the batcher has run everything queued
+            model.close()
     return 0 if server.started else 1
 
 

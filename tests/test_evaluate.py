@@ -163,3 +163,42 @@ def test_conll2003_dev_counts() -> None:
             r = evaluate_spans(tags, tags, strict=strict)
             assert {t: v["support"] for t, v in r["per_type"].items()} == expected
             assert r["micro"]["f1"] == 1.0 and r["sentences"] == 3250 and r["tokens"] == 51362
+
+
+_PREFIXES = {"IOB1": "IB", "BIO": "IB", "BIOES": "BIES", "BMES": "BMES"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(scheme=st.sampled_from(sorted(_PREFIXES)), data=st.data())
+def test_conlleval_reading_is_seqevals(scheme: str, data) -> None:
+    """The conlleval mode reads spans with schemes.to_spans (seqeval.metrics imports scikit-learn, 1.3 s):
+    the spans must be exactly seqeval's get_entities, illegal sequences and hyphenated types included."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from ner_toolkit.evaluate import _for_seqeval
+
+    types = ["PER", "B-X", "I"]  # a type may hold "-" or look like a prefix
+    tag = st.one_of(st.just("O"), st.builds(lambda p, t: f"{p}-{t}", st.sampled_from(_PREFIXES[scheme]),
+                                            st.sampled_from(types)))
+    tags = data.draw(st.lists(tag, max_size=10))
+    ids = {t: f"T{i}" for i, t in enumerate(types)}
+    names = {v: k for k, v in ids.items()}
+    want = sorted((names[t], start, last + 1) for t, start, last in get_entities(_for_seqeval(tags, ids)))
+    assert sorted(to_spans(tags, scheme)) == want
+    # and the scores evaluate_spans gives are built on those spans
+    result = evaluate_spans([tags], [tags], scheme=scheme)
+    assert result["micro"]["support"] == len(want)
+
+
+def test_scoring_does_not_import_scikit_learn() -> None:
+    """What keeps a run's start-up short: scoring (both modes) never loads seqeval.metrics' scikit-learn."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ner_toolkit.evaluate import evaluate_spans; "
+            "g = [['B-PER', 'I-PER', 'O']]; evaluate_spans(g, g); evaluate_spans(g, g, strict=True); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

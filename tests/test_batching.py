@@ -258,3 +258,17 @@ def test_predictions_do_not_depend_on_batch_size(predictor, sample_data):
         predictor.batch_size = old
     assert batched == one_by_one
     assert predictor.predict([["EU"]] + sentences[:3])[1:] == batched[:3]
+
+
+def test_subword_ids_from_the_backend_equal_the_tokenizer_call() -> None:
+    """SubwordAligner asks the fast tokenizer's Rust backend directly: the same ids as the transformers
+    call it replaces, for plain, accented, CJK, punctuation, digit and control-character words."""
+    from ner_toolkit.data.batching import _word_ids
+    from ner_toolkit.model.encoder import load_tokenizer
+
+    tokenizer = load_tokenizer(TOKENIZER)
+    words = ["Peter", "Blackburn", "naïve", "Zürich", "東京", "U.S.", "1996-08-22", "--", "(", "don't",
+             "\u200b", "\x07", "x" * 300, "ﬁ", "Ǆ", "🙂"]
+    assert tokenizer.is_fast
+    want = tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    assert _word_ids(tokenizer, words) == [list(ids) for ids in want]

@@ -51,3 +51,20 @@ def test_chars_train_save_and_reload(sample_data, tmp_path, capsys):
     rc = train_main(["--config", str(config), "--output-dir", str(tmp_path / "none"), "--set", "model.chars.enabled=true",
                      "--set", "model.fusion=none"])
     assert_user_error(rc, capsys.readouterr().err, "model.chars needs model.fusion concat or add")
+
+
+def test_char_encoding_is_shared_per_word_and_bounded(monkeypatch):
+    """CharVocab.encode computes a word once (the same list for every occurrence) and stays correct when
+    its bounded cache is emptied."""
+    from ner_toolkit.data.vocab import UNK_ID, CharVocab
+
+    vocab = CharVocab(list("abc"), max_length=2)
+    monkeypatch.setattr(CharVocab, "CACHE_WORDS", 3)
+    words = ["ab", "ca", "abc", "", "x", "ab", "zz", "ca"]
+    first = vocab.encode(words)
+    expected = [[2, 3], [4, 2], [2, 3], [UNK_ID], [UNK_ID], [2, 3], [UNK_ID, UNK_ID], [4, 2]]
+    assert first == expected
+    assert vocab.encode(words) == expected  # after the cache was cleared on the way
+    assert len(vocab._words) <= 3
+    again = vocab.encode(["ab", "ab"])
+    assert again[0] is again[1]

@@ -63,10 +63,21 @@ class SubwordAligner:
                 self.cache.clear()  # bounded memory on endless prediction streams
             # One word per "sentence" with is_split_into_words: each word is tokenized as it would be
             # inside a sentence (prefix space), and the result does not depend on its neighbours.
-            ids = self.tokenizer([[w] for w in new], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+            ids = _word_ids(self.tokenizer, new)
             for word, word_ids in zip(new, ids):
                 self.cache[word] = list(word_ids[: self.max_pieces]) or [self.unk]
         return [[self.cache[w] for w in s] for s in sentences]
+
+
+def _word_ids(tokenizer: Any, words: list[str]) -> list[list[int]]:
+    """Subword ids of each word, tokenised as one pre-split word (``is_split_into_words``). A fast
+    tokenizer's Rust backend is called directly: the transformers wrapper turns every result into a
+    Python dict first, which costs more than the tokenisation (0.46 of 0.8 s on CoNLL-2003's 23k words)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None:
+        return tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    return [e.ids for e in backend.encode_batch([[w] for w in words], is_pretokenized=True,
+                                                add_special_tokens=False)]
 
 
 def encode_sentences(

@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """Tag CoNLL files: python predict.py --model DIR INPUT... [--output PATH] [--evaluate]"""
-import sys
-
-from ner_toolkit.cli import predict_main
+from ner_toolkit.cli import exit_process, predict_main
 
 if __name__ == "__main__":
-    sys.exit(predict_main())
+    exit_process(predict_main())  # without the interpreter's second-long teardown of torch

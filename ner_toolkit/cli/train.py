@@ -1,6 +1,7 @@
 """``train.py`` / ``ner-train``: train from a YAML config; every planned write is checked against every input first."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +19,9 @@ def run(argv: list[str]) -> int:
                    help="train one model per seed in OUTPUT_DIR/seed-N and write OUTPUT_DIR/summary.json (mean ± std)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in the output directory from its newest checkpoint, exactly where it stopped")
+    p.add_argument("--profile-startup", action="store_true",
+                   help="print, at the end, where the wall time went outside the training epochs (start-up, "
+                        "reading, model build, subword encoding, scoring, saving, plotting)")
     args = p.parse_args(argv)
     from ..config import load_config
 
@@ -32,7 +36,10 @@ def run(argv: list[str]) -> int:
         if not seeds:
             raise UserError("--seeds expects at least one seed, e.g. --seeds 1,2,3", "--seeds")
     _check_training_paths(config, args.config, seeds)
+    from ..training.phases import PHASES
     from ..training.trainer import train, train_seeds
+
+    PHASES.verbose = args.profile_startup
 
     from .. import distributed
 
@@ -43,6 +50,10 @@ def run(argv: list[str]) -> int:
             train(config, resume=args.resume, config_path=args.config, command=["train.py", *argv])
     finally:
         distributed.shutdown()
+    if args.profile_startup and os.environ.get("RANK", "0") == "0":  # rank 0 alone under torchrun
+        import sys
+
+        print(f"wall time by phase{' (the last seed)' if seeds else ''}:\n{PHASES.report()}", file=sys.stderr)
     return 0
 
 

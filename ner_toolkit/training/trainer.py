@@ -26,10 +26,12 @@ from ..model.card import training_info
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder, max_positions
 from ..model.precision import check_precision
+from ..model.crf import native
 from ..model.tagger import Tagger
 from ..predict import Predictor
 from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
+from .phases import PHASES, TRAINING
 from .fingerprint import run_fingerprints
 from .reporting import TensorBoardLog, plot_curves, read_metrics, seed_summary, write_metrics_log
 from .runlock import run_lock
@@ -138,24 +140,27 @@ def prepare(config: Config) -> Setup:
     # on x86 CPUs; flushing them to zero changes nothing measurable and keeps every step fast.
     torch.set_flush_denormal(True)
 
-    # Resolved once and saved with the model: predict_text splits raw text as training did.
-    config.data.word_tokenizer = resolve_word_tokenizer(config.data)
-    train_data = read_labelled(config.data.train, config.data, "data.train")
-    dev = read_labelled(config.data.dev, config.data, "data.dev") if config.data.dev else None
-    test = read_labelled(config.data.test, config.data, "data.test") if config.data.test else None
-    scheme = input_scheme(train_data, config.data)
-    for data in (train_data, dev, test):
-        if data is not None:
-            check_scheme(data, scheme)
-    labels = build_labels(train_data, scheme, config.data)
-    train_tags, repaired = tag_ids(train_data, labels)
-    if repaired:
-        warn(f"repaired {repaired} sentences with illegal {scheme} sequences the conlleval way", train_data.path)
-    for data in (dev, test):
-        if data is not None:
-            warn_unseen(data.gold, labels.types, scheme, data.path)
+    with PHASES("read and check the data"):
+        # Resolved once and saved with the model: predict_text splits raw text as training did.
+        config.data.word_tokenizer = resolve_word_tokenizer(config.data)
+        train_data = read_labelled(config.data.train, config.data, "data.train")
+        dev = read_labelled(config.data.dev, config.data, "data.dev") if config.data.dev else None
+        test = read_labelled(config.data.test, config.data, "data.test") if config.data.test else None
+        scheme = input_scheme(train_data, config.data)
+        for data in (train_data, dev, test):
+            if data is not None:
+                check_scheme(data, scheme)
+        labels = build_labels(train_data, scheme, config.data)
+        train_tags, repaired = tag_ids(train_data, labels)
+        if repaired:
+            warn(f"repaired {repaired} sentences with illegal {scheme} sequences the conlleval way", train_data.path)
+        for data in (dev, test):
+            if data is not None:
+                warn_unseen(data.gold, labels.types, scheme, data.path)
 
-    hf_encoder, tokenizer = build_hf_encoder(config.model.encoder)
+    with PHASES("encoder and tokenizer (from_pretrained)"):
+        hf_encoder, tokenizer = build_hf_encoder(config.model.encoder)
+    vocab_started = time.perf_counter()
     vocab: Optional[Vocab] = None
     vectors = None
     if config.model.fusion != "none":
@@ -172,12 +177,17 @@ def prepare(config: Config) -> Setup:
             raise UserError("model.chars needs model.fusion concat or add (none is the encoder alone)", "config")
         c = config.model.chars
         chars = CharVocab.build((t for s in train_data.tokens for t in s), c.min_freq, c.max_length)
-    tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, labels.constraints(),
-                    vectors, num_chars=len(chars) if chars else 0).to(device)
-    tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
-    aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder)
-    items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
-                             documents=train_data.documents, context=config.model.encoder.context)
+    PHASES.add("vocabularies and word vectors", time.perf_counter() - vocab_started)
+    with PHASES("tagger build"):
+        tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2,
+                        labels.constraints(), vectors, num_chars=len(chars) if chars else 0).to(device)
+        tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
+    with PHASES("C Viterbi kernel load"):
+        native.library()  # built or loaded now, not inside the first dev scoring
+    with PHASES("subword encoding of the training set"):
+        aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder)
+        items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
+                                 documents=train_data.documents, context=config.model.encoder.context)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
                           config.data.token_column, tc.precision, chars, config.data.word_tokenizer)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
@@ -204,6 +214,7 @@ def train(config: Config, resume: bool = False, config_path: Optional[str] = Non
     While it runs, OUTPUT_DIR/.lock keeps a second run out of the same directory.
     """
     started = time.time()
+    PHASES.reset()
     # Before anything is written there; torchrun sets RANK before prepare() joins the process group.
     with run_lock(Path(config.output_dir), enabled=os.environ.get("RANK", "0") == "0"):
         return _train(config, resume, config_path, started, command or sys.argv)
@@ -213,7 +224,9 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
     setup = prepare(config)
     tc, device, labels = config.training, setup.device, setup.labels
     main = distributed.current().main
-    optimization = make_optimization(setup)
+    with PHASES("optimizer and schedule"):
+        optimization = make_optimization(setup)
+    setup_started = time.perf_counter()
     out_dir = Path(config.output_dir)
     metrics_path = out_dir / "metrics.jsonl"
     rng = random.Random(tc.seed)
@@ -242,9 +255,12 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
     board = TensorBoardLog(out_dir / "tensorboard", tc.tensorboard and main)
     from tqdm import tqdm
 
+    PHASES.add("fingerprints, card, checkpoints, config", time.perf_counter() - setup_started)
+
     def save() -> None:
         if main:
-            checkpointer.save()
+            with PHASES("checkpoints"):
+                checkpointer.save()
 
     while state.epoch <= tc.epochs and not state.stopped:
         epoch = state.epoch
@@ -253,10 +269,13 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
             state.epoch_lr = optimization.learning_rates()  # the rates this epoch starts with
         else:
             rng.setstate(state.epoch_rng)  # resumed mid-epoch: draw the same order, skip what was done
+        PHASES.mark("first training step")
         t0 = time.time()
         bar = tqdm(total=len(setup.items), desc=f"epoch {epoch}/{tc.epochs}", unit="sent", leave=False,
                    disable=not (tc.progress and main and sys.stderr.isatty()))
+        epoch_started = time.perf_counter()
         mean_loss = run_epoch(setup.items, setup.collator, optimization, tc, rng, device, bar, state, save)
+        PHASES.add(TRAINING, time.perf_counter() - epoch_started)
         bar.close()
         if main:
             with optimization.evaluated_weights():
@@ -278,7 +297,8 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
                board: TensorBoardLog) -> None:
     """Rank 0 after an epoch: dev score, metrics.jsonl line, best model saved, early stopping."""
     tc, epoch, dev = setup.config.training, state.epoch, setup.dev
-    dev_result = score(setup.predictor, dev, setup.labels) if dev else None
+    with PHASES("dev scoring after each epoch"):
+        dev_result = score(setup.predictor, dev, setup.labels) if dev else None
     f1 = dev_result["micro"]["f1"] if dev_result else float(epoch)  # no dev: keep the last epoch
     improved = f1 > state.best_f1
     record = {"epoch": epoch, "loss": round(mean_loss, 6), "dev": _short(dev_result) if dev_result else None,
@@ -292,8 +312,9 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
           file=sys.stderr)
     if improved:
         state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
-        save_model(Path(setup.config.output_dir) / "model", setup.tagger, setup.config, setup.labels,
-                   setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result}, setup.chars, setup.card)
+        with PHASES("saving the best model"):
+            save_model(Path(setup.config.output_dir) / "model", setup.tagger, setup.config, setup.labels,
+                       setup.tokenizer, setup.vocab, {"epoch": epoch, "dev": dev_result}, setup.chars, setup.card)
     else:
         state.bad_epochs += 1
         if tc.patience and state.bad_epochs >= tc.patience:
@@ -305,7 +326,8 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
     """Rank 0 at the end: curves, the saved (best) weights scored on dev and test, the summary line."""
     from safetensors.torch import load_file
 
-    note = plot_curves(out_dir / "metrics.jsonl", out_dir / "training_curves.png")
+    with PHASES("training curves (matplotlib)"):
+        note = plot_curves(out_dir / "metrics.jsonl", out_dir / "training_curves.png")
     if note:
         print(f"note: {note}", file=sys.stderr)
     model_dir = out_dir / "model"
@@ -317,7 +339,8 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
     metrics: dict[str, Any] = {"epoch": state.best_epoch, "dev": None, "test": None}
     for key, data in (("dev", dev), ("test", test)):
         if data is not None:
-            result = score(setup.predictor, data, setup.labels)
+            with PHASES("final dev and test scoring"):
+                result = score(setup.predictor, data, setup.labels)
             metrics[key] = result
             print(f"{key} ({data.path}):\n{format_report(result)}", file=sys.stderr)
     if test is not None:

@@ -272,3 +272,34 @@ def test_subword_ids_from_the_backend_equal_the_tokenizer_call() -> None:
     assert tokenizer.is_fast
     want = tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
     assert _word_ids(tokenizer, words) == [list(ids) for ids in want]
+
+
+@pytest.mark.parametrize("multiple", [8, 16])
+def test_padding_to_a_multiple_changes_shapes_not_results(predictor, multiple: int) -> None:
+    """training.pad_to_multiple: both axes rounded up (never past the window), the real positions carry
+    the same ids, masks and pooling sources, and the model's scores there are the same."""
+    from ner_toolkit.data.batching import Collator
+
+    base = predictor.collator
+    padded = Collator(base.cls_id, base.sep_id, base.pad_id, base.max_length, base.stride, base.pooling, multiple)
+    sentences = [["Peter", "Blackburn"], ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+                 ["x"] * 37]
+    items = predictor._encode(sentences, None)
+    a, b = base(items), padded(items)
+    (_, s1), (_, s2) = a.input_ids.shape, b.input_ids.shape
+    t1, t2 = a.mask.shape[1], b.mask.shape[1]
+    assert s2 % multiple == 0 or s2 == base.max_length
+    assert t2 % multiple == 0 and s1 <= s2 < s1 + multiple and t1 <= t2 < t1 + multiple
+    assert torch.equal(b.input_ids[:, :s1], a.input_ids) and b.input_ids[:, s1:].eq(base.pad_id).all()
+    assert torch.equal(b.attention_mask[:, :s1], a.attention_mask) and b.attention_mask[:, s1:].eq(0).all()
+    assert torch.equal(b.mask[:, :t1], a.mask) and not b.mask[:, t1:].any()
+    assert torch.equal(b.word_ids[:, :t1], a.word_ids)
+    for (src_a, dst_a, w_a), (src_b, dst_b, w_b) in zip(a.pools, b.pools):
+        assert torch.equal(torch.stack([src_a // s1, src_a % s1]), torch.stack([src_b // s2, src_b % s2]))
+        assert torch.equal(torch.stack([dst_a // t1, dst_a % t1]), torch.stack([dst_b // t2, dst_b % t2]))
+        assert torch.equal(w_a, w_b)
+    tagger = predictor.tagger.eval()
+    with torch.inference_mode():
+        ea, eb = tagger.crf_scores(a), tagger.crf_scores(b)
+        assert torch.allclose(eb[:, :t1][a.mask], ea[a.mask], atol=1e-5)
+        assert torch.equal(tagger.crf.decode(eb, b.mask)[0][:, :t1], tagger.crf.decode(ea, a.mask)[0])

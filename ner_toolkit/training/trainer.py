@@ -185,7 +185,8 @@ def prepare(config: Config) -> Setup:
     with PHASES("C Viterbi kernel load"):
         native.library()  # built or loaded now, not inside the first dev scoring
     with PHASES("subword encoding of the training set"):
-        aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder)
+        aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder,
+                                          tc.pad_to_multiple)
         items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                                  documents=train_data.documents, context=config.model.encoder.context)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,

@@ -1,0 +1,88 @@
+"""Training memory against corpus size: peak RSS of ``train.py`` for 1 epoch with dev scoring.
+
+    python benchmarks/bench_train_memory.py [--sizes 2000,14041,140410] [--precision bf16]
+
+The reference architecture (scratch ALBERT: embedding 128, hidden 256, 4 layers, 4 heads, intermediate
+1024, the albert-base-v2 vocabulary; (+) 100-d words; BiLSTM 256; CRF), batch 32, on the first N
+sentences of CoNLL-2003 train (repeated past its 14,041), CoNLL-2003 dev scored after the epoch, no
+test. Each size runs ``train.py`` in a fresh process; its peak RSS comes from ``wait4``. Prints one row
+per size and the ratio of each to the smallest (target, issue 15: <= 1.1x from 2,000 to 140,410, and
+<= 1.2 GB at 14,041). Needs ../shared/datasets/conll2003.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONLL = ROOT.parent / "shared" / "datasets" / "conll2003"
+REFERENCE = [
+    "model.encoder.scratch={embedding_size: 128, hidden_size: 256, num_hidden_layers: 4, "
+    "num_attention_heads: 4, intermediate_size: 1024, max_position_embeddings: 512}",
+    "model.lstm.hidden_size=256", "training.batch_size=32", "training.epochs=1", "data.test=null",
+    "training.progress=false",
+]
+
+
+def sentence_blocks(path: Path) -> list[str]:
+    blocks = path.read_text(encoding="utf-8").split("\n\n")
+    return [b.strip("\n") for b in blocks if b.strip() and not b.startswith("-DOCSTART-")]
+
+
+def write_corpus(blocks: list[str], n: int, out: Path) -> Path:
+    with out.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(blocks[i % len(blocks)] + "\n\n")
+    return out
+
+
+def run(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of a child process (exec'd, so that its RSS is its own)."""
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.execvpe(cmd[0], cmd, env)
+    _, status, usage = os.wait4(pid, 0)
+    if status != 0:
+        sys.exit(f"command failed ({status}): {shlex.join(cmd)}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="2000,14041,140410", help="training sentences per run")
+    ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    args = ap.parse_args()
+    if not (CONLL / "train.txt").is_file():
+        sys.exit(f"needs {CONLL}/train.txt and dev.txt")
+    print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    blocks = sentence_blocks(CONLL / "train.txt")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            train = write_corpus(blocks, n, Path(tmp) / f"train-{n}.txt")
+            cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quickstart.yaml"),
+                   "--output-dir", str(Path(tmp) / f"run-{n}"), "--set", f"data.train={train}",
+                   "--set", f"data.dev={CONLL / 'dev.txt'}", "--set", f"training.precision={args.precision}"]
+            for override in REFERENCE:
+                cmd += ["--set", override]
+            seconds, rss = run(cmd, env)
+            rows.append((n, seconds, rss))
+            print(f"  {n} sentences: {seconds:.0f} s, peak RSS {rss:.0f} MB", flush=True)
+            train.unlink()
+    base = rows[0][2]
+    print(f"\n1 epoch, {args.precision}, batch 32, CoNLL-2003 dev scored; torch threads: default")
+    print("| training sentences | seconds | peak RSS MB | vs smallest |")
+    print("| ---: | ---: | ---: | ---: |")
+    for n, seconds, rss in rows:
+        print(f"| {n:,} | {seconds:.0f} | {rss:.0f} | {rss / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

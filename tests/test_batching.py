@@ -303,3 +303,10 @@ def test_padding_to_a_multiple_changes_shapes_not_results(predictor, multiple: i
         ea, eb = tagger.crf_scores(a), tagger.crf_scores(b)
         assert torch.allclose(eb[:, :t1][a.mask], ea[a.mask], atol=1e-5)
         assert torch.equal(tagger.crf.decode(eb, b.mask)[0][:, :t1], tagger.crf.decode(ea, a.mask)[0])
+
+
+def test_pad_to_multiple_null_depends_on_the_training_set_size() -> None:
+    from ner_toolkit.training.trainer import pad_multiple
+
+    assert [pad_multiple(None, n) for n in (1, 400, 1000, 1001, 140_410)] == [1, 1, 1, 16, 16]
+    assert pad_multiple(4, 10) == 4 and pad_multiple(1, 10**6) == 1

@@ -186,13 +186,20 @@ def prepare(config: Config) -> Setup:
         native.library()  # built or loaded now, not inside the first dev scoring
     with PHASES("subword encoding of the training set"):
         aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder,
-                                          tc.pad_to_multiple)
+                                          pad_multiple(tc.pad_to_multiple, len(train_data.tokens)))
         items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                                  documents=train_data.documents, context=config.model.encoder.context)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
                           config.data.token_column, tc.precision, chars, config.data.word_tokenizer)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
                  chars)
+
+
+def pad_multiple(configured: Optional[int], sentences: int) -> int:
+    """``training.pad_to_multiple``, with null resolved by the size of the training set."""
+    if configured is not None:
+        return configured
+    return 16 if sentences > 1000 else 1
 
 
 def make_optimization(setup: Setup) -> Optimization:

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 POOLINGS = ("first", "last", "mean", "first_last")
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__ per sentence: a large training set holds one of these per sentence
 class Encoded:
-    """One sentence as ids: word ids (T), subword ids per word (T non-empty lists), tag ids (T) or None."""
+    """One sentence as ids: word ids (T), subword ids per word (T non-empty lists, shared by every
+    occurrence of the word: read-only), tag ids (T) or None."""
 
     word_ids: list[int]
     pieces: list[list[int]]
@@ -96,7 +97,8 @@ def encode_sentences(
     out = []
     for i, (tokens, p) in enumerate(zip(sentences, pieces)):
         word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
-        out.append(Encoded(word_ids, p, None if tags is None else (None if tags[i] is None else list(tags[i])),
+        t = None if tags is None else tags[i]
+        out.append(Encoded(word_ids, p, t if t is None or isinstance(t, list) else list(t),
                            start_index + i, None if chars is None else chars.encode(tokens)))
     if context > 0:
         _add_context(out, documents, context)

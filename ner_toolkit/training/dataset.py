@@ -36,6 +36,18 @@ class LabelledFile:
         return list(range(first, first + len(self.tokens[index])))
 
 
+class _Strings:
+    """One string object per distinct token and tag of a file: a corpus repeats its words and its dozen
+    tags, and a string object per occurrence was most of a large training set's memory."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, values: list[str]) -> list[str]:
+        seen = self._seen.setdefault
+        return [seen(v, v) for v in values]
+
+
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
@@ -64,6 +76,7 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     if is_jsonl(path, cfg):
         return _read_jsonl(path, cfg, key)
     data = LabelledFile(path, [], [], [], [])
+    shared = _Strings()
     document = 0
     for item in read_conll(path, cfg.token_column, cfg.label_column):
         if is_docstart(item):
@@ -77,8 +90,8 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
             problem = tag_problem(tag)
             if problem:
                 raise UserError(problem, path, line)
-        data.tokens.append(item.tokens)
-        data.gold.append(item.labels)
+        data.tokens.append(shared(item.tokens))
+        data.gold.append(shared(item.labels))
         data.first_lines.append(item.line_numbers[0])
         data.documents.append(document)
     if not data.tokens:
@@ -90,6 +103,7 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     """Texts with character-offset entities (aligned to ``cfg.word_tokenizer``'s tokens, misaligned
     spans per ``data.misaligned`` and reported) or rows of tokens and tags."""
     data = LabelledFile(path, [], [], [], [], one_line_each=True)
+    shared = _Strings()
     report = AlignmentReport(path)
     unlabelled: list[int] = []
     for doc in read_jsonl(path, cfg.word_tokenizer, cfg.misaligned, cfg.tag_names, report):
@@ -102,8 +116,8 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
             problem = tag_problem(tag)
             if problem:
                 raise UserError(problem, path, doc.line)
-        data.tokens.append(doc.tokens)
-        data.gold.append(doc.labels)
+        data.tokens.append(shared(doc.tokens))
+        data.gold.append(shared(doc.labels))
         data.first_lines.append(doc.line)
         data.documents.append(len(data.documents))  # every record is a document of its own
     if report.expanded or report.skipped:

@@ -305,8 +305,9 @@ def test_padding_to_a_multiple_changes_shapes_not_results(predictor, multiple: i
         assert torch.equal(tagger.crf.decode(eb, b.mask)[0][:, :t1], tagger.crf.decode(ea, a.mask)[0])
 
 
-def test_pad_to_multiple_null_depends_on_the_training_set_size() -> None:
+def test_pad_to_multiple_null_depends_on_the_training_set_size_and_precision() -> None:
     from ner_toolkit.training.trainer import pad_multiple
 
-    assert [pad_multiple(None, n) for n in (1, 400, 1000, 1001, 140_410)] == [1, 1, 1, 16, 16]
-    assert pad_multiple(4, 10) == 4 and pad_multiple(1, 10**6) == 1
+    assert [pad_multiple(None, n, "bf16") for n in (1, 400, 1000, 1001, 140_410)] == [1, 1, 1, 16, 16]
+    assert pad_multiple(None, 140_410, "fp16") == 16 and pad_multiple(None, 140_410, "fp32") == 1
+    assert pad_multiple(4, 10, "fp32") == 4 and pad_multiple(1, 10**6, "bf16") == 1

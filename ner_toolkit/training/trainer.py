@@ -186,7 +186,7 @@ def prepare(config: Config) -> Setup:
         native.library()  # built or loaded now, not inside the first dev scoring
     with PHASES("subword encoding of the training set"):
         aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder,
-                                          pad_multiple(tc.pad_to_multiple, len(train_data.tokens)))
+                                          pad_multiple(tc.pad_to_multiple, len(train_data.tokens), tc.precision))
         items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                                  documents=train_data.documents, context=config.model.encoder.context)
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
@@ -195,11 +195,15 @@ def prepare(config: Config) -> Setup:
                  chars)
 
 
-def pad_multiple(configured: Optional[int], sentences: int) -> int:
-    """``training.pad_to_multiple``, with null resolved by the size of the training set."""
+def pad_multiple(configured: Optional[int], sentences: int, precision: str) -> int:
+    """``training.pad_to_multiple``, with null resolved: 16 for a training set of more than 1,000
+    sentences under autocast, else 1. Under bf16/fp16 autocast every new shape leaves its own cast
+    copies and activations behind in the allocator (1 epoch on CoNLL-2003: 1.85 GB at 1, 1.0 GB at 16,
+    the same speed); in fp32 the memory does not grow that way, and the padding costs time (227 against
+    156 sentences/s)."""
     if configured is not None:
         return configured
-    return 16 if sentences > 1000 else 1
+    return 16 if sentences > 1000 and precision != "fp32" else 1
 
 
 def make_optimization(setup: Setup) -> Optimization:

@@ -263,7 +263,7 @@ def test_predictions_do_not_depend_on_batch_size(predictor, sample_data):
 def test_subword_ids_from_the_backend_equal_the_tokenizer_call() -> None:
     """SubwordAligner asks the fast tokenizer's Rust backend directly: the same ids as the transformers
     call it replaces, for plain, accented, CJK, punctuation, digit and control-character words."""
-    from ner_toolkit.data.batching import _word_ids
+    from ner_toolkit.data.windows import _word_ids
     from ner_toolkit.model.encoder import load_tokenizer
 
     tokenizer = load_tokenizer(TOKENIZER)

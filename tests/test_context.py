@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ner_toolkit.config import EncoderConfig
-from ner_toolkit.data.batching import Collator, SubwordAligner, _fit_context, encode_sentences
+from ner_toolkit.data.batching import Collator, SubwordAligner, encode_sentences
+from ner_toolkit.data.windows import fit_context as _fit_context
 from ner_toolkit.data.conll import document_ids, read_conll
 
 from conftest import SAMPLE, TINY_SCRATCH, TOKENIZER, assert_user_error, run_cli, tiny_config_text

@@ -1,19 +1,20 @@
 """Torch-free inputs for the exported graph: vocabularies, subword alignment, windows and pooling maps.
 
-A numpy twin of ``data.batching`` (``SubwordAligner``, ``encode_sentences``, ``plan_windows``, ``Collator``,
-unshuffled ``bucketed_batches``) and of the lookups of ``data.vocab``: the same index computations, so
-``NumpyCollator(items)`` holds exactly the values of ``Collator(items)`` (tests/test_export.py compares
-them on random sentences). ``data.batching`` imports torch, so the code is repeated here.
+A numpy twin of ``data.batching`` (``encode_sentences``, ``Collator``, unshuffled ``bucketed_batches``) and
+of the lookups of ``data.vocab``: the same index computations, so ``NumpyCollator(items)`` holds exactly
+the values of ``Collator(items)`` (tests/test_export.py compares them on random sentences). Subword
+alignment, windows and context come from the torch-free ``data.windows``, shared with ``data.batching``.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from ..data.windows import SubwordAligner, add_context, fit_context, plan_windows
 from ..errors import UserError
 
 PAD_ID, UNK_ID = 0, 1
@@ -92,27 +93,6 @@ class Encoded:
         return sum(len(p) for p in self.pieces)
 
 
-class SubwordAligner:
-    """``data.batching.SubwordAligner``: words to subword ids, one tokenizer call per batch of new words."""
-
-    def __init__(self, tokenizer: Any, max_pieces_per_word: int, unk_id: int, cache_size: int = 500_000) -> None:
-        self.tokenizer = tokenizer
-        self.max_pieces = max_pieces_per_word
-        self.unk = unk_id
-        self.cache: dict[str, list[int]] = {}
-        self.cache_size = cache_size
-
-    def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-        new = list({w for s in sentences for w in s if w not in self.cache})
-        if new:
-            if len(self.cache) + len(new) > self.cache_size:
-                self.cache.clear()
-            ids = self.tokenizer([[w] for w in new], is_split_into_words=True, add_special_tokens=False)["input_ids"]
-            for word, word_ids in zip(new, ids):
-                self.cache[word] = list(word_ids[: self.max_pieces]) or [self.unk]
-        return [[self.cache[w] for w in s] for s in sentences]
-
-
 def encode_sentences(aligner: SubwordAligner, vocab: Optional[WordLookup], sentences: Sequence[Sequence[str]],
                      chars: Optional[CharLookup] = None, documents: Optional[Sequence[int]] = None,
                      context: int = 0) -> list[Encoded]:
@@ -123,64 +103,8 @@ def encode_sentences(aligner: SubwordAligner, vocab: Optional[WordLookup], sente
         word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
         out.append(Encoded(word_ids, p, i, None if chars is None else chars.encode(tokens)))
     if context > 0:
-        _add_context(out, documents, context)
+        add_context(out, documents, context)
     return out
-
-
-def _add_context(items: list[Encoded], documents: Optional[Sequence[int]], context: int) -> None:
-    flat = [[i for word in item.pieces for i in word] for item in items]
-    doc = documents if documents is not None else [0] * len(items)
-    for n, item in enumerate(items):
-        left: list[int] = []
-        k = n - 1
-        while k >= 0 and doc[k] == doc[n] and len(left) < context:
-            left = flat[k][-(context - len(left)):] + left
-            k -= 1
-        right: list[int] = []
-        k = n + 1
-        while k < len(items) and doc[k] == doc[n] and len(right) < context:
-            right += flat[k][: context - len(right)]
-            k += 1
-        item.left, item.right = left, right
-
-
-def plan_windows(lengths: Sequence[int], content: int, stride: int) -> tuple[list[tuple[int, int]], list[int]]:
-    """``data.batching.plan_windows``."""
-    n = len(lengths)
-    stride = max(0, min(stride, content // 2))
-    windows: list[tuple[int, int]] = []
-    start = 0
-    while True:
-        end, total = start, 0
-        while end < n and total + lengths[end] <= content:
-            total += lengths[end]
-            end += 1
-        windows.append((start, end))
-        if end >= n:
-            break
-        room = min(stride, content - lengths[end])
-        nxt, overlap = end, 0
-        while nxt - 1 > start and overlap + lengths[nxt - 1] <= room:
-            nxt -= 1
-            overlap += lengths[nxt]
-        start = nxt
-    owner = [0] * n
-    best = [-1] * n
-    for w, (s, e) in enumerate(windows):
-        total = sum(lengths[s:e])
-        left = 0
-        for t in range(s, e):
-            score = min(left, total - left - lengths[t])
-            if score > best[t]:
-                best[t], owner[t] = score, w
-            left += lengths[t]
-    return windows, owner
-
-
-def _fit_context(left: list[int], right: list[int], room: int) -> tuple[list[int], list[int]]:
-    take_left = min(len(left), max(room // 2, room - len(right)))
-    take_right = min(len(right), room - take_left)
-    return left[len(left) - take_left:], right[:take_right]
 
 
 @dataclass
@@ -217,7 +141,7 @@ class NumpyCollator:
             right: list[int] = []
             if sum(lengths) <= self.content:
                 windows, owner = [(0, len(lengths))], None
-                left, right = _fit_context(item.left, item.right, self.content - sum(lengths))
+                left, right = fit_context(item.left, item.right, self.content - sum(lengths))
             else:
                 windows, owner = plan_windows(lengths, self.content, self.stride)
             for w, (s, e) in enumerate(windows):

@@ -16,8 +16,9 @@ import os
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_predict_memory import repeat_to, run, sentences_of  # same folder: the same corpus and RSS helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONLL = ROOT.parent / "shared" / "datasets" / "conll2003"
@@ -29,30 +30,6 @@ REFERENCE = [
 ]
 
 
-def sentence_blocks(path: Path) -> list[str]:
-    blocks = path.read_text(encoding="utf-8").split("\n\n")
-    return [b.strip("\n") for b in blocks if b.strip() and not b.startswith("-DOCSTART-")]
-
-
-def write_corpus(blocks: list[str], n: int, out: Path) -> Path:
-    with out.open("w", encoding="utf-8") as fh:
-        for i in range(n):
-            fh.write(blocks[i % len(blocks)] + "\n\n")
-    return out
-
-
-def run(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of a child process (exec'd, so that its RSS is its own)."""
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        os.execvpe(cmd[0], cmd, env)
-    _, status, usage = os.wait4(pid, 0)
-    if status != 0:
-        sys.exit(f"command failed ({status}): {shlex.join(cmd)}")
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="2000,14041,140410", help="training sentences per run")
@@ -62,11 +39,11 @@ def main() -> None:
         sys.exit(f"needs {CONLL}/train.txt and dev.txt")
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    blocks = sentence_blocks(CONLL / "train.txt")
+    blocks = sentences_of(CONLL / "train.txt")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            train = write_corpus(blocks, n, Path(tmp) / f"train-{n}.txt")
+            train = repeat_to(blocks, n, Path(tmp) / f"train-{n}.txt")
             cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quickstart.yaml"),
                    "--output-dir", str(Path(tmp) / f"run-{n}"), "--set", f"data.train={train}",
                    "--set", f"data.dev={CONLL / 'dev.txt'}", "--set", f"training.precision={args.precision}"]

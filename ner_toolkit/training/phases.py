@@ -32,13 +32,18 @@ class Phases:
 
     def __init__(self) -> None:
         self.verbose = False  # train.py --profile-startup
-        self.reset()
-
-    def reset(self) -> None:
+        self._runs = 0
         self.seconds: dict[str, float] = {}
         self.marks: dict[str, float] = {}
         self.began = time.perf_counter()
-        self.startup = process_age()  # in clock ticks (10 ms): that coarse
+        self.startup: Optional[float] = None
+
+    def reset(self) -> None:
+        """A run begins (``train()``): only a process's first run has a start-up (``--seeds`` runs several)."""
+        self.seconds, self.marks = {}, {}
+        self.began = time.perf_counter()
+        self.startup = process_age() if self._runs == 0 else None  # in clock ticks (10 ms): that coarse
+        self._runs += 1
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:

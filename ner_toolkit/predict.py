@@ -17,6 +17,7 @@ from .data.text import TOKENIZERS, detect_tokenizer
 from .data.vocab import CharVocab, Vocab
 from .devices import resolve_device
 from .errors import UserError
+from .model.compiled import compile_network
 from .model.directory import LabelInfo, load_model
 from .model.encoder import max_positions
 from .model.precision import autocast, check_precision
@@ -52,10 +53,13 @@ class Predictor(Tagging):
     @classmethod
     def load(cls, directory: Union[str, os.PathLike], device: str = "cpu", batch_size: int = 64,
              precision: str = "fp32", trust_remote_code: bool = False,
-             word_tokenizer: Optional[str] = None, quantize: Optional[str] = None) -> "Predictor":
+             word_tokenizer: Optional[str] = None, quantize: Optional[str] = None,
+             compile: bool = False) -> "Predictor":
         """``trust_remote_code``: the user's decision to let the directory's custom code (auto_map) run.
         ``word_tokenizer``: how ``predict_text`` splits raw text (default: the one the model was trained with).
         ``quantize``: ``int8`` for dynamic int8 Linear/LSTM weights (CPU; the CRF stays float32).
+        ``compile``: torch.compile the network before the CRF (the first batch of each shape family pays
+        the compile; see ``model.compiled``).
         An ``ner-export`` directory loads the ONNX runtime instead (same methods, no torch at inference)."""
         from .export import is_export
 
@@ -64,6 +68,8 @@ class Predictor(Tagging):
 
             if quantize not in (None, "none"):
                 raise UserError("an export is quantised by ner-export --quantize int8, not at load time", "--quantize")
+            if compile:
+                raise UserError("--compile is for a model directory; an export runs in ONNX Runtime", "--compile")
             return OnnxPredictor.load(directory, device, batch_size, precision,  # type: ignore[return-value]
                                       trust_remote_code=trust_remote_code, word_tokenizer=word_tokenizer)
         _, rank_device = distributed.init_from_env(device)  # torchrun: one process per device
@@ -75,6 +81,8 @@ class Predictor(Tagging):
             raise UserError(str(exc), "--quantize") from None
         model = load_model(directory, dev, trust_remote_code=trust_remote_code)
         tagger = quantize_int8(model.tagger, inplace=True) if quantize == "int8" else model.tagger
+        if compile:
+            compile_network(tagger)
         return cls(tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
                    model.config.data.token_column, precision, model.chars,
                    word_tokenizer or model.config.data.word_tokenizer)

@@ -46,6 +46,11 @@ def _child(conn: Connection, load: dict, threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
     try:
         predictor = Predictor.load(**load)
+        if load.get("compile"):
+            # Compiling takes seconds: on a warm-up batch now, not inside the first requests' latency.
+            # Sizes of 1 compile graphs of their own: one sentence, one word, and the general case.
+            for warm_up in ([["a"]], [["a", "b"]], [["a"], ["b"]], [["a", "b"], ["c", "d"]]):
+                predictor.predict(warm_up)
     except UserError as exc:
         conn.send(("user-error", (exc.message, exc.path, exc.line)))
         return

@@ -135,9 +135,16 @@ def exit_process(code: int) -> NoReturn:
     threads are joined, atexit handlers run and the standard streams are flushed, then ``os._exit``."""
     import atexit
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter does first at exit: run the hooks that stop executor pools (torch.compile's
+    # compile workers among them), then join the other non-daemon threads. Joining before the hooks
+    # would wait forever on an idle pool's workers.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

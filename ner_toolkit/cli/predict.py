@@ -34,6 +34,9 @@ def _parser() -> _Parser:
     p.add_argument("--quantize", choices=("none", "int8"), default="none",
                    help="int8: dynamic int8 Linear/LSTM weights (CPU only, about 2x fp32 sentences/s); the CRF "
                         "stays fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network before the CRF (needs a C++ compiler; pays for large inputs: "
+                        "about 20 s of compiling first, see README Numbers)")
     p.add_argument("--evaluate", action="store_true",
                    help="print span P/R/F1 against the gold: the last column (conll) or the entities (jsonl, "
                         "exact character offsets)")
@@ -75,7 +78,8 @@ def run(argv: list[str]) -> int:
         writes.append(Write("--json", args.json))
     check_no_clash(reads, writes)
     predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision,
-                               trust_remote_code=args.trust_remote_code, quantize=args.quantize)
+                               trust_remote_code=args.trust_remote_code, quantize=args.quantize,
+                               compile=args.compile)
     pairs = output_paths(args.inputs, args.output)
     try:
         scored = _predict_files(args, predictor, pairs)

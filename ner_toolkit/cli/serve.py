@@ -46,6 +46,9 @@ def _parser() -> _Parser:
                    help="fp32 | bf16 (autocast) | fp16 (CUDA); the CRF stays fp32")
     p.add_argument("--quantize", choices=("none", "int8"), default="none",
                    help="int8: dynamic int8 Linear/LSTM weights (CPU only); the CRF stays fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network before the CRF; each model process compiles on a warm-up "
+                        "batch before the server accepts requests")
     p.add_argument("--workers", type=int, default=1,
                    help="model processes, each with its own copy of the model and tagging its own batches "
                         "(default 1); more use more cores and memory")
@@ -132,7 +135,7 @@ def run(argv: list[str]) -> int:
     # The model runs in a child process: the event loop here and the model there each get a core.
     models = start_models(dict(directory=str(model_dir), device=args.device, batch_size=args.batch_size,
                                precision=args.precision, trust_remote_code=args.trust_remote_code,
-                               quantize=args.quantize),
+                               quantize=args.quantize, compile=args.compile),
                           args.workers, args.threads or default_threads(args.workers))
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
     metadata = {"model_dir": str(model_dir), "config_sha256": config_digest(model_dir),

@@ -25,6 +25,7 @@ from ..evaluate import evaluate_spans, format_report, warn_unseen
 from ..model.card import training_info
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder, max_positions
+from ..model.compiled import compile_network, compile_seconds
 from ..model.precision import check_precision
 from ..model.crf import native
 from ..model.tagger import Tagger
@@ -182,6 +183,8 @@ def prepare(config: Config) -> Setup:
         tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2,
                         labels.constraints(), vectors, num_chars=len(chars) if chars else 0).to(device)
         tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
+        if tc.compile:
+            compile_network(tagger)  # compiles lazily, at the first training step and the first scoring
     with PHASES("C Viterbi kernel load"):
         native.library()  # built or loaded now, not inside the first dev scoring
     with PHASES("subword encoding of the training set"):
@@ -364,6 +367,10 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
         parts.append(f"dev F1 {100 * state.best_f1:.2f}")
     if test:
         parts.append(f"test F1 {100 * summary['test_f1']:.2f}")
+    compiling = compile_seconds(setup.tagger)
+    if setup.config.training.compile:
+        summary["compile_seconds"] = round(compiling, 1)
+        parts.append(f"compiling took {compiling:.0f} s of the run")
     print(f"done: {', '.join(parts)}; model in {model_dir} ({summary['seconds']:.0f} s)")
     return summary
 

@@ -242,3 +242,44 @@ def segment_continues(labels: Sequence[str], scheme: str) -> list[list[bool]]:
     inside = {"BIO": ("I",), "IOB1": ("I",), "BIOES": ("I", "E"), "BMES": ("M", "E")}[scheme]
     open_ = {"BIO": ("B", "I"), "IOB1": ("B", "I"), "BIOES": ("B", "I"), "BMES": ("B", "M")}[scheme]
     return [[a[0] in open_ and b[0] in inside and a[1] == b[1] for b in parsed] for a in parsed]
+
+
+def user_tags_for(labels: Sequence[str], internal: str, user: str) -> list[str]:
+    """Every tag of scheme ``user`` over the entity types of the canonical ``labels`` (``O`` first): the
+    alphabet of known tags in a partially labelled sentence."""
+    types = sorted({split_tag(label)[1] for label in labels if label != "O"})
+    return labels_for_types(types, user)
+
+
+def reading_tables(labels: Sequence[str], internal: str, user: str
+                   ) -> tuple[list[str], list[list[bool]], list[list[list[bool]]]]:
+    """How a canonical path reads in the user's scheme, one position at a time, for partial labels.
+
+    Returns ``(user_tags[U], first[U][K], pair[U][K][K])``: ``first[u][j]`` says that canonical label
+    ``j`` at a sentence's first position reads as user tag ``u``; ``pair[u][i][j]`` that ``j`` after ``i``
+    reads as ``u``. Every scheme's tag at a position depends on that position's canonical label and the
+    one before it at most (IOB1's B- marks a chunk that touches one of the same type), so these tables
+    say exactly which legal canonical paths agree with a sentence's known tags. Illegal pairs are read
+    too (the CRF's constraints exclude them anyway)."""
+    user_tags = user_tags_for(labels, internal, user)
+    index = {tag: u for u, tag in enumerate(user_tags)}
+    K, U = len(labels), len(user_tags)
+    first = [[False] * K for _ in range(U)]
+    pair = [[[False] * K for _ in range(K)] for _ in range(U)]
+    def opened(label: str) -> list[str]:  # a chunk's beginning before a label inside or at its end
+        prefix, type_ = split_tag(label)
+        return [f"B-{type_}"] if prefix in ("I", "M", "E") else []
+
+    def closed(label: str) -> list[str]:  # the rest of the chunk after a label that leaves it open
+        prefix, type_ = split_tag(label)
+        return [f"E-{type_}"] if prefix in ("B", "I", "M") else []
+
+    # Each pair is read inside a legal window (its chunks opened and closed around it), as it reads
+    # within a whole legal path: cut short, B- I- would be read the conlleval way (as a whole chunk).
+    for j, cur in enumerate(labels):
+        first[index[convert([cur] + closed(cur), internal, user)[0]]][j] = True
+        for i, prev in enumerate(labels):
+            left = opened(prev)
+            window = left + [prev, cur] + closed(cur)
+            pair[index[convert(window, internal, user)[len(left) + 1]]][i][j] = True
+    return user_tags, first, pair

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from . import native
+from .partial import partial_nll
 from .posterior import marginals_of, segment_log_probs
 from .scaled import LogPartition, forward_backward, log_z
 from .viterbi import kbest, legal_ranks, viterbi
@@ -125,6 +126,35 @@ class CRF(nn.Module):
                 return nll.sum()
             if reduction == "mean":
                 return nll.mean()
+            return nll.sum() / mask.sum().to(nll.dtype)
+
+    def partial_nll(self, emissions: Tensor, known: Tensor, mask: Tensor, first_table: Tensor,
+                    pair_table: Tensor, reduction: str = "mean") -> Tensor:
+        """Negative log of the probability mass of the legal paths that agree with the known tags.
+
+        Args:
+            emissions: ``(B, T, K)``; mask: ``(B, T)`` as in :meth:`forward`.
+            known: ``(B, T)`` user-tag ids, ``U`` (the tables' last row) where the tag is unknown.
+            first_table, pair_table: ``(U + 1, K)`` and ``(U + 1, K, K)`` bool, from
+                ``data.schemes.reading_tables`` with :func:`partial.with_unknown_row` appended.
+            reduction: as in :meth:`forward`, except that ``"mean"`` averages over the sentences with
+                at least one known tag (a sentence with none contributes exactly 0).
+        """
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self._validate(emissions, mask)
+        with torch.autocast(device_type=emissions.device.type, enabled=False):
+            mask = mask.bool()
+            start, end, trans = self._scoring_params()
+            nll = partial_nll(emissions.float(), mask, known, start, end, trans, first_table, pair_table,
+                              DISALLOWED_PENALTY)
+            if reduction == "none":
+                return nll
+            if reduction == "sum":
+                return nll.sum()
+            if reduction == "mean":
+                labelled = ((known != first_table.size(0) - 1) & mask).any(1).sum().clamp(min=1)
+                return nll.sum() / labelled.to(nll.dtype)
             return nll.sum() / mask.sum().to(nll.dtype)
 
     def decode(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:

@@ -12,7 +12,8 @@ from ner_toolkit.data.schemes import allowed_transitions, convert, labels_for_ty
 from ner_toolkit.model.crf import CRF
 from ner_toolkit.model.crf.partial import with_unknown_row
 
-CASES = [("BIOES", "IOB1"), ("BIOES", "BIO"), ("BIOES", "BIOES"), ("BMES", "BMES")]
+CASES = [("BIOES", "IOB1"), ("BIOES", "BIO"), ("BIOES", "BIOES"), ("BMES", "BMES"), ("BIO", "IOB1"),
+         ("BIO", "BIO")]
 
 
 def legal_paths(labels, internal, length):
@@ -93,6 +94,13 @@ def test_mean_counts_only_sentences_with_a_known_tag():
     assert not bool(labelled[1])
     mean = crf.partial_nll(em, known, mask, *tables, reduction="mean")
     assert float(mean) == pytest.approx(float(per.sum() / labelled.sum()), rel=1e-6)
+
+
+def test_bio_inside_cannot_read_bioes():
+    from ner_toolkit.data.schemes import SchemeError
+
+    with pytest.raises(SchemeError, match="BIOES tag scheme inside"):
+        reading_tables(labels_for_types(["A"], "BIO"), "BIO", "BIOES")
 
 
 def test_iob1_reading_depends_on_the_previous_label():

@@ -257,10 +257,15 @@ def reading_tables(labels: Sequence[str], internal: str, user: str
 
     Returns ``(user_tags[U], first[U][K], pair[U][K][K])``: ``first[u][j]`` says that canonical label
     ``j`` at a sentence's first position reads as user tag ``u``; ``pair[u][i][j]`` that ``j`` after ``i``
-    reads as ``u``. Every scheme's tag at a position depends on that position's canonical label and the
-    one before it at most (IOB1's B- marks a chunk that touches one of the same type), so these tables
+    reads as ``u``. With BIOES (or BMES) inside, every scheme's tag at a position depends on that
+    position's canonical label and the one before it at most (IOB1's B- marks a chunk that touches one of the same type), so these tables
     say exactly which legal canonical paths agree with a sentence's known tags. Illegal pairs are read
-    too (the CRF's constraints exclude them anyway)."""
+    too (the CRF's constraints exclude them anyway). BIO inside cannot express a BIOES reading (an I-
+    reads by the label after it): SchemeError."""
+    if normalize_scheme(internal) == "BIO" and normalize_scheme(user) in ("BIOES", "BMES"):
+        # An I- label reads as E- or I- depending on the label *after* it: no pair table says that.
+        raise SchemeError(f"partial labels in {normalize_scheme(user)} need the BIOES tag scheme inside the "
+                          f"model (data.tag_scheme: BIOES)")
     user_tags = user_tags_for(labels, internal, user)
     index = {tag: u for u, tag in enumerate(user_tags)}
     K, U = len(labels), len(user_tags)
@@ -270,9 +275,11 @@ def reading_tables(labels: Sequence[str], internal: str, user: str
         prefix, type_ = split_tag(label)
         return [f"B-{type_}"] if prefix in ("I", "M", "E") else []
 
+    closes = normalize_scheme(internal) in ("BIOES", "BMES")  # chunks that must end with E-
+
     def closed(label: str) -> list[str]:  # the rest of the chunk after a label that leaves it open
         prefix, type_ = split_tag(label)
-        return [f"E-{type_}"] if prefix in ("B", "I", "M") else []
+        return [f"E-{type_}"] if closes and prefix in ("B", "I", "M") else []
 
     # Each pair is read inside a legal window (its chunks opened and closed around it), as it reads
     # within a whole legal path: cut short, B- I- would be read the conlleval way (as a whole chunk).

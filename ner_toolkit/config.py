@@ -41,6 +41,7 @@ class DataConfig:
     token_column: int = _f(0, "index of the token column (negative counts from the end)")
     label_column: int = _f(-1, "index of the gold label column (negative counts from the end)")
     input_scheme: str = _f("auto", "tag scheme of the files: auto | IOB1 | BIO | BIOES | BMES (predictions are written in it)")
+    unknown_tag: str = _f("?", "a training label that means \"not annotated here\" (partial annotation): the CRF's loss sums over every legal tag there (BIOES inside); not allowed in dev/test")
     tag_scheme: str = _f("BIOES", "scheme used inside the model and its CRF constraints: BIO | BIOES")
     format: Literal["auto", "conll", "jsonl"] = _f("auto", "format of train/dev/test: conll (token columns) | jsonl (texts with character-offset entities: this toolkit's, Doccano, Label Studio, Prodigy; or HF-datasets rows of tokens + ner_tags) | auto (jsonl for .jsonl/.json/.ndjson files, else conll)")
     word_tokenizer: Literal["auto", "whitespace", "conll", "chars"] = _f("auto", "how raw text is split into words, for jsonl texts and for prediction from raw text (saved with the model): whitespace | conll (Penn Treebank rules, as CoNLL-2003 is tokenised) | chars (every character; Chinese and other text without spaces) | auto (chars when most letters of the training data are CJK/Thai/kana, else conll)")

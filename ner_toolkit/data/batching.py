@@ -38,6 +38,9 @@ class Encoded:
     # encoder around a sentence that fits one window, never labelled or pooled.
     left: list[int] = field(default_factory=list)
     right: list[int] = field(default_factory=list)
+    # Partial labels: the known tag per word as an id of the data scheme's tags (``data.schemes.
+    # reading_tables``), its unknown id where unknown; None when the training data has no unknown tag.
+    known: Optional[list[int]] = None
 
     def __len__(self) -> int:
         return len(self.word_ids)
@@ -56,6 +59,7 @@ def encode_sentences(
     chars: Optional[CharVocab] = None,
     documents: Optional[Sequence[int]] = None,
     context: int = 0,
+    known: Optional[Sequence[list[int]]] = None,
 ) -> list[Encoded]:
     """``sentences`` as ids. With ``context`` > 0, each sentence also gets up to ``context`` subwords of
     the sentences before and after it that share its ``documents`` id (all of them when None)."""
@@ -65,7 +69,8 @@ def encode_sentences(
         word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
         t = None if tags is None else tags[i]
         out.append(Encoded(word_ids, p, t if t is None or isinstance(t, list) else list(t),
-                           start_index + i, None if chars is None else chars.encode(tokens)))
+                           start_index + i, None if chars is None else chars.encode(tokens),
+                           known=None if known is None else known[i]))
     if context > 0:
         add_context(out, documents, context)
     return out
@@ -89,13 +94,14 @@ class Batch:
     lengths: torch.Tensor
     indices: list[int]
     char_ids: Optional[torch.Tensor] = None  # (B, T, L) character ids, 0-padded, with model.chars
+    known: Optional[torch.Tensor] = None  # (B, T) known-tag ids (partial labels; see Encoded.known)
 
     def to(self, device: torch.device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask),
                      [(move(s), move(d), move(w)) for s, d, w in self.pools],
                      move(self.word_ids), move(self.mask), move(self.tags), move(self.lengths), self.indices,
-                     move(self.char_ids))
+                     move(self.char_ids), move(self.known))
 
 
 class Collator:
@@ -177,7 +183,11 @@ class Collator:
             pad_word = [0] * L
             char_ids = torch.tensor([[c + [0] * (L - len(c)) for c in x.char_ids] + [pad_word] * (T - len(x))  # type: ignore[union-attr]
                                      for x in items], dtype=torch.long)
-        return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items], char_ids)
+        known = None
+        if all(x.known is not None for x in items):  # padding is masked out: any id does there
+            known = torch.tensor([x.known + [0] * (T - len(x)) for x in items], dtype=torch.long)  # type: ignore[operator]
+        return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items], char_ids,
+                     known)
 
 
     def _round(self, n: int) -> int:

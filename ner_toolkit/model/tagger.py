@@ -10,6 +10,7 @@ from ..config import LearningRates, ModelConfig
 from ..data.batching import Batch
 from .bilstm import BiLSTM
 from .crf import CRF
+from .crf.partial import with_unknown_row
 from .embeddings import WordFusion
 from .encoder import Encoder
 
@@ -42,6 +43,13 @@ class Tagger(nn.Module):
                 nn.init.zeros_(param)
                 param.requires_grad_(False)
 
+    def enable_partial_labels(self, first: list[list[bool]], pair: list[list[list[bool]]]) -> None:
+        """Train from partial labels: ``data.schemes.reading_tables``' ``(U, K)`` and ``(U, K, K)`` tables;
+        batches then carry ``known`` tag ids and the loss is the CRF's partial-label NLL."""
+        device = self.crf.transitions.device
+        self.known_first = with_unknown_row(torch.tensor(first, dtype=torch.bool, device=device))
+        self.known_pair = with_unknown_row(torch.tensor(pair, dtype=torch.bool, device=device))
+
     def compute_emissions(self, batch: Batch) -> torch.Tensor:
         """Emission scores (B, T, K)."""
         x = self.dropout(self.fusion(self.encoder(batch), batch.word_ids, batch.char_ids))
@@ -61,6 +69,9 @@ class Tagger(nn.Module):
         if self.softmax:
             log_p = self.crf_scores(batch).gather(2, batch.tags.unsqueeze(2)).squeeze(2)  # (B, T)
             return -(log_p * batch.mask).sum() / batch.mask.shape[0]
+        if batch.known is not None:
+            return self.crf.partial_nll(self.compute_emissions(batch), batch.known, batch.mask, self.known_first,
+                                        self.known_pair, reduction="mean")
         return self.crf(self.compute_emissions(batch), batch.tags, batch.mask, reduction="mean")
 
     @torch.no_grad()

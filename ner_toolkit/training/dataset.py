@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from ..config import DataConfig
 from ..data.conll import Sentence, is_docstart, read_conll
-from ..data.schemes import SchemeError, detect_scheme, from_spans, labels_for_types, normalize_scheme, tag_problem, to_spans
+from ..data.schemes import (SchemeError, detect_scheme, from_spans, labels_for_types, normalize_scheme, reading_tables,
+                             tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
@@ -78,6 +80,7 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     data = LabelledFile(path, [], [], [], [])
     shared = _Strings()
     document = 0
+    unknown = cfg.unknown_tag if key == "data.train" else None  # partial labels train, never score
     for item in read_conll(path, cfg.token_column, cfg.label_column):
         if is_docstart(item):
             document += 1
@@ -87,6 +90,11 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
             raise UserError(f"`{key}` needs a label column, but the file has a single column", path,
                             item.line_numbers[0])
         for tag, line in zip(item.labels, item.line_numbers):
+            if tag == unknown:
+                continue
+            if tag == cfg.unknown_tag:
+                raise UserError(f"`{key}` holds the unknown tag {tag!r}: only training data may be partially "
+                                f"labelled (dev and test are scored against every tag)", path, line)
             problem = tag_problem(tag)
             if problem:
                 raise UserError(problem, path, line)
@@ -137,17 +145,35 @@ def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
     try:
         if cfg.input_scheme != "auto":
             return normalize_scheme(cfg.input_scheme)
-        return detect_scheme(train.gold)
+        return detect_scheme(known_runs(train.gold, cfg.unknown_tag))
     except SchemeError as exc:
         raise UserError(str(exc), train.path if cfg.input_scheme == "auto" else "config") from None
 
 
-def check_scheme(data: LabelledFile, scheme: str) -> None:
+def known_runs(gold: list[list[str]], unknown_tag: str) -> list[list[str]]:
+    """The stretches of known tags of every sentence (a partially labelled one has several)."""
+    runs: list[list[str]] = []
+    for tags in gold:
+        run: list[str] = []
+        for tag in tags:
+            if tag == unknown_tag:
+                if run:
+                    runs.append(run)
+                run = []
+            else:
+                run.append(tag)
+        if run:
+            runs.append(run)
+    return runs
+
+
+def check_scheme(data: LabelledFile, scheme: str, unknown_tag: str = "?") -> None:
     """Every tag of ``data`` must belong to ``scheme`` (e.g. no S-PER in an IOB1 corpus); names the line."""
     first_line: dict[str, int] = {}
     for i, tags in enumerate(data.gold):
         for tag, line in zip(tags, data.lines(i)):
             first_line.setdefault(tag, line)
+    first_line.pop(unknown_tag, None)
     for tag, line in first_line.items():  # each distinct tag once, not once per token
         try:
             to_spans([tag], scheme)
@@ -165,15 +191,38 @@ def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo
     if internal not in INTERNAL_SCHEMES:
         raise UserError(f"`data.tag_scheme` must be BIO or BIOES, got {cfg.tag_scheme!r}", "config")
     # check_scheme has run: every tag fits the scheme.
-    types = {t for tags in train.gold for t, _, _ in to_spans(tags, scheme)}
+    types = {t for tags in known_runs(train.gold, cfg.unknown_tag) for t, _, _ in to_spans(tags, scheme)}
     return LabelInfo(labels_for_types(types, internal), internal, scheme)
 
 
-def tag_ids(data: LabelledFile, labels: LabelInfo) -> tuple[list[list[int]], int]:
-    """Internal label ids per sentence (illegal sequences read the conlleval way) and how many were repaired."""
+def known_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str) -> Optional[tuple[list[list[int]], list[str]]]:
+    """Partial labels: per sentence, each word's tag as an id of ``reading_tables``' user tags, their
+    count where unknown; and those user tags. None when no training tag is unknown. Fully labelled
+    sentences are read the conlleval way first (as ``tag_ids`` does), so that each has a legal path."""
+    if not any(unknown_tag in tags for tags in data.gold):
+        return None
+    try:
+        user_tags = reading_tables(labels.labels, labels.tag_scheme, labels.output_scheme)[0]
+    except SchemeError as exc:
+        raise UserError(str(exc), "config") from None
+    index = {tag: u for u, tag in enumerate(user_tags)}
+    out = []
+    for tags in data.gold:
+        if unknown_tag not in tags:
+            tags = from_spans(to_spans(tags, labels.output_scheme), len(tags), labels.output_scheme)
+        out.append([index.get(t, len(user_tags)) if t != unknown_tag else len(user_tags) for t in tags])
+    return out, user_tags
+
+
+def tag_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str = "?") -> tuple[list[list[int]], int]:
+    """Internal label ids per sentence (illegal sequences read the conlleval way) and how many were repaired.
+    A partially labelled sentence gets O everywhere: its loss reads ``known_ids`` instead."""
     index = {label: i for i, label in enumerate(labels.labels)}
     out, repaired = [], 0
     for tags in data.gold:
+        if unknown_tag in tags:
+            out.append([0] * len(tags))
+            continue
         spans = to_spans(tags, labels.output_scheme)  # conlleval reading: repairs illegal sequences
         repaired += from_spans(spans, len(tags), labels.output_scheme) != tags
         out.append([index[t] for t in from_spans(spans, len(tags), labels.tag_scheme)])

@@ -20,6 +20,7 @@ from ..paths import same_file
 from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences, make_collator
 from ..devices import resolve_device
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
+from ..data.schemes import reading_tables
 from ..errors import UserError, warn
 from ..evaluate import evaluate_spans, format_report, warn_unseen
 from ..model.card import training_info
@@ -36,8 +37,8 @@ from .phases import PHASES, TRAINING
 from .fingerprint import run_fingerprints
 from .reporting import TensorBoardLog, plot_curves, read_metrics, seed_summary, write_metrics_log
 from .runlock import run_lock
-from .dataset import (LabelledFile, build_labels, check_scheme, input_scheme, read_labelled, resolve_word_tokenizer,
-                      tag_ids)
+from .dataset import (LabelledFile, build_labels, check_scheme, input_scheme, known_ids, read_labelled,
+                      resolve_word_tokenizer, tag_ids)
 
 
 def seed_everything(seed: int) -> None:
@@ -150,9 +151,13 @@ def prepare(config: Config) -> Setup:
         scheme = input_scheme(train_data, config.data)
         for data in (train_data, dev, test):
             if data is not None:
-                check_scheme(data, scheme)
+                check_scheme(data, scheme, config.data.unknown_tag)
         labels = build_labels(train_data, scheme, config.data)
-        train_tags, repaired = tag_ids(train_data, labels)
+        train_tags, repaired = tag_ids(train_data, labels, config.data.unknown_tag)
+        partial = known_ids(train_data, labels, config.data.unknown_tag)
+        if partial is not None and config.model.decoder == "softmax":
+            raise UserError(f"partial labels ({config.data.unknown_tag!r} tags) train a CRF; set model.decoder: crf",
+                            config.data.train or "config")
         if repaired:
             warn(f"repaired {repaired} sentences with illegal {scheme} sequences the conlleval way", train_data.path)
         for data in (dev, test):
@@ -183,6 +188,8 @@ def prepare(config: Config) -> Setup:
         tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2,
                         labels.constraints(), vectors, num_chars=len(chars) if chars else 0).to(device)
         tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
+        if partial is not None:
+            tagger.enable_partial_labels(*reading_tables(labels.labels, labels.tag_scheme, labels.output_scheme)[1:])
         if tc.compile:
             compile_network(tagger)  # compiles lazily, at the first training step and the first scoring
     with PHASES("C Viterbi kernel load"):
@@ -191,7 +198,8 @@ def prepare(config: Config) -> Setup:
         aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder,
                                           pad_multiple(tc.pad_to_multiple, len(train_data.tokens), tc.precision))
         items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
-                                 documents=train_data.documents, context=config.model.encoder.context)
+                                 documents=train_data.documents, context=config.model.encoder.context,
+                                 known=None if partial is None else partial[0])
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
                           config.data.token_column, tc.precision, chars, config.data.word_tokenizer)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,

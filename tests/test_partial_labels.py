@@ -1,47 +1,16 @@
 """Training from partially labelled CoNLL files: `?` tags read, trained over, refused in dev/test."""
 from __future__ import annotations
 
-import random
-from pathlib import Path
-
 from conftest import assert_user_error, run_cli, tiny_config_text
 
 from ner_toolkit.config import load_config
-from ner_toolkit.data.schemes import to_spans
+from ner_toolkit.data.simulate import hide_spans
 from ner_toolkit.training.dataset import build_labels, input_scheme, known_ids, read_labelled, tag_ids
-
-
-def hide_spans(src: Path, dst: Path, fraction: float, seed: int) -> int:
-    """Copy a CoNLL file with a random ``fraction`` of its entity spans' tokens tagged ``?``."""
-    rng = random.Random(seed)
-    out, block, hidden = [], [], 0
-
-    def flush() -> None:
-        nonlocal hidden
-        if block:
-            tags = [line.split()[-1] for line in block]
-            for _, start, end in to_spans(tags, "IOB1"):
-                if rng.random() < fraction:
-                    hidden += 1
-                    for i in range(start, end):
-                        block[i] = " ".join(block[i].split()[:-1] + ["?"])
-            out.extend(block)
-            block.clear()
-
-    for line in src.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("-DOCSTART-"):
-            flush()
-            out.append(line)
-        else:
-            block.append(line)
-    flush()
-    dst.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return hidden
 
 
 def test_known_ids_mark_unknown_positions(sample_data, tmp_path):
     partial = tmp_path / "train.txt"
-    assert hide_spans(sample_data.train, partial, 0.5, 1) > 0
+    assert hide_spans(sample_data.train, partial, 0.5, 1)[0] > 0
     cfg = load_config(None, (f"data.train={partial}",)).data
     data = read_labelled(str(partial), cfg, "data.train")
     scheme = input_scheme(data, cfg)

@@ -1,0 +1,130 @@
+"""Active learning: rank unlabelled sentences by how unsure the CRF is about them (``ner-select``).
+
+Three layers, each usable alone:
+
+* :func:`sentence_uncertainty` — the maths, a function of ``(crf, emissions, mask)``: one uncertainty per
+  sentence, batched, on the emissions' device, no host copy.
+* :func:`uncertainties` — a ``Predictor``'s own encoding, length bucketing, collator, network and
+  precision over token lists; one ``(B,)`` host copy per batch; results in input order.
+* :func:`select` — the ``budget`` most uncertain indices, ties broken by pool order (deterministic).
+
+Every strategy gives a number where higher means more uncertain, so one ranking serves all:
+
+``least-confidence``
+    ``1 - P(best path | x) ** (1 / n)`` for a sentence of ``n`` tokens, ``P = exp(viterbi score - log Z)``.
+    The n-th root matters: ``P(best)`` is a product of ``n`` per-token factors, so it falls geometrically
+    with length even where every token is equally sure; unnormalised, the ranking would mostly pick the
+    longest sentences. The root is the per-token geometric mean, which compares sentences of any length.
+``entropy``
+    The mean over tokens of the entropy (nats) of each token's CRF marginal ``P(y_t = k | x)``:
+    length-normalised by construction, from 0 to ``log K``.
+``margin``
+    ``1 - (P(best) - P(second best))`` from the 2-best Viterbi: a small margin between the two likeliest
+    paths is high uncertainty. A sentence with one legal path has ``P(second) = 0``. Not length-normalised:
+    a long sentence's paths all have small probabilities, so its margin is small too.
+``random``
+    A seeded uniform draw per sentence (``random.Random(seed)``), so its ranking is a uniform shuffle
+    that the same seed reproduces; the model is not run.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .data.batching import bucketed_batches
+from .model.crf import CRF
+from .model.precision import autocast
+from .predict import Predictor
+from .tagging import check_token_lists
+
+__all__ = ["STRATEGIES", "sentence_uncertainty", "uncertainties", "select"]
+
+STRATEGIES = ("least-confidence", "entropy", "margin", "random")
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def sentence_uncertainty(crf: CRF, emissions: Tensor, mask: Tensor, strategy: str) -> Tensor:
+    """One uncertainty per sentence under ``crf`` (higher = more uncertain; see the module docstring).
+
+    Args:
+        crf: the CRF that decodes ``emissions`` (its constraints count: illegal paths have probability 0).
+        emissions: ``(B, T, K)`` scores as ``Tagger.crf_scores`` gives them, any floating dtype.
+        mask: ``(B, T)`` length mask, a prefix of ``True`` per row; padded positions are ignored.
+        strategy: ``least-confidence``, ``entropy`` or ``margin`` (``random`` needs no model).
+
+    Returns:
+        ``(B,)`` float32 on the emissions' device.
+    """
+    if strategy == "random" or strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of least-confidence, entropy, margin, got {strategy!r}")
+    lengths = mask.sum(1).float()  # (B,)
+    if strategy == "entropy":
+        marginals = crf.marginals(emissions, mask)  # (B, T, K), 0 at padding: 0 log 0 = 0 there
+        return -torch.xlogy(marginals, marginals).sum(2).sum(1) / lengths
+    log_z = crf.forward_backward(emissions, mask)[2]  # (B,)
+    if strategy == "least-confidence":
+        best = crf.decode(emissions, mask)[1]  # (B,)
+        # clamp: rounding can put the best path a hair above log Z, a probability above 1.
+        return 1.0 - torch.exp((best - log_z).clamp(max=0.0) / lengths)
+    scores = crf.nbest(emissions, mask, 2)[1]  # (B, 2); rank 2 is -inf where only one path is legal
+    p = torch.exp((scores - log_z.unsqueeze(1)).clamp(max=0.0))  # (B, 2); exp(-inf) = 0
+    return 1.0 - (p[:, 0] - p[:, 1])
+
+
+def uncertainties(predictor: Predictor, sentences: Sequence[Sequence[str]], strategy: str,
+                  documents: Optional[Sequence[int]] = None, seed: int = 0) -> list[float]:
+    """The uncertainty of each sentence (a token list) under ``predictor``'s model, in input order.
+
+    ``documents``: a document number per sentence, as for ``Predictor.predict`` (a model trained with
+    document context reads each sentence with its neighbours); None: one document. ``seed``: the draw of
+    ``random``. An empty sentence has nothing to be unsure of: 0.0. The sentences are encoded,
+    length-bucketed and collated exactly as ``Predictor.predict`` does it, under the predictor's
+    precision; each batch's ``(B,)`` result is the only thing copied to the host.
+    """
+    _check_strategy(strategy)
+    check_token_lists(sentences)
+    if documents is not None and len(documents) != len(sentences):
+        raise ValueError(f"{len(documents)} document numbers for {len(sentences)} sentences")
+    if strategy == "random":
+        rng = random.Random(seed)
+        return [rng.random() for _ in sentences]
+    out = [0.0] * len(sentences)
+    non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
+    encoded = predictor._encode([sentences[i] for i in non_empty],
+                                None if documents is None else [documents[i] for i in non_empty])
+    tagger = predictor.tagger
+    was_training = tagger.training
+    if was_training:
+        tagger.eval()
+    try:
+        with torch.inference_mode():
+            for items in bucketed_batches(encoded, predictor.batch_size, shuffle=False):
+                batch = predictor.collator(items).to(predictor.device)
+                with autocast(predictor.device, predictor.precision):
+                    emissions = tagger.crf_scores(batch)  # the CRF computes in float32 whatever this is
+                values = sentence_uncertainty(tagger.crf, emissions, batch.mask, strategy).cpu().tolist()
+                for item, value in zip(items, values):
+                    out[non_empty[item.index]] = value
+    finally:
+        if was_training:
+            tagger.train()
+    return out
+
+
+def select(scores: Sequence[float], budget: int) -> list[int]:
+    """Indices of the ``budget`` highest ``scores``, highest first; equal scores keep their input order
+    (a stable sort), so the same scores always give the same selection. A budget above ``len(scores)``
+    returns every index."""
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1, got {budget}")
+    if any(math.isnan(s) for s in scores):
+        raise ValueError("an uncertainty is NaN: the model produced non-finite scores")
+    return sorted(range(len(scores)), key=lambda i: -scores[i])[:budget]

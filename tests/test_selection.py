@@ -2,17 +2,26 @@
 every tag path, independence from batching, the seeded random strategy, and the command line end to end."""
 from __future__ import annotations
 
-import itertools
 import json
 import math
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, assert_user_error, tiny_config_text
 from crf_reference import brute_force, logsumexp, make_constraints, random_mask, randomise
 
+from ner_toolkit.cli import select_main, train_main
+from ner_toolkit.config import load_config
+from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.model.crf import CRF
+from ner_toolkit.predict import Predictor
 from ner_toolkit.selection import STRATEGIES, select, sentence_uncertainty, uncertainties
+from ner_toolkit.training.dataset import read_labelled
 
 MODEL_STRATEGIES = [s for s in STRATEGIES if s != "random"]
 
@@ -117,3 +126,143 @@ def test_random_is_seeded_and_reproducible():
     assert chosen == select(uncertainties(None, pool, "random", seed=0), 50)  # type: ignore[arg-type]
     assert len(set(chosen)) == 50 and set(chosen) != set(range(50))
     assert all(0.0 <= s < 1.0 for s in first)
+
+
+# --------------------------------------------------------------------------- through a trained model
+
+@pytest.fixture(scope="module")
+def pool(sample_data, tmp_path_factory) -> list[Path]:
+    """Two pool files: the test slice as it is (4 columns, gold last) and the dev slice as tokens only."""
+    tokens_only = tmp_path_factory.mktemp("pool") / "dev_tokens.txt"
+    lines = [line.split()[0] if line.strip() else line
+             for line in sample_data.dev.read_text(encoding="utf-8").splitlines()]
+    tokens_only.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [sample_data.test, tokens_only]
+
+
+def pool_sentences(paths: list[Path]) -> dict[tuple[str, int], list[str]]:
+    return {(str(p), s.line_numbers[0]): s.tokens for p in paths for s in read_sentences(p)}
+
+
+@pytest.mark.parametrize("strategy", MODEL_STRATEGIES)
+def test_uncertainties_do_not_depend_on_batch_composition(trained, sample_data, strategy):
+    sentences = [s.tokens for s in read_sentences(sample_data.dev)]
+    alone = uncertainties(Predictor.load(trained.model_dir, batch_size=1), sentences, strategy)
+    batched = Predictor.load(trained.model_dir, batch_size=64)
+    assert uncertainties(batched, sentences, strategy) == pytest.approx(alone, abs=1e-4)
+    order = list(range(len(sentences)))
+    random.Random(5).shuffle(order)
+    shuffled = uncertainties(batched, [sentences[i] for i in order] + [[]], strategy)
+    assert shuffled[-1] == 0.0  # an empty sentence: nothing to be unsure of
+    assert [shuffled[order.index(i)] for i in range(len(sentences))] == pytest.approx(alone, abs=1e-4)
+    assert len(set(alone)) > len(alone) // 2  # the model does tell sentences apart
+
+
+def test_select_conll_end_to_end_loads_back_as_training_data(trained, pool, predictor, tmp_path, capsys):
+    out, scores = tmp_path / "next.txt", tmp_path / "scores.tsv"
+    rc = select_main(["--model", str(trained.model_dir), *map(str, pool), "--budget", "7", "--strategy",
+                      "least-confidence", "--output", str(out), "--scores", str(scores)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "7 of 50 pool sentences" in err and len(err.strip().splitlines()) == 1
+    chosen = read_sentences(out)
+    assert len(chosen) == 7
+    rows = [line.split("\t") for line in scores.read_text().splitlines()]
+    assert rows[0] == ["pool", "line", "rank", "uncertainty"] and len(rows) == 8
+    by_place = pool_sentences(pool)
+    for sentence, (file, line, rank, _) in zip(chosen, rows[1:]):
+        assert sentence.tokens == by_place[(file, int(line))]  # same tokens, same count, pool order kept
+        assert all(len(c) == 2 for c in sentence.columns)  # token and predicted tag
+    assert [int(r[2]) for r in rows[1:]] == list(range(1, 8))
+    # The ranking is selection.py's: the 7 highest uncertainties, most uncertain first, ties by pool order.
+    keys = list(by_place)
+    documents = [str(p) for p, _ in keys]  # files never share a document
+    expected = uncertainties(predictor, list(by_place.values()), "least-confidence",
+                             documents=[documents.index(d) for d in documents])
+    top = select(expected, 7)
+    assert [(f, int(l)) for f, l, _, _ in rows[1:]] == [(keys[i][0], keys[i][1]) for i in top]
+    assert [float(r[3]) for r in rows[1:]] == pytest.approx([expected[i] for i in top], abs=1e-5)
+    # The tags are the model's, and the file is training data.
+    assert [s.labels for s in chosen] == predictor.predict([s.tokens for s in chosen])
+    cfg = load_config(None, (f"data.train={out}",)).data
+    assert len(read_labelled(str(out), cfg, "data.train").tokens) == 7
+    config = tmp_path / "retrain.yaml"
+    config.write_text(tiny_config_text(out, output_dir=str(tmp_path / "run"), epochs=1), encoding="utf-8")
+    assert train_main(["--config", str(config)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_select_label_studio_tasks(trained, pool, tmp_path, capsys):
+    out = tmp_path / "tasks.json"
+    rc = select_main(["--model", str(trained.model_dir), *map(str, pool), "--budget", "5", "--format",
+                      "label-studio", "--strategy", "margin", "--output", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    tasks = json.loads(out.read_text(encoding="utf-8"))
+    assert len(tasks) == 5
+    by_place = pool_sentences(pool)
+    for rank, task in enumerate(tasks, 1):
+        data = task["data"]
+        assert data["rank"] == rank and data["text"] == " ".join(by_place[(data["pool"], data["line"])])
+        assert 0.0 <= data["uncertainty"] <= 1.0
+        prediction = task["predictions"][0]
+        assert isinstance(prediction["result"], list) and 0.0 <= prediction["score"] <= 1.0
+        for result in prediction["result"]:
+            value = result["value"]
+            assert data["text"][value["start"]:value["end"]] == value["text"] and value["labels"]
+    assert [t["data"]["uncertainty"] for t in tasks] == sorted((t["data"]["uncertainty"] for t in tasks),
+                                                               reverse=True)
+
+
+def test_random_selection_is_reproducible_and_a_large_budget_takes_the_whole_pool(trained, pool, tmp_path, capsys):
+    def run(seed: int, budget: int, name: str) -> tuple[str, str]:
+        out = tmp_path / name
+        rc = select_main(["--model", str(trained.model_dir), str(pool[0]), "--budget", str(budget), "--strategy",
+                          "random", "--seed", str(seed), "--output", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        return out.read_text(encoding="utf-8"), err
+
+    first, _ = run(3, 6, "a.txt")
+    assert run(3, 6, "b.txt")[0] == first
+    assert run(4, 6, "c.txt")[0] != first
+    everything, err = run(0, 1000, "all.txt")
+    warning, summary = err.strip().splitlines()
+    assert warning.startswith("warning: --budget: --budget 1000") and "20 sentences" in warning
+    assert "20 of 20" in summary
+    assert sorted(s.tokens for s in read_sentences(tmp_path / "all.txt")) == \
+        sorted(s.tokens for s in read_sentences(pool[0]))
+
+
+@pytest.mark.parametrize("case", ["missing pool", "budget 0", "output is a pool", "scores is a pool", "empty pool",
+                                  "no model"])
+def test_user_errors_exit_2_with_one_line(case, trained, pool, tmp_path, capsys):
+    out = tmp_path / "out.txt"
+    model, pools, extra, needles = str(trained.model_dir), [str(pool[0])], ["--output", str(out)], []
+    if case == "missing pool":
+        pools, needles = [str(tmp_path / "nope.txt")], [str(tmp_path / "nope.txt"), "not found"]
+    elif case == "budget 0":
+        extra, needles = ["--budget", "0", "--output", str(out)], ["--budget", "at least 1"]
+    elif case == "output is a pool":
+        extra, needles = ["--output", str(pool[0])], ["--output", "would overwrite the pool file"]
+    elif case == "scores is a pool":
+        extra, needles = ["--output", str(out), "--scores", str(pool[0])], ["--scores", "would overwrite"]
+    elif case == "empty pool":
+        empty = tmp_path / "empty.txt"
+        empty.write_text("-DOCSTART- -X- -X- O\n\n\n", encoding="utf-8")
+        pools, needles = [str(empty)], [str(empty), "no sentences"]
+    else:
+        model, needles = str(tmp_path / "no-model"), [str(tmp_path / "no-model"), "model directory"]
+    argv = ["--model", model, *pools, "--budget", "3", *extra]
+    assert_user_error(select_main(argv), capsys.readouterr().err, *needles)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["empty.txt"])
+
+
+def test_console_script_exit_code(tmp_path):
+    """``ner-select`` as installed (setup.cfg's console script): the real exit code and stderr."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", "from ner_toolkit.cli import select_console; select_console()",
+                           "--model", str(tmp_path), str(tmp_path / "pool.txt"), "--budget", "2"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert_user_error(proc.returncode, proc.stderr, str(tmp_path / "pool.txt"), "pool file not found")
+    assert "ner-select = ner_toolkit.cli:select_console" in (REPO / "setup.cfg").read_text()

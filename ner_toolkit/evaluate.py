@@ -6,12 +6,17 @@ Two modes:
   ``schemes.to_spans``, tested equal to seqeval's ``get_entities``), so illegal
   sequences such as ``O I-PER`` in BIO still produce a chunk. Numbers match ``conlleval.pl``.
 * ``strict``: seqeval's strict mode with the scheme's rules; chunks that are not well formed are not counted.
+
+Partially annotated gold (``unknown_tag``, e.g. ``?``): only the annotated positions are scored. Gold spans
+are read within each stretch of known tags; a predicted span that covers an unknown position is neither
+right nor wrong and is left out; token accuracy counts known positions only.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ner_toolkit.data.schemes import SchemeError, convert, detect_scheme, normalize_scheme, split_tag, to_spans
+from ner_toolkit.data.schemes import (SchemeError, convert, detect_scheme, known_runs, normalize_scheme, split_tag,
+                                      tag_runs, to_spans)
 
 # (sentence index, start, end exclusive) per entity type
 _SpanSets = dict[str, set[tuple[int, int, int]]]
@@ -122,21 +127,51 @@ def evaluate_offsets(gold: Sequence[Sequence[tuple[str, int, int]]],
             "per_type": per_type, "documents": len(gold)}
 
 
+def _known_gold_spans(gold: Sequence[Sequence[str]], scheme: str, strict: bool, ids: dict[str, str],
+                      unknown_tag: str) -> _SpanSets:
+    """Gold spans read within each sentence's stretches of known tags, at their sentence positions."""
+    runs, origin = [], []
+    for sent, tags in enumerate(gold):
+        for offset, run in tag_runs(tags, unknown_tag):
+            runs.append(run)
+            origin.append((sent, offset))
+    found: _SpanSets = {}
+    for type_, spans in _spans(runs, scheme, strict, ids).items():
+        found[type_] = {(origin[r][0], origin[r][1] + s, origin[r][1] + e) for r, s, e in spans}
+    return found
+
+
+def _without_unknown(spans: _SpanSets, gold: Sequence[Sequence[str]], unknown_tag: str) -> _SpanSets:
+    """``spans`` less those that cover a position whose gold tag is unknown."""
+    unknown = [[i for i, t in enumerate(tags) if t == unknown_tag] for tags in gold]
+    return {type_: {(sent, s, e) for sent, s, e in found if not any(s <= i < e for i in unknown[sent])}
+            for type_, found in spans.items()}
+
+
 def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
-                   scheme: Optional[str] = None, strict: bool = False) -> dict:
+                   scheme: Optional[str] = None, strict: bool = False, unknown_tag: Optional[str] = None) -> dict:
     """Span P/R/F1 of ``pred`` against ``gold`` (lists of tag sentences of equal lengths).
 
-    ``scheme`` None detects it from gold (from pred when gold is all O). Returns a JSON-serialisable dict with
-    ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``, ``sentences``, ``tokens``, ``token_accuracy``;
-    all rates are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
+    ``scheme`` None detects it from gold (from pred when gold is all O). ``unknown_tag``: gold positions
+    holding it are left out of the score (see the module docstring); None: every gold tag must be a tag.
+    Returns a JSON-serialisable dict with ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``,
+    ``sentences``, ``tokens``, ``token_accuracy`` (and ``unknown_tokens`` with ``unknown_tag``); all rates
+    are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
     """
     _check_shapes(gold, pred)
-    scheme = _resolve_scheme(gold, pred, scheme)
-    ids = _type_ids(list(gold) + list(pred), scheme)
-    per_type, micro, macro = _score(_spans(gold, scheme, strict, ids), _spans(pred, scheme, strict, ids))
-    tokens = sum(len(tags) for tags in gold)
-    matching = sum(g == p for gs, ps in zip(gold, pred) for g, p in zip(gs, ps))
-    return {
+    known = gold if unknown_tag is None else known_runs(gold, unknown_tag)
+    scheme = _resolve_scheme(known, pred, scheme)
+    ids = _type_ids(list(known) + list(pred), scheme)
+    pred_spans = _spans(pred, scheme, strict, ids)
+    if unknown_tag is None:
+        gold_spans = _spans(gold, scheme, strict, ids)
+    else:
+        gold_spans = _known_gold_spans(gold, scheme, strict, ids, unknown_tag)
+        pred_spans = _without_unknown(pred_spans, gold, unknown_tag)
+    per_type, micro, macro = _score(gold_spans, pred_spans)
+    pairs = [(g, p) for gs, ps in zip(gold, pred) for g, p in zip(gs, ps) if g != unknown_tag]
+    tokens = len(pairs)
+    result = {
         "mode": "strict" if strict else "conlleval",
         "scheme": scheme,
         "micro": micro,
@@ -144,8 +179,11 @@ def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
         "per_type": per_type,
         "sentences": len(gold),
         "tokens": tokens,
-        "token_accuracy": matching / tokens if tokens else 0.0,
+        "token_accuracy": sum(g == p for g, p in pairs) / tokens if tokens else 0.0,
     }
+    if unknown_tag is not None:
+        result["unknown_tokens"] = sum(len(tags) for tags in gold) - tokens
+    return result
 
 
 def format_report(result: dict) -> str:
@@ -154,6 +192,8 @@ def format_report(result: dict) -> str:
     if "tokens" in result:
         counts = (f"sentences: {result['sentences']}; tokens: {result['tokens']}; "
                   f"accuracy: {100 * result['token_accuracy']:.2f}%")
+        if "unknown_tokens" in result:
+            counts += f"; unknown (not scored): {result['unknown_tokens']}"
     else:
         counts = f"documents: {result['documents']}"
     lines = [f"mode: {result['mode']}; scheme: {result['scheme']}; {counts}; "
@@ -173,13 +213,16 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def warn_unseen(gold: Sequence[Sequence[str]], types: set[str], scheme: str, path: object) -> None:
+def warn_unseen(gold: Sequence[Sequence[str]], types: set[str], scheme: str, path: object,
+                unknown_tag: Optional[str] = None) -> None:
     """Warn (never fail) about gold entity types outside ``types`` (what the model can predict): they
-    count as misses. Gold tags that do not belong to ``scheme`` are a UserError naming ``path``."""
+    count as misses. Gold tags that do not belong to ``scheme`` are a UserError naming ``path``;
+    ``unknown_tag`` positions are skipped."""
     from ner_toolkit.errors import UserError, warn
 
+    known = gold if unknown_tag is None else known_runs(gold, unknown_tag)
     try:
-        found = {t for tags in gold for t, _, _ in to_spans(tags, scheme)}
+        found = {t for tags in known for t, _, _ in to_spans(tags, scheme)}
     except SchemeError as exc:
         raise UserError(str(exc), path) from None
     missing = sorted(found - types)
@@ -187,4 +230,14 @@ def warn_unseen(gold: Sequence[Sequence[str]], types: set[str], scheme: str, pat
         warn(f"gold entity types never seen in training: {', '.join(missing)}; their spans count as misses", path)
 
 
-__all__ = ["evaluate_spans", "evaluate_offsets", "format_report", "warn_unseen", "SchemeError"]
+def unknown_gold_problem(tag: str, unknown_tag: str, ignore_unknown: bool) -> Optional[str]:
+    """None if ``tag`` may stand in a gold column, else a one-line reason with the fix."""
+    from ner_toolkit.data.schemes import tag_problem
+
+    if tag == unknown_tag:
+        return None if ignore_unknown else (f"gold tag {tag!r} marks a token nobody annotated; pass --ignore-unknown "
+                                            f"to leave such positions out of the score")
+    return tag_problem(tag)
+
+
+__all__ = ["evaluate_spans", "evaluate_offsets", "format_report", "warn_unseen", "unknown_gold_problem", "SchemeError"]

@@ -16,9 +16,9 @@ from .atomic import atomic_write
 from .data.conll import Passthrough, Sentence, document_ids, is_docstart, read_conll
 from .data.jsonl import AlignmentReport, read_jsonl
 from .data.plaintext import read_text
-from .data.schemes import tag_problem
 from .data.text import Document
 from .errors import UserError
+from .evaluate import unknown_gold_problem
 from .formats import Options, Writer, writer
 from .predict import Predictor, entities
 
@@ -100,17 +100,20 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
     out.flush()  # a pipeline reader sees each chunk as soon as it is tagged
 
 
-def _check_gold(item: Any, path: Path) -> None:
+def _check_gold(item: Any, path: Path, unknown_tag: Optional[str]) -> None:
+    """Every gold tag is a tag, or ``unknown_tag`` (None: no tag may be unknown)."""
     if isinstance(item, Sentence) and item.labels is not None:
         for tag, line in zip(item.labels, item.line_numbers):
-            problem = tag_problem(tag)
+            problem = unknown_gold_problem(tag, unknown_tag or "?", unknown_tag is not None)
             if problem:
                 raise UserError(f"--evaluate needs gold tags in the last column: {problem}", path, line)
 
 
 def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evaluate: bool = False,
-                 chunk_sentences: int = 1024, options: Optional[OutputOptions] = None) -> FileResult:
-    """Predict one file into ``output`` (stdout when None), streaming in chunks of sentences."""
+                 chunk_sentences: int = 1024, options: Optional[OutputOptions] = None,
+                 unknown_tag: Optional[str] = None) -> FileResult:
+    """Predict one file into ``output`` (stdout when None), streaming in chunks of sentences.
+    ``evaluate``: keep the gold; ``unknown_tag``: a gold tag that marks an unannotated token."""
     options = options or OutputOptions()
     result = FileResult(path, output)
     if options.input_format == "jsonl":
@@ -132,7 +135,7 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
             chunk.append(item)
             if not isinstance(item, Passthrough):
                 if evaluate:
-                    _check_gold(item, path)
+                    _check_gold(item, path, unknown_tag)
                 count += 1
                 # Documents are independent: their chunks may end anywhere.
                 if count >= chunk_sentences and (predictor.context == 0 or isinstance(item, Document)):

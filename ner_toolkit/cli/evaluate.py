@@ -9,12 +9,13 @@ from . import _Parser
 
 
 def report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str,
-            errors: bool = False) -> None:
+            errors: bool = False, unknown_tag: Optional[str] = None) -> None:
+    """Print (and with ``json_path`` write) span P/R/F1; ``unknown_tag``: gold positions left out."""
     from ..data.schemes import SchemeError
     from ..evaluate import evaluate_spans, format_report
 
     try:
-        result = evaluate_spans(gold, pred, strict=strict)
+        result = evaluate_spans(gold, pred, strict=strict, unknown_tag=unknown_tag)
     except SchemeError as exc:
         raise UserError(str(exc), where) from None
     print(format_report(result))
@@ -86,6 +87,10 @@ def run(argv: list[str]) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the scores as JSON (- for stdout)")
     p.add_argument("--report", action="store_true",
                    help="also count per type: correct, wrong type (right boundaries), wrong boundaries, missed, spurious")
+    p.add_argument("--ignore-unknown", action="store_true",
+                   help="leave gold positions tagged --unknown-tag out of the score (partially annotated gold): "
+                        "predicted spans over them count neither way")
+    p.add_argument("--unknown-tag", default="?", metavar="TAG", help="the gold tag of unannotated tokens (default ?)")
     p.add_argument("--gold-column", type=int, default=-2, metavar="N",
                    help="column of the gold tags (default -2: second to last)")
     p.add_argument("--pred-column", type=int, default=-1, metavar="N",
@@ -94,8 +99,12 @@ def run(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from ..data.conll import read_sentences
     from ..data.schemes import tag_problem
+    from ..evaluate import unknown_gold_problem
     from ..paths import Read, Write, check_no_clash
 
+    if args.report and args.ignore_unknown:
+        raise UserError("--report sorts errors over whole sentences; it cannot be combined with --ignore-unknown",
+                        "--report")
     reads = [Read("the scored file", args.file)] + ([Read("--gold", args.gold)] if args.gold else [])
     if args.json:
         check_no_clash(reads, [Write("--json", args.json)])
@@ -116,16 +125,20 @@ def run(argv: list[str]) -> int:
                                 f"--gold-column/--pred-column", args.file, sentence.line_numbers[0])
         g = [c[args.gold_column] for c in sentence.columns]
         q = [c[args.pred_column] for c in sentence.columns]
-        for tags in (g, q):
-            for tag, line in zip(tags, sentence.line_numbers):
-                problem = tag_problem(tag)
-                if problem:
-                    raise UserError(problem, args.file, line)
+        for tag, line in zip(g, sentence.line_numbers):
+            problem = unknown_gold_problem(tag, args.unknown_tag, args.ignore_unknown)
+            if problem:
+                raise UserError(problem, args.file, line)
+        for tag, line in zip(q, sentence.line_numbers):
+            problem = tag_problem(tag)
+            if problem:
+                raise UserError(problem, args.file, line)
         gold.append(g)
         pred.append(q)
     if not gold:
         raise UserError("no sentences to score", args.file)
-    report(gold, pred, args.strict, args.json, args.file, errors=args.report)
+    report(gold, pred, args.strict, args.json, args.file, errors=args.report,
+           unknown_tag=args.unknown_tag if args.ignore_unknown else None)
     return 0
 
 

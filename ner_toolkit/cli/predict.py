@@ -41,6 +41,10 @@ def _parser() -> _Parser:
                    help="print span P/R/F1 against the gold: the last column (conll) or the entities (jsonl, "
                         "exact character offsets)")
     p.add_argument("--strict", action="store_true", help="with --evaluate on CoNLL: strict span matching")
+    p.add_argument("--ignore-unknown", action="store_true",
+                   help="with --evaluate on CoNLL: leave gold positions tagged --unknown-tag out of the score")
+    p.add_argument("--unknown-tag", default="?", metavar="TAG",
+                   help="with --ignore-unknown: the gold tag of unannotated tokens (default ?)")
     p.add_argument("--json", metavar="PATH", help="with --evaluate: write the scores as JSON (- for stdout)")
     p.add_argument("--nbest", type=int, default=1, metavar="K",
                    help="also write the tags of the 2nd..K-th best paths (conll columns, jsonl nbest)")
@@ -62,6 +66,8 @@ def run(argv: list[str]) -> int:
         raise UserError(f"--nbest must be from 1 to {MAX_NBEST}, got {args.nbest}", "--nbest")
     if args.document_per_file and args.input_format != "text":
         raise UserError("--document-per-file needs --input-format text", "--document-per-file")
+    if args.ignore_unknown and not args.evaluate:
+        raise UserError("--ignore-unknown only changes scoring: add --evaluate", "--ignore-unknown")
     if args.evaluate and args.input_format == "text":
         raise UserError("--evaluate needs gold: use --input-format conll or jsonl (raw text has none)", "--evaluate")
     from .. import distributed
@@ -89,17 +95,22 @@ def run(argv: list[str]) -> int:
         from .evaluate import report, report_offsets
 
         if scored[0]:  # tags: CoNLL, or JSONL rows of tokens + tags
-            report(scored[0], scored[1], args.strict, args.json, args.inputs[0])
+            report(scored[0], scored[1], args.strict, args.json, args.inputs[0], unknown_tag=_unknown(args))
         if scored[2]:  # character spans: JSONL texts with entities
             report_offsets(scored[2], scored[3], None if scored[0] else args.json)
     return 0
+
+
+def _unknown(args: argparse.Namespace) -> Optional[str]:
+    """The gold tag left out of scoring, None when every gold tag is scored."""
+    return args.unknown_tag if args.ignore_unknown else None
 
 
 def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tuple[list, list, list, list]:
     """Predict every (input, output) pair; for --evaluate the gold and predicted tags of all CoNLL
     inputs and the gold and predicted character spans of all JSONL documents."""
     from .. import distributed
-    from ..data.schemes import SchemeError, convert, detect_scheme
+    from ..data.schemes import SchemeError, convert, detect_scheme, known_runs
     from ..errors import warn
     from ..evaluate import warn_unseen
     from ..streaming import OutputOptions, predict_file
@@ -112,7 +123,8 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
     for source, target in pairs:
         options = OutputOptions(args.nbest, args.scores, args.format, input_format=args.input_format,
                                 document_per_file=args.document_per_file, word_tokenizer=args.word_tokenizer)
-        result = predict_file(predictor, source, target, evaluate=args.evaluate, options=options)
+        result = predict_file(predictor, source, target, evaluate=args.evaluate, options=options,
+                              unknown_tag=_unknown(args))
         if not main:
             continue
         if target is not None:
@@ -125,11 +137,12 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
             continue
         if result.gold:
             try:
-                scheme = detect_scheme(result.gold) if any(t != "O" for g in result.gold for t in g) \
+                known = known_runs(result.gold, args.unknown_tag) if args.ignore_unknown else result.gold
+                scheme = detect_scheme(known) if any(t != "O" for g in known for t in g) \
                     else predictor.labels.output_scheme
             except SchemeError as exc:
                 raise UserError(f"--evaluate: {exc}", source) from None
-            warn_unseen(result.gold, predictor.labels.types, scheme, source)
+            warn_unseen(result.gold, predictor.labels.types, scheme, source, _unknown(args))
             gold.extend(result.gold)
             pred.extend(convert(t, predictor.labels.output_scheme, scheme) for t in result.pred)
         if result.gold_offsets:

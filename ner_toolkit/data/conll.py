@@ -83,15 +83,18 @@ def document_ids(items: Sequence[Item]) -> list[int]:
     return out
 
 
-def read_conll(path: PathLike, token_column: int = 0, label_column: int = -1) -> Iterator[Item]:
+def read_conll(path: PathLike, token_column: int = 0, label_column: int = -1,
+               missing_label: Optional[str] = None) -> Iterator[Item]:
     """Yield the sentences and passthrough lines of ``path`` in file order.
 
     A sentence is yielded before the blank or ``-DOCSTART-`` line that ends it.
     ``labels`` is None when the file has a single column. A missing or unreadable
     path is reported now, not at the first ``next()``. ``-`` reads standard input.
+    ``missing_label``: when the label is the last column, a token line whose label is empty (one
+    column short, e.g. ``word<TAB>``) gets this label (partial annotation) instead of being an error.
     """
     _check_readable(path)
-    return _iter_items(path, token_column, label_column)
+    return _iter_items(path, token_column, label_column, missing_label)
 
 
 def read_sentences(path: PathLike, token_column: int = 0, label_column: int = -1) -> list[Sentence]:
@@ -163,7 +166,8 @@ def _open(path: PathLike) -> ContextManager[BinaryIO]:
         raise UserError(f"cannot read the file ({e.strerror}); check the path and its permissions", path) from None
 
 
-def _iter_items(path: PathLike, token_column: int, label_column: int) -> Iterator[Item]:
+def _iter_items(path: PathLike, token_column: int, label_column: int,
+                missing_label: Optional[str] = None) -> Iterator[Item]:
     with _open(path) as handle:
         n_columns = 0  # fixed by the first token line
         first_line = 0
@@ -196,6 +200,9 @@ def _iter_items(path: PathLike, token_column: int, label_column: int) -> Iterato
                 separator = "\t" if "\t" in text else " "
                 tok_i = _resolve_column(token_column, "token", n_columns, path, number)
                 lab_i = _resolve_column(label_column, "label", n_columns, path, number) if n_columns > 1 else 0
+            elif (missing_label is not None and len(fields) == n_columns - 1 and lab_i == n_columns - 1
+                  and tok_i < n_columns - 1):
+                fields.append(missing_label)
             elif len(fields) != n_columns:
                 raise UserError(
                     f"expected {n_columns} columns as on line {first_line}, found {len(fields)}; "

@@ -290,3 +290,21 @@ def reading_tables(labels: Sequence[str], internal: str, user: str
             window = left + [prev, cur] + closed(cur)
             pair[index[convert(window, internal, user)[len(left) + 1]]][i][j] = True
     return user_tags, first, pair
+
+
+def tag_runs(tags: Sequence[str], unknown_tag: str) -> list[tuple[int, list[str]]]:
+    """``(offset, tags)`` of each maximal stretch of known tags (not ``unknown_tag``) of one sentence."""
+    runs: list[tuple[int, list[str]]] = []
+    for i, tag in enumerate(tags):
+        if tag == unknown_tag:
+            continue
+        if runs and runs[-1][0] + len(runs[-1][1]) == i:
+            runs[-1][1].append(tag)
+        else:
+            runs.append((i, [tag]))
+    return runs
+
+
+def known_runs(sentences: Iterable[Sequence[str]], unknown_tag: str) -> list[list[str]]:
+    """The stretches of known tags of every sentence (a partially labelled one has several)."""
+    return [run for tags in sentences for _, run in tag_runs(tags, unknown_tag)]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..data.conll import Sentence, is_docstart, read_conll
-from ..data.schemes import (SchemeError, detect_scheme, from_spans, labels_for_types, normalize_scheme, reading_tables,
-                             tag_problem, to_spans)
+from ..data.schemes import (SchemeError, detect_scheme, from_spans, known_runs, labels_for_types, normalize_scheme,
+                             reading_tables, tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
@@ -81,7 +81,8 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     shared = _Strings()
     document = 0
     unknown = cfg.unknown_tag if key == "data.train" else None  # partial labels train, never score
-    for item in read_conll(path, cfg.token_column, cfg.label_column):
+    # An empty label column reads as the unknown tag in training data; elsewhere it stays an error.
+    for item in read_conll(path, cfg.token_column, cfg.label_column, missing_label=unknown):
         if is_docstart(item):
             document += 1
         if not isinstance(item, Sentence):
@@ -148,23 +149,6 @@ def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
         return detect_scheme(known_runs(train.gold, cfg.unknown_tag))
     except SchemeError as exc:
         raise UserError(str(exc), train.path if cfg.input_scheme == "auto" else "config") from None
-
-
-def known_runs(gold: list[list[str]], unknown_tag: str) -> list[list[str]]:
-    """The stretches of known tags of every sentence (a partially labelled one has several)."""
-    runs: list[list[str]] = []
-    for tags in gold:
-        run: list[str] = []
-        for tag in tags:
-            if tag == unknown_tag:
-                if run:
-                    runs.append(run)
-                run = []
-            else:
-                run.append(tag)
-        if run:
-            runs.append(run)
-    return runs
 
 
 def check_scheme(data: LabelledFile, scheme: str, unknown_tag: str = "?") -> None:

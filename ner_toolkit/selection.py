@@ -79,15 +79,16 @@ def sentence_uncertainty(crf: CRF, emissions: Tensor, mask: Tensor, strategy: st
     return 1.0 - (p[:, 0] - p[:, 1])
 
 
-def uncertainties(predictor: Predictor, sentences: Sequence[Sequence[str]], strategy: str,
+def uncertainties(predictor: Optional[Predictor], sentences: Sequence[Sequence[str]], strategy: str,
                   documents: Optional[Sequence[int]] = None, seed: int = 0) -> list[float]:
     """The uncertainty of each sentence (a token list) under ``predictor``'s model, in input order.
 
     ``documents``: a document number per sentence, as for ``Predictor.predict`` (a model trained with
     document context reads each sentence with its neighbours); None: one document. ``seed``: the draw of
-    ``random``. An empty sentence has nothing to be unsure of: 0.0. The sentences are encoded,
-    length-bucketed and collated exactly as ``Predictor.predict`` does it, under the predictor's
-    precision; each batch's ``(B,)`` result is the only thing copied to the host.
+    ``random``, which runs no model (``predictor`` may be None for it). An empty sentence has nothing to
+    be unsure of: 0.0. The sentences are encoded, length-bucketed and collated exactly as
+    ``Predictor.predict`` does it, under the predictor's precision; each batch's ``(B,)`` result is the
+    only thing copied to the host.
     """
     _check_strategy(strategy)
     check_token_lists(sentences)
@@ -96,6 +97,8 @@ def uncertainties(predictor: Predictor, sentences: Sequence[Sequence[str]], stra
     if strategy == "random":
         rng = random.Random(seed)
         return [rng.random() for _ in sentences]
+    if predictor is None:
+        raise ValueError(f"strategy {strategy!r} needs a Predictor")
     out = [0.0] * len(sentences)
     non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
     encoded = predictor._encode([sentences[i] for i in non_empty],

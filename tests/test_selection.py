@@ -111,19 +111,21 @@ def test_select_ranks_highest_first_and_breaks_ties_by_pool_order():
 
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="least-confidence"):
-        uncertainties(None, [["a"]], "most-confident")  # type: ignore[arg-type]
+        uncertainties(None, [["a"]], "most-confident")
+    with pytest.raises(ValueError, match="needs a Predictor"):
+        uncertainties(None, [["a"]], "entropy")
     with pytest.raises(ValueError):
         sentence_uncertainty(CRF(2), torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool), "random")
 
 
 def test_random_is_seeded_and_reproducible():
     pool = [["w"] * (i % 5 + 1) for i in range(200)]
-    first = uncertainties(None, pool, "random", seed=0)  # type: ignore[arg-type]  (random runs no model)
-    assert first == uncertainties(None, pool, "random", seed=0)  # type: ignore[arg-type]
-    other = uncertainties(None, pool, "random", seed=1)  # type: ignore[arg-type]
+    first = uncertainties(None, pool, "random", seed=0)  # random runs no model
+    assert first == uncertainties(None, pool, "random", seed=0)
+    other = uncertainties(None, pool, "random", seed=1)
     assert other != first
     chosen = select(first, 50)
-    assert chosen == select(uncertainties(None, pool, "random", seed=0), 50)  # type: ignore[arg-type]
+    assert chosen == select(uncertainties(None, pool, "random", seed=0), 50)
     assert len(set(chosen)) == 50 and set(chosen) != set(range(50))
     assert all(0.0 <= s < 1.0 for s in first)
 

@@ -213,6 +213,13 @@ def test_select_label_studio_tasks(trained, pool, tmp_path, capsys):
             assert data["text"][value["start"]:value["end"]] == value["text"] and value["labels"]
     assert [t["data"]["uncertainty"] for t in tasks] == sorted((t["data"]["uncertainty"] for t in tasks),
                                                                reverse=True)
+    # Every registered writer is offered; jsonl records carry the same data object.
+    rc = select_main(["--model", str(trained.model_dir), *map(str, pool), "--budget", "5", "--format", "jsonl",
+                      "--strategy", "margin", "--output", str(tmp_path / "next.jsonl")])
+    assert rc == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "next.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["data"] for r in records] == [{k: v for k, v in t["data"].items() if k != "text"} for t in tasks]
+    assert [r["tokens"] for r in records] == [by_place[(r["data"]["pool"], r["data"]["line"])] for r in records]
 
 
 def test_random_selection_is_reproducible_and_a_large_budget_takes_the_whole_pool(trained, pool, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """``ner-select``: choose the sentences to annotate next, the ones the model is least sure of (active learning).
 
     ner-select --model DIR POOL... --budget N [--strategy entropy|least-confidence|margin|random]
-               [--output PATH] [--format conll|label-studio] [--scores PATH] [--seed S]
+               [--output PATH] [--format conll|label-studio|jsonl|hf] [--scores PATH] [--seed S]
                [--batch-size B] [--device D] [--precision fp32|bf16|fp16]
 
 The POOL files are CoNLL files of unlabelled sentences: one column (tokens) or more, the tokens in the
@@ -15,6 +15,8 @@ model's token column (the first, unless the model was trained otherwise), as pre
 * ``--format label-studio``: a JSON array of Label Studio tasks (the ``label-studio`` writer of
   ``formats.py``, as ``predict.py --format label-studio`` writes them); each task's ``data`` also holds
   ``pool`` and ``line`` (where the sentence is), ``rank`` (1 = most uncertain) and ``uncertainty``.
+* the registry's other formats (``jsonl``, ``hf``) as predict.py writes them; ``jsonl`` records carry the
+  same ``data`` object.
 
 ``--output`` defaults to stdout. ``--scores PATH`` (``-``: stdout) writes a TSV (``pool``, ``line``, ``rank``,
 ``uncertainty``) of the chosen sentences; ``line`` is a sentence's first line in its pool file. A one-line
@@ -63,6 +65,7 @@ def read_pool(paths: list[str], token_column: int) -> Pool:
 
 
 def _parser() -> _Parser:
+    from .. import formats
     from ..selection import STRATEGIES
 
     p = _Parser(prog="ner-select", description="Choose the pool sentences to annotate next: the N the model is "
@@ -74,9 +77,9 @@ def _parser() -> _Parser:
                    help="least-confidence: 1 - P(best path)^(1/n); entropy: mean token marginal entropy; margin: "
                         "1 - (P(best) - P(2nd best)); random: a seeded shuffle (default entropy)")
     p.add_argument("--output", help="where the chosen sentences go (default or -: stdout)")
-    p.add_argument("--format", choices=("conll", "label-studio"), default="conll",
+    p.add_argument("--format", choices=formats.names(), default="conll",
                    help="conll: token and predicted tag per line, training data once corrected; label-studio: "
-                        "pre-annotation tasks (default conll)")
+                        "pre-annotation tasks; the others as predict.py writes them (default conll)")
     p.add_argument("--scores", metavar="PATH", help="also write a TSV: pool, line, rank, uncertainty")
     p.add_argument("--seed", type=int, default=0, help="seed of --strategy random (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 
 from . import distributed
+from .calibration import read_temperature
 from .config import EncoderConfig
 from .data.batching import Batch, Encoded, bucketed_batches, encode_sentences, make_collator
 from .data.schemes import segment_continues
@@ -83,9 +84,11 @@ class Predictor(Tagging):
         tagger = quantize_int8(model.tagger, inplace=True) if quantize == "int8" else model.tagger
         if compile:
             compile_network(tagger)
-        return cls(tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev, batch_size,
-                   model.config.data.token_column, precision, model.chars,
-                   word_tokenizer or model.config.data.word_tokenizer)
+        predictor = cls(tagger, model.tokenizer, model.vocab, model.labels, model.config.model.encoder, dev,
+                        batch_size, model.config.data.token_column, precision, model.chars,
+                        word_tokenizer or model.config.data.word_tokenizer)
+        predictor.temperature = read_temperature(model.directory)
+        return predictor
 
     def _encode(self, sentences: list[Sequence[str]], documents: Optional[list[int]]) -> list[Encoded]:
         return encode_sentences(self.aligner, self.vocab, sentences, chars=self.chars, documents=documents,
@@ -118,7 +121,8 @@ class Predictor(Tagging):
         if nbest > 1:
             device_out.update(k_paths=k_paths, k_scores=k_scores)
         if scores:
-            marginals, is_end, starts, log_p = crf.posteriors(emissions, batch.mask, paths, self.continues)
+            marginals, is_end, starts, log_p = crf.posteriors(emissions, batch.mask, paths, self.continues,
+                                                              self.temperature)
             device_out["token_p"] = marginals.gather(2, paths.unsqueeze(2)).squeeze(2)
             device_out.update(span_start=starts, span_p=log_p.exp())
         host = {k: v.cpu().tolist() for k, v in device_out.items()}  # the host copy, after all device work

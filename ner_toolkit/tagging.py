@@ -53,6 +53,9 @@ class Tagging:
 
     context: int = 0
     word_tokenizer: str = "conll"
+    # Confidences (marginals, span probabilities) are computed with every CRF score over this; the model
+    # directory's calibration.json sets it (fitted on dev by training). Tags never depend on it.
+    temperature: float = 1.0
 
     def _encode(self, sentences: list[Sequence[str]], documents: Optional[list[int]]) -> list[Any]:
         """The sentences as encoded items (``.index`` = position in ``sentences``)."""

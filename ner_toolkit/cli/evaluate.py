@@ -2,15 +2,31 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import UserError
 from . import _Parser
 
 
+@dataclass
+class Confidences:
+    """``ner-evaluate --calibration``: each token's span-confidence cell (None for ``-``), the token lines,
+    the diagram's path."""
+
+    values: list[list[Optional[float]]]
+    lines: list[list[int]]
+    path: str
+    png: str
+
+
 def report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str,
-            errors: bool = False, unknown_tag: Optional[str] = None) -> None:
-    """Print (and with ``json_path`` write) span P/R/F1; ``unknown_tag``: gold positions left out."""
+           errors: bool = False, unknown_tag: Optional[str] = None,
+           confidences: Optional[Confidences] = None) -> None:
+    """Print (and with ``json_path`` write) span P/R/F1; ``unknown_tag``: gold positions left out;
+    ``confidences``: also the calibration of the predicted spans' confidences and its diagram."""
     from ..data.schemes import SchemeError
     from ..evaluate import evaluate_spans, format_report
 
@@ -24,7 +40,32 @@ def report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path
 
         result["errors"] = error_report(gold, pred, result["scheme"])
         print("\n" + format_error_report(result["errors"]))
+    if confidences is not None:
+        result["calibration"] = _calibration(gold, pred, result["scheme"], unknown_tag, confidences)
     _write_json(result, json_path)
+
+
+def _calibration(gold: list[list[str]], pred: list[list[str]], scheme: str, unknown_tag: Optional[str],
+                 conf: Confidences) -> dict:
+    """ECE of the predicted spans' confidences (read at each span's first token), printed and drawn."""
+    from ..calibration import calibration_error, format_calibration, reliability_diagram, span_outcomes
+    from ..data.schemes import to_spans
+
+    spans = []
+    for i, tags in enumerate(pred):
+        spans.append([])
+        for label, start, end in to_spans(tags, scheme):
+            value = conf.values[i][start]
+            if value is None:
+                raise UserError("a predicted span has no confidence (`-`) at its first token; score a file "
+                                "written by predict.py --scores, with --confidence-column at its last column",
+                                conf.path, conf.lines[i][start])
+            spans[-1].append((label, start, end, value))
+    result = calibration_error(*span_outcomes(gold, spans, scheme, unknown_tag))
+    print("\n" + format_calibration(result))
+    note = reliability_diagram([("predicted spans", result)], conf.png, f"reliability of {os.path.basename(conf.path)}")
+    print(f"note: {note}" if note else f"reliability diagram: {conf.png}", file=sys.stderr)
+    return result
 
 
 def _write_json(result: dict, json_path: Optional[str]) -> None:
@@ -91,6 +132,13 @@ def run(argv: list[str]) -> int:
                    help="leave gold positions tagged --unknown-tag out of the score (partially annotated gold): "
                         "predicted spans over them count neither way")
     p.add_argument("--unknown-tag", default="?", metavar="TAG", help="the gold tag of unannotated tokens (default ?)")
+    p.add_argument("--calibration", nargs="?", const="", metavar="PNG",
+                   help="also the expected calibration error of the predicted spans' confidences, and a reliability "
+                        "diagram written to PNG (default: beside FILE, FILE.reliability.png); needs the span "
+                        "probabilities of predict.py --scores (see --confidence-column)")
+    p.add_argument("--confidence-column", type=int, default=-1, metavar="N",
+                   help="with --calibration: the column of each span's probability (default -1, where predict.py "
+                        "--scores writes it)")
     p.add_argument("--gold-column", type=int, default=-2, metavar="N",
                    help="column of the gold tags (default -2: second to last)")
     p.add_argument("--pred-column", type=int, default=-1, metavar="N",
@@ -106,8 +154,15 @@ def run(argv: list[str]) -> int:
         raise UserError("--report sorts errors over whole sentences; it cannot be combined with --ignore-unknown",
                         "--report")
     reads = [Read("the scored file", args.file)] + ([Read("--gold", args.gold)] if args.gold else [])
-    if args.json:
-        check_no_clash(reads, [Write("--json", args.json)])
+    writes = [Write("--json", args.json)] if args.json else []
+    if args.calibration is not None:
+        if args.gold:
+            raise UserError("--calibration reads span probabilities from CoNLL columns (predict.py --scores); "
+                            "score the CoNLL output", "--calibration")
+        args.calibration = args.calibration or os.path.splitext(args.file)[0] + ".reliability.png"
+        writes.append(Write("--calibration", args.calibration))
+    if writes:
+        check_no_clash(reads, writes)
     if args.gold:
         _evaluate_jsonl(args.file, args.gold, args.json)
         return 0
@@ -115,14 +170,16 @@ def run(argv: list[str]) -> int:
         raise UserError("JSONL predictions are scored against JSONL gold: add --gold GOLD.jsonl", args.file)
 
     gold, pred = [], []
+    conf = None if args.calibration is None else Confidences([], [], args.file, args.calibration)
+    columns = [args.gold_column, args.pred_column] + ([args.confidence_column] if conf else [])
     for sentence in read_sentences(args.file):
         width = len(sentence.columns[0])
         if width < 2:
             raise UserError("need at least two columns (gold and predicted tags)", args.file, sentence.line_numbers[0])
-        for column in (args.gold_column, args.pred_column):
+        for column in columns:
             if not -width <= column < width:
                 raise UserError(f"column {column} does not exist: the file has {width} columns; check "
-                                f"--gold-column/--pred-column", args.file, sentence.line_numbers[0])
+                                f"--gold-column/--pred-column/--confidence-column", args.file, sentence.line_numbers[0])
         g = [c[args.gold_column] for c in sentence.columns]
         q = [c[args.pred_column] for c in sentence.columns]
         for tag, line in zip(g, sentence.line_numbers):
@@ -135,10 +192,28 @@ def run(argv: list[str]) -> int:
                 raise UserError(problem, args.file, line)
         gold.append(g)
         pred.append(q)
+        if conf is not None:
+            conf.values.append([_probability(c[args.confidence_column], args.file, line)
+                                for c, line in zip(sentence.columns, sentence.line_numbers)])
+            conf.lines.append(sentence.line_numbers)
     if not gold:
         raise UserError("no sentences to score", args.file)
     report(gold, pred, args.strict, args.json, args.file, errors=args.report,
-           unknown_tag=args.unknown_tag if args.ignore_unknown else None)
+           unknown_tag=args.unknown_tag if args.ignore_unknown else None, confidences=conf)
     return 0
+
+
+def _probability(cell: str, path: str, line: int) -> Optional[float]:
+    """A confidence cell: ``-`` (outside any span) or a probability."""
+    if cell == "-":
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"confidence {cell!r} is not a probability in [0, 1] or '-'; check --confidence-column",
+                        path, line)
+    return value
 
 

@@ -40,6 +40,14 @@ class CRFParams:
     def num_tags(self) -> int:
         return int(self.start.shape[0])
 
+    def scaled(self, temperature: float) -> "CRFParams":
+        """Every score divided by ``temperature`` (``CRF``'s calibration; emissions are divided by the caller)."""
+        if temperature == 1.0:
+            return self
+        pen = None if self.penalties is None else tuple(p / temperature for p in self.penalties)
+        return CRFParams(self.start / temperature, self.end / temperature, self.trans / temperature,
+                         pen)  # type: ignore[arg-type]
+
 
 def _check(em: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     em = np.ascontiguousarray(em, dtype=np.float32)

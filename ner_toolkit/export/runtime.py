@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from ..calibration import read_temperature
 from ..config import Config, from_dict
 from ..config_checks import parse_yaml
 from ..data.schemes import allowed_transitions, segment_continues
@@ -138,6 +139,7 @@ class OnnxPredictor(Tagging):
             if bool(crf["constrained"]) else None
         self.crf = numpy_crf.CRFParams.from_arrays(crf["start"], crf["end"], crf["transitions"], allowed)
         self.continues = np.array(segment_continues(self.labels.labels, self.labels.tag_scheme), dtype=bool)
+        self.temperature = read_temperature(d)  # calibration.json, copied from the model directory
         graphs = manifest.get("graphs", {"fp32": GRAPH})
         self.graph = graph or ("int8" if manifest.get("graph") == GRAPH_INT8 else "fp32")
         if self.graph not in graphs:
@@ -202,9 +204,11 @@ class OnnxPredictor(Tagging):
         host = {"paths": paths.tolist()}
         if nbest > 1:
             host.update(k_paths=k_paths.tolist(), k_scores=k_scores.tolist())
-        if scores:
-            marg = numpy_crf.marginals(em, mask, self.crf)
-            _, span_start, log_p = numpy_crf.span_log_probs(em, mask, self.crf, paths, self.continues)
+        if scores:  # confidences under the model directory's calibration temperature (calibration.json)
+            t = self.temperature
+            crf, scaled_em = self.crf.scaled(t), em / np.float32(t) if t != 1.0 else em
+            marg = numpy_crf.marginals(scaled_em, mask, crf)
+            _, span_start, log_p = numpy_crf.span_log_probs(scaled_em, mask, crf, paths, self.continues)
             host.update(token_p=np.take_along_axis(marg, paths[:, :, None], 2)[:, :, 0].astype(np.float32).tolist(),
                         span_start=span_start.tolist(), span_p=np.exp(log_p).astype(np.float32).tolist())
         return to_predictions(items, host, self.labels, nbest, scores)

@@ -211,3 +211,30 @@ def tag_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str = "?") -> tu
         repaired += from_spans(spans, len(tags), labels.output_scheme) != tags
         out.append([index[t] for t in from_spans(spans, len(tags), labels.tag_scheme)])
     return out, repaired
+
+
+def read_training_data(cfg: DataConfig, decoder: str) -> tuple[LabelledFile, Optional[LabelledFile],
+                                                               Optional[LabelledFile], LabelInfo, list[list[int]],
+                                                               Optional[tuple[list[list[int]], list[str]]]]:
+    """Read and check train/dev/test (``cfg.word_tokenizer`` resolved), build the labels; returns
+    ``(train, dev, test, labels, train tag ids, partial)`` with ``partial`` as :func:`known_ids`."""
+    from ..evaluate import warn_unseen
+
+    train = read_labelled(cfg.train, cfg, "data.train")
+    dev = read_labelled(cfg.dev, cfg, "data.dev") if cfg.dev else None
+    test = read_labelled(cfg.test, cfg, "data.test") if cfg.test else None
+    scheme = input_scheme(train, cfg)
+    for data in (train, dev, test):
+        if data is not None:
+            check_scheme(data, scheme, cfg.unknown_tag)
+    labels = build_labels(train, scheme, cfg)
+    train_tags, repaired = tag_ids(train, labels, cfg.unknown_tag)
+    partial = known_ids(train, labels, cfg.unknown_tag)
+    if partial is not None and decoder == "softmax":
+        raise UserError(f"partial labels ({cfg.unknown_tag!r} tags) train a CRF; set model.decoder: crf", cfg.train)
+    if repaired:
+        warn(f"repaired {repaired} sentences with illegal {scheme} sequences the conlleval way", train.path)
+    for data in (dev, test):
+        if data is not None:
+            warn_unseen(data.gold, labels.types, scheme, data.path)
+    return train, dev, test, labels, train_tags, partial

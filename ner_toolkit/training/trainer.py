@@ -21,8 +21,8 @@ from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentence
 from ..devices import resolve_device
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
 from ..data.schemes import reading_tables
-from ..errors import UserError, warn
-from ..evaluate import evaluate_spans, format_report, warn_unseen
+from ..errors import UserError
+from ..evaluate import evaluate_spans, format_report
 from ..model.card import training_info
 from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
 from ..model.encoder import build_hf_encoder, max_positions
@@ -31,14 +31,14 @@ from ..model.precision import check_precision
 from ..model.crf import native
 from ..model.tagger import Tagger
 from ..predict import Predictor
+from ..temperature import calibrate_model
 from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
 from .phases import PHASES, TRAINING
 from .fingerprint import run_fingerprints
 from .reporting import TensorBoardLog, plot_curves, read_metrics, seed_summary, write_metrics_log
 from .runlock import run_lock
-from .dataset import (LabelledFile, build_labels, check_scheme, input_scheme, known_ids, read_labelled,
-                      resolve_word_tokenizer, tag_ids)
+from .dataset import LabelledFile, read_training_data, resolve_word_tokenizer
 
 
 def seed_everything(seed: int) -> None:
@@ -145,24 +145,7 @@ def prepare(config: Config) -> Setup:
     with PHASES("read and check the data"):
         # Resolved once and saved with the model: predict_text splits raw text as training did.
         config.data.word_tokenizer = resolve_word_tokenizer(config.data)
-        train_data = read_labelled(config.data.train, config.data, "data.train")
-        dev = read_labelled(config.data.dev, config.data, "data.dev") if config.data.dev else None
-        test = read_labelled(config.data.test, config.data, "data.test") if config.data.test else None
-        scheme = input_scheme(train_data, config.data)
-        for data in (train_data, dev, test):
-            if data is not None:
-                check_scheme(data, scheme, config.data.unknown_tag)
-        labels = build_labels(train_data, scheme, config.data)
-        train_tags, repaired = tag_ids(train_data, labels, config.data.unknown_tag)
-        partial = known_ids(train_data, labels, config.data.unknown_tag)
-        if partial is not None and config.model.decoder == "softmax":
-            raise UserError(f"partial labels ({config.data.unknown_tag!r} tags) train a CRF; set model.decoder: crf",
-                            config.data.train or "config")
-        if repaired:
-            warn(f"repaired {repaired} sentences with illegal {scheme} sequences the conlleval way", train_data.path)
-        for data in (dev, test):
-            if data is not None:
-                warn_unseen(data.gold, labels.types, scheme, data.path)
+        train_data, dev, test, labels, train_tags, partial = read_training_data(config.data, config.model.decoder)
 
     with PHASES("encoder and tokenizer (from_pretrained)"):
         hf_encoder, tokenizer = build_hf_encoder(config.model.encoder)
@@ -360,6 +343,9 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
     # Score exactly the weights that were saved (the best epoch), without a second copy of the model.
     setup.tagger.load_state_dict(load_file(str(model_dir / WEIGHTS), device=str(setup.device)))
     metrics: dict[str, Any] = {"epoch": state.best_epoch, "dev": None, "test": None}
+    if dev is not None and setup.config.training.calibrate and setup.config.model.decoder == "crf":
+        with PHASES("temperature fit on dev"):
+            calibrate_model(setup.predictor, dev, test, model_dir)
     for key, data in (("dev", dev), ("test", test)):
         if data is not None:
             with PHASES("final dev and test scoring"):

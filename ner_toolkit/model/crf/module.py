@@ -14,6 +14,7 @@ from .viterbi import kbest, legal_ranks, viterbi
 #: Added to the score of a disallowed start / transition / end. Finite (not ``-inf``) so that every
 #: sentence keeps a finite best path and NLL, while ``exp`` of it is exactly 0 in float32.
 DISALLOWED_PENALTY = -1.0e4
+MAX_TEMPERATURE = 100.0  # scores over T: a disallowed step still costs 100 nats at the largest
 
 _REDUCTIONS = ("none", "sum", "mean", "token_mean")
 
@@ -196,8 +197,11 @@ class CRF(nn.Module):
                 return legal_ranks(*native.kbest(*inputs, k), inputs[1], self._penalties())
             return kbest(*inputs, k, self._penalties())
 
-    def forward_backward(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward_backward(self, emissions: Tensor, mask: Tensor,
+                         temperature: float = 1.0) -> Tuple[Tensor, Tensor, Tensor]:
         """Forward–backward log-scores, float32 and detached (inference only; train with :meth:`forward`).
+        ``temperature``: every score (emissions, start, end, transitions) divided by it, as in the
+        marginals and span probabilities below (a calibration; the best path does not change).
 
         Returns:
             ``(log_alpha, log_beta, log_z)``: ``log_alpha`` ``(B, T, K)``, the log-sum of all path
@@ -207,23 +211,24 @@ class CRF(nn.Module):
         """
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
+            em, mask, start, end, trans = self._inference_inputs(emissions, mask, temperature)
             a, a_shift, b, b_shift, _ = forward_backward(em, mask, start, end, trans)
             alpha = (a + a_shift.cumsum(0)).permute(2, 0, 1).contiguous()
             beta = (b + b_shift.flip(0).cumsum(0).flip(0)).permute(2, 0, 1).contiguous()
             return alpha, beta, log_z(a, a_shift, end, mask.sum(1) - 1)
 
-    def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    def marginals(self, emissions: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
         """Posterior tag probabilities ``P(y_t = k)``, ``(B, T, K)`` float32 and detached: each valid
-        position sums to 1, padded positions are 0, disallowed tags get ~0."""
+        position sums to 1, padded positions are 0, disallowed tags get ~0. ``temperature``: as for
+        :meth:`forward_backward`."""
         self._validate(emissions, mask)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
+            em, mask, start, end, trans = self._inference_inputs(emissions, mask, temperature)
             a, _, b, _, _ = forward_backward(em, mask, start, end, trans)
             return marginals_of(a, b, mask)
 
     def span_log_probs(
-        self, emissions: Tensor, mask: Tensor, paths: Tensor, continues: Tensor
+        self, emissions: Tensor, mask: Tensor, paths: Tensor, continues: Tensor, temperature: float = 1.0
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """Log-probability of each exact segment of ``paths`` under the CRF: a span confidence.
 
@@ -242,24 +247,25 @@ class CRF(nn.Module):
             does not continue it)``, 0 elsewhere. The "does not continue" term makes it the exact span
             (in BIO an I-X at t+1 would extend it); the left side needs no such term, as a segment starts
             with a tag that does not continue its predecessor, and is not corrected.
+            ``temperature``: as for :meth:`forward_backward`.
         """
         self._validate(emissions, mask)
         self._check_paths(emissions, paths, continues)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
+            em, mask, start, end, trans = self._inference_inputs(emissions, mask, temperature)
             a, _, b, b_shift, em = forward_backward(em, mask, start, end, trans)  # (T, K, B)
             return segment_log_probs(a, b, b_shift, em, trans, mask, paths, continues)
 
     # --------------------------------------------------------------- internals
     def posteriors(
-        self, emissions: Tensor, mask: Tensor, paths: Tensor, continues: Tensor
+        self, emissions: Tensor, mask: Tensor, paths: Tensor, continues: Tensor, temperature: float = 1.0
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(marginals, is_end, start, log_prob)``: :meth:`marginals` and :meth:`span_log_probs` from one
         forward-backward pass (what a tagger reporting confidences needs per batch)."""
         self._validate(emissions, mask)
         self._check_paths(emissions, paths, continues)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            em, mask, start, end, trans = self._inference_inputs(emissions, mask)
+            em, mask, start, end, trans = self._inference_inputs(emissions, mask, temperature)
             a, _, b, b_shift, em = forward_backward(em, mask, start, end, trans)
             return (marginals_of(a, b, mask), *segment_log_probs(a, b, b_shift, em, trans, mask, paths, continues))
 
@@ -343,7 +349,13 @@ class CRF(nn.Module):
             return None
         return self.start_penalty, self.end_penalty, self.transition_penalty
 
-    def _inference_inputs(self, emissions: Tensor, mask: Tensor) -> Tuple[Tensor, ...]:
-        """Detached float32 ``(emissions, mask (bool), start, end, transitions)``, penalties added."""
+    def _inference_inputs(self, emissions: Tensor, mask: Tensor, temperature: float = 1.0) -> Tuple[Tensor, ...]:
+        """Detached float32 ``(emissions, mask (bool), start, end, transitions)``, penalties added, all
+        scores divided by ``temperature`` (the -1e4 penalties stay prohibitive for any T up to 100)."""
+        if not (isinstance(temperature, (int, float)) and 0.0 < temperature <= MAX_TEMPERATURE):
+            raise ValueError(f"temperature must be in (0, {MAX_TEMPERATURE}], got {temperature!r}")
         start, end, trans = (p.detach() for p in self._scoring_params())
-        return emissions.detach().float(), mask.bool(), start, end, trans
+        em = emissions.detach().float()
+        if temperature != 1.0:
+            em, start, end, trans = (x / temperature for x in (em, start, end, trans))
+        return em, mask.bool(), start, end, trans

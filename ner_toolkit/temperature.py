@@ -1,0 +1,161 @@
+"""Fit the temperature of a Predictor's span confidences on labelled data (what training does on dev).
+
+Temperature scaling divides every CRF score by one scalar ``T`` before the marginals and span
+probabilities are computed (``CRF.span_log_probs(temperature=T)``): ``T > 1`` softens overconfident
+probabilities, ``T < 1`` sharpens them, and the best path, so every predicted tag, stays the same. ``T``
+minimises the binary cross-entropy of the predicted spans' probabilities against whether each is right
+(the quantity a reliability diagram shows), by golden-section search over ``log T``. The network runs
+once: emissions and paths are kept, and each trial ``T`` costs one forward-backward pass.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .calibration import calibration_error, golden_section
+from .data.batching import bucketed_batches
+from .data.schemes import to_spans
+from .model.precision import autocast
+from .predict import Predictor
+
+if TYPE_CHECKING:
+    from .training.dataset import LabelledFile
+
+T_RANGE = (0.05, 20.0)
+MIN_SPANS = 20  # below this a fitted temperature would follow noise
+
+
+@dataclass
+class _Scored:
+    """One batch, decoded once: what each trial temperature needs."""
+
+    emissions: Tensor   # (B, T, K) float32
+    mask: Tensor        # (B, T) bool
+    paths: Tensor       # (B, T) best paths
+    rows: Tensor        # (S,) batch row of each predicted span
+    ends: Tensor        # (S,) its last position
+    correct: Tensor     # (S,) bool: the same type and boundaries as a gold span
+
+
+@dataclass
+class Fit:
+    temperature: float
+    spans: int
+    nll_before: float   # mean binary cross-entropy per predicted span at T = 1
+    nll_after: float
+    ece_before: float
+    ece_after: float
+
+    def record(self, source: str) -> dict:
+        """calibration.json's content."""
+        return {"temperature": round(self.temperature, 6), "fitted_on": source, "objective":
+                "binary cross-entropy of predicted span probabilities", "spans": self.spans,
+                "nll_before": round(self.nll_before, 6), "nll_after": round(self.nll_after, 6),
+                "ece_before": round(self.ece_before, 6), "ece_after": round(self.ece_after, 6)}
+
+
+def decode_once(predictor: Predictor, sentences: Sequence[Sequence[str]], gold: Sequence[Sequence[str]],
+                documents: Optional[Sequence[int]] = None) -> list[_Scored]:
+    """Run the network over ``sentences`` once; keep emissions, best paths and which predicted spans are
+    right against ``gold`` (tags in the training files' scheme, one list per sentence)."""
+    labels = predictor.labels
+    keep = [i for i, s in enumerate(sentences) if len(s) > 0]
+    encoded = predictor._encode([sentences[i] for i in keep], None if documents is None else
+                                [documents[i] for i in keep])
+    tagger, out = predictor.tagger, []
+    was_training = tagger.training
+    tagger.eval()
+    try:
+        with torch.inference_mode():
+            for items in bucketed_batches(encoded, predictor.batch_size, shuffle=False):
+                batch = predictor.collator(items).to(predictor.device)
+                with autocast(predictor.device, predictor.precision):
+                    emissions = tagger.crf_scores(batch)
+                emissions = emissions.float()
+                paths = tagger.crf.decode(emissions, batch.mask)[0]
+                rows, ends, correct = [], [], []
+                for b, (item, path) in enumerate(zip(items, paths.cpu().tolist())):
+                    n = len(item)
+                    truth = set(to_spans(gold[keep[item.index]], labels.output_scheme))
+                    for span in to_spans([labels.labels[k] for k in path[:n]], labels.tag_scheme):
+                        rows.append(b)
+                        ends.append(span[2] - 1)
+                        correct.append(span in truth)
+                device = predictor.device
+                out.append(_Scored(emissions, batch.mask, paths, torch.tensor(rows, dtype=torch.long, device=device),
+                                   torch.tensor(ends, dtype=torch.long, device=device),
+                                   torch.tensor(correct, dtype=torch.bool, device=device)))
+    finally:
+        if was_training:
+            tagger.train()
+    return out
+
+
+def span_probabilities(predictor: Predictor, scored: list[_Scored], temperature: float) -> tuple[Tensor, Tensor]:
+    """``(p, correct)``, each ``(S,)`` over every predicted span of ``scored``, at ``temperature``."""
+    crf, probs, correct = predictor.tagger.crf, [], []
+    with torch.inference_mode():
+        for s in scored:
+            log_p = crf.span_log_probs(s.emissions, s.mask, s.paths, predictor.continues, temperature)[2]
+            probs.append(log_p[s.rows, s.ends].exp())
+            correct.append(s.correct)
+    if not probs:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(probs).cpu(), torch.cat(correct).cpu()
+
+
+def _nll(p: Tensor, correct: Tensor) -> float:
+    """Mean binary cross-entropy of span probabilities ``p`` against ``correct``."""
+    p = p.double().clamp(1e-12, 1 - 1e-12)
+    return float(-(torch.where(correct, p.log(), (1 - p).log())).mean()) if p.numel() else 0.0
+
+
+def fit_temperature(predictor: Predictor, scored: list[_Scored]) -> Optional[Fit]:
+    """The temperature in ``T_RANGE`` that minimises the span cross-entropy on ``scored``; None when it
+    holds fewer than ``MIN_SPANS`` predicted spans, or all are right or all wrong (no temperature
+    is then better than another: the fit would run to the end of the range)."""
+    p1, correct = span_probabilities(predictor, scored, 1.0)
+    if p1.numel() < MIN_SPANS or bool(correct.all()) or not bool(correct.any()):
+        return None
+    lo, hi = (math.log(t) for t in T_RANGE)
+    t = math.exp(golden_section(lambda log_t: _nll(span_probabilities(predictor, scored, math.exp(log_t))[0],
+                                                   correct), lo, hi))
+    pt = span_probabilities(predictor, scored, t)[0]
+    ok = correct.tolist()
+    return Fit(t, p1.numel(), _nll(p1, correct), _nll(pt, correct),
+               calibration_error(p1.tolist(), ok)["ece"], calibration_error(pt.tolist(), ok)["ece"])
+
+
+def calibrate_model(predictor: Predictor, dev: "LabelledFile", test: Optional["LabelledFile"],
+                    model_dir: Union[str, os.PathLike]) -> Optional[Fit]:
+    """Training's last step: fit the temperature on ``dev``, write ``model_dir``/calibration.json (with
+    the test ECE before and after when ``test`` is given), set it on ``predictor``, print one line."""
+    import sys
+
+    from .calibration import write_calibration
+
+    fit = fit_temperature(predictor, decode_once(predictor, dev.tokens, dev.gold, dev.documents))
+    if fit is None:
+        print(f"calibration: not fitted (dev {dev.path} gives fewer than {MIN_SPANS} predicted spans, or all are "
+              f"right or all wrong); confidences stay uncalibrated", file=sys.stderr)
+        return None
+    record = fit.record(str(dev.path))
+    line = (f"calibration: temperature {fit.temperature:.3f} fitted on dev; span ECE dev "
+            f"{100 * fit.ece_before:.2f}% -> {100 * fit.ece_after:.2f}%")
+    if test is not None:
+        scored = decode_once(predictor, test.tokens, test.gold, test.documents)
+        p1, correct = span_probabilities(predictor, scored, 1.0)
+        pt = span_probabilities(predictor, scored, fit.temperature)[0]
+        ok = correct.tolist()
+        record["test_ece_before"] = round(calibration_error(p1.tolist(), ok)["ece"], 6)
+        record["test_ece_after"] = round(calibration_error(pt.tolist(), ok)["ece"], 6)
+        line += f", test {100 * record['test_ece_before']:.2f}% -> {100 * record['test_ece_after']:.2f}%"
+    write_calibration(model_dir, record)
+    predictor.temperature = fit.temperature
+    print(line, file=sys.stderr)
+    return fit

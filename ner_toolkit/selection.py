@@ -51,7 +51,8 @@ def _check_strategy(strategy: str) -> None:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
-def sentence_uncertainty(crf: CRF, emissions: Tensor, mask: Tensor, strategy: str) -> Tensor:
+def sentence_uncertainty(crf: CRF, emissions: Tensor, mask: Tensor, strategy: str,
+                         temperature: float = 1.0) -> Tensor:
     """One uncertainty per sentence under ``crf`` (higher = more uncertain; see the module docstring).
 
     Args:
@@ -59,6 +60,8 @@ def sentence_uncertainty(crf: CRF, emissions: Tensor, mask: Tensor, strategy: st
         emissions: ``(B, T, K)`` scores as ``Tagger.crf_scores`` gives them, any floating dtype.
         mask: ``(B, T)`` length mask, a prefix of ``True`` per row; padded positions are ignored.
         strategy: ``least-confidence``, ``entropy`` or ``margin`` (``random`` needs no model).
+        temperature: every CRF score over it, as for the CRF's calibrated marginals (``Predictor.temperature``,
+            from the model's calibration.json): the probabilities ranked are the ones predict.py reports.
 
     Returns:
         ``(B,)`` float32 on the emissions' device.
@@ -67,14 +70,15 @@ def sentence_uncertainty(crf: CRF, emissions: Tensor, mask: Tensor, strategy: st
         raise ValueError(f"strategy must be one of least-confidence, entropy, margin, got {strategy!r}")
     lengths = mask.sum(1).float()  # (B,)
     if strategy == "entropy":
-        marginals = crf.marginals(emissions, mask)  # (B, T, K), 0 at padding: 0 log 0 = 0 there
+        marginals = crf.marginals(emissions, mask, temperature)  # (B, T, K), 0 at padding: 0 log 0 = 0 there
         return -torch.xlogy(marginals, marginals).sum(2).sum(1) / lengths
-    log_z = crf.forward_backward(emissions, mask)[2]  # (B,)
+    log_z = crf.forward_backward(emissions, mask, temperature)[2]  # (B,)
+    # A path's score is a sum of CRF scores, so over T it is the score / T; the best paths stay the best.
     if strategy == "least-confidence":
-        best = crf.decode(emissions, mask)[1]  # (B,)
+        best = crf.decode(emissions, mask)[1] / temperature  # (B,)
         # clamp: rounding can put the best path a hair above log Z, a probability above 1.
         return 1.0 - torch.exp((best - log_z).clamp(max=0.0) / lengths)
-    scores = crf.nbest(emissions, mask, 2)[1]  # (B, 2); rank 2 is -inf where only one path is legal
+    scores = crf.nbest(emissions, mask, 2)[1] / temperature  # (B, 2); rank 2 is -inf where one path is legal
     p = torch.exp((scores - log_z.unsqueeze(1)).clamp(max=0.0))  # (B, 2); exp(-inf) = 0
     return 1.0 - (p[:, 0] - p[:, 1])
 
@@ -87,8 +91,8 @@ def uncertainties(predictor: Optional[Predictor], sentences: Sequence[Sequence[s
     document context reads each sentence with its neighbours); None: one document. ``seed``: the draw of
     ``random``, which runs no model (``predictor`` may be None for it). An empty sentence has nothing to
     be unsure of: 0.0. The sentences are encoded, length-bucketed and collated exactly as
-    ``Predictor.predict`` does it, under the predictor's precision; each batch's ``(B,)`` result is the
-    only thing copied to the host.
+    ``Predictor.predict`` does it, under the predictor's precision and with its calibration temperature;
+    each batch's ``(B,)`` result is the only thing copied to the host.
     """
     _check_strategy(strategy)
     check_token_lists(sentences)
@@ -113,7 +117,8 @@ def uncertainties(predictor: Optional[Predictor], sentences: Sequence[Sequence[s
                 batch = predictor.collator(items).to(predictor.device)
                 with autocast(predictor.device, predictor.precision):
                     emissions = tagger.crf_scores(batch)  # the CRF computes in float32 whatever this is
-                values = sentence_uncertainty(tagger.crf, emissions, batch.mask, strategy).cpu().tolist()
+                values = sentence_uncertainty(tagger.crf, emissions, batch.mask, strategy,
+                                              predictor.temperature).cpu().tolist()
                 for item, value in zip(items, values):
                     out[non_empty[item.index]] = value
     finally:

@@ -26,9 +26,10 @@ from ner_toolkit.training.dataset import read_labelled
 MODEL_STRATEGIES = [s for s in STRATEGIES if s != "random"]
 
 
-def reference(crf: CRF, em_row: torch.Tensor, length: int, constraints, strategy: str) -> float:
+def reference(crf: CRF, em_row: torch.Tensor, length: int, constraints, strategy: str,
+              temperature: float = 1.0) -> float:
     """The strategy's uncertainty of one sentence from every legal path enumerated (float64)."""
-    paths = brute_force(crf, em_row, length, constraints)
+    paths = {p: s / temperature for p, s in brute_force(crf, em_row, length, constraints).items()}
     log_z = logsumexp(list(paths.values()))
     probs = {p: math.exp(s - log_z) for p, s in paths.items()}
     ranked = sorted(probs.values(), reverse=True)
@@ -44,18 +45,19 @@ def reference(crf: CRF, em_row: torch.Tensor, length: int, constraints, strategy
 
 
 @pytest.mark.parametrize("strategy", MODEL_STRATEGIES)
-@pytest.mark.parametrize("kind,num_tags,seq_len", [("none", 3, 4), ("random", 4, 4), ("bio", 5, 4),
-                                                   ("bioes", 5, 4), ("none", 2, 1)])
-def test_uncertainty_equals_brute_force(strategy, kind, num_tags, seq_len):
+@pytest.mark.parametrize("kind,num_tags,seq_len,temperature", [
+    ("none", 3, 4, 1.0), ("random", 4, 4, 1.0), ("bio", 5, 4, 1.0), ("bioes", 5, 4, 1.0), ("none", 2, 1, 1.0),
+    ("bio", 5, 4, 2.5), ("random", 4, 3, 0.6)])
+def test_uncertainty_equals_brute_force(strategy, kind, num_tags, seq_len, temperature):
     rng, gen = random.Random(seq_len * 7 + num_tags), torch.Generator().manual_seed(num_tags * 13 + seq_len)
     constraints = make_constraints(kind, num_tags, rng)
     crf = CRF(num_tags, constraints)
     randomise(crf, gen)
     emissions = torch.randn(8, seq_len, num_tags, generator=gen) * 2
     mask, lengths = random_mask(8, seq_len, gen, force_lengths=(seq_len, 1))
-    got = sentence_uncertainty(crf, emissions, mask, strategy)
+    got = sentence_uncertainty(crf, emissions, mask, strategy, temperature)
     assert got.shape == (8,) and got.dtype == torch.float32
-    want = [reference(crf, emissions[b], n, constraints, strategy) for b, n in enumerate(lengths)]
+    want = [reference(crf, emissions[b], n, constraints, strategy, temperature) for b, n in enumerate(lengths)]
     assert got.tolist() == pytest.approx(want, abs=2e-5)
 
 
@@ -158,6 +160,15 @@ def test_uncertainties_do_not_depend_on_batch_composition(trained, sample_data, 
     assert shuffled[-1] == 0.0  # an empty sentence: nothing to be unsure of
     assert [shuffled[order.index(i)] for i in range(len(sentences))] == pytest.approx(alone, abs=1e-4)
     assert len(set(alone)) > len(alone) // 2  # the model does tell sentences apart
+
+
+def test_uncertainties_use_the_calibration_temperature(trained, sample_data):
+    sentences = [s.tokens for s in read_sentences(sample_data.dev)]
+    predictor = Predictor.load(trained.model_dir)
+    calibrated = uncertainties(predictor, sentences, "entropy")
+    predictor.temperature = 3.0 * predictor.temperature  # hotter: flatter distributions, more entropy
+    hotter = uncertainties(predictor, sentences, "entropy")
+    assert sum(hotter) > sum(calibrated)
 
 
 def test_select_conll_end_to_end_loads_back_as_training_data(trained, pool, predictor, tmp_path, capsys):

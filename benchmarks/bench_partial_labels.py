@@ -1,6 +1,7 @@
 """Training from partial labels on CoNLL-2003: what hiding entity annotations costs, told as `O` or as `?`.
 
-    python benchmarks/bench_partial_labels.py [--fractions 0.5,0.8] [--epochs 8] [--seed 1] [--out runs/partial_labels]
+    python benchmarks/bench_partial_labels.py [--fractions 0.5,0.8] [--epochs 8] [--seed 1] [--precision bf16|fp32]
+                                              [--threads N] [--out runs/partial_labels]
 
 A random ``fraction`` of the training entity spans is hidden (``ner_toolkit.data.simulate.hide_spans``, the same
 spans for both treatments of one fraction). Three kinds of run of the from-scratch recipe
@@ -29,14 +30,15 @@ CONLL = ROOT.parent / "shared" / "datasets" / "conll2003"
 from ner_toolkit.data.simulate import hide_spans  # noqa: E402
 
 
-def run(name: str, train_file: Path, out: Path, epochs: int, seed: int) -> dict:
+def run(name: str, train_file: Path, out: Path, epochs: int, seed: int, precision: str, threads: int) -> dict:
     """Train (unless done before) and return the run's metrics.json (dev and test scores)."""
     metrics = out / name / "model" / "metrics.json"
     if not metrics.exists():
         cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "conll03_scratch.yaml"),
                "--set", f"data.train={train_file}", "--set", f"data.dev={CONLL / 'dev.txt'}",
                "--set", f"data.test={CONLL / 'test.txt'}", "--set", f"training.epochs={epochs}",
-               "--set", f"training.seed={seed}", "--output-dir", str(out / name)]
+               "--set", f"training.seed={seed}", "--set", f"training.precision={precision}",
+               "--output-dir", str(out / name)] + (["--set", f"training.num_threads={threads}"] if threads else [])
         print(f"# {name}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     return json.loads(metrics.read_text(encoding="utf-8"))
@@ -52,11 +54,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1, help="training seed and the seed that picks hidden spans")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "partial_labels")
+    ap.add_argument("--threads", type=int, default=0, help="training.num_threads (0: torch's default)")
+    ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
+                    help="the recipe's bf16 needs AVX-512 BF16 / AMX (or a GPU) to be fast; fp32 elsewhere")
     args = ap.parse_args()
     if not CONLL.is_dir():
         sys.exit(f"CoNLL-2003 not found at {CONLL}")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [("all labels", "full", "-", run("full", CONLL / "train.txt", args.out, args.epochs, args.seed))]
+    rows = [("all labels", "full", "-", run("full", CONLL / "train.txt", args.out, args.epochs, args.seed, args.precision, args.threads))]
     for fraction in (float(f) for f in args.fractions.split(",")):
         pct = f"{100 * fraction:.0f}"
         for replacement, treatment in (("O", "hidden→O"), ("?", "hidden→?")):
@@ -64,8 +69,8 @@ def main() -> None:
             train_file = args.out / f"{name}.txt"
             hidden, total = hide_spans(CONLL / "train.txt", train_file, fraction, args.seed, replacement)
             rows.append((f"{pct}% hidden ({hidden} of {total} spans)", treatment, pct,
-                         run(name, train_file, args.out, args.epochs, args.seed)))
-    print(f"\nCoNLL-2003, {args.epochs} epochs, seed {args.seed} (configs/conll03_scratch.yaml)\n")
+                         run(name, train_file, args.out, args.epochs, args.seed, args.precision, args.threads)))
+    print(f"\nCoNLL-2003, {args.epochs} epochs, seed {args.seed}, {args.precision} (configs/conll03_scratch.yaml)\n")
     print("| training labels | treatment | dev F1 | test F1 |")
     print("|---|---|---:|---:|")
     for label, treatment, _, metrics in rows:

@@ -1,7 +1,7 @@
 """Training from partial labels on CoNLL-2003: what hiding entity annotations costs, told as `O` or as `?`.
 
     python benchmarks/bench_partial_labels.py [--fractions 0.5,0.8] [--epochs 8] [--seed 1] [--precision bf16|fp32]
-                                              [--threads N] [--out runs/partial_labels]
+                                              [--threads N] [--train-sentences N] [--out runs/partial_labels]
 
 A random ``fraction`` of the training entity spans is hidden (``ner_toolkit.data.simulate.hide_spans``, the same
 spans for both treatments of one fraction). Three kinds of run of the from-scratch recipe
@@ -44,6 +44,21 @@ def run(name: str, train_file: Path, out: Path, epochs: int, seed: int, precisio
     return json.loads(metrics.read_text(encoding="utf-8"))
 
 
+def head(src: Path, sentences: int, dst: Path) -> Path:
+    """The first ``sentences`` sentences of a CoNLL file (its -DOCSTART- lines kept)."""
+    out, count, in_sentence = [], 0, False
+    for line in src.read_text(encoding="utf-8").splitlines():
+        token = bool(line.strip()) and not line.startswith("-DOCSTART-")
+        if in_sentence and not token:
+            count += 1
+            if count == sentences:
+                break
+        in_sentence = token
+        out.append(line)
+    dst.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return dst
+
+
 def f1(metrics: dict, key: str) -> str:
     return f"{100 * metrics[key]['micro']['f1']:.2f}"
 
@@ -54,6 +69,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=1, help="training seed and the seed that picks hidden spans")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "partial_labels")
+    ap.add_argument("--train-sentences", type=int, help="train on the first N training sentences only")
     ap.add_argument("--threads", type=int, default=0, help="training.num_threads (0: torch's default)")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
                     help="the recipe's bf16 needs AVX-512 BF16 / AMX (or a GPU) to be fast; fp32 elsewhere")
@@ -61,16 +77,21 @@ def main() -> None:
     if not CONLL.is_dir():
         sys.exit(f"CoNLL-2003 not found at {CONLL}")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [("all labels", "full", "-", run("full", CONLL / "train.txt", args.out, args.epochs, args.seed, args.precision, args.threads))]
+    train = CONLL / "train.txt"
+    if args.train_sentences:
+        train = head(train, args.train_sentences, args.out / "train.txt")
+    rows = [("all labels", "full", "-", run("full", train, args.out, args.epochs, args.seed, args.precision, args.threads))]
     for fraction in (float(f) for f in args.fractions.split(",")):
         pct = f"{100 * fraction:.0f}"
         for replacement, treatment in (("O", "hidden→O"), ("?", "hidden→?")):
             name = f"hidden{pct}_{'O' if replacement == 'O' else 'unknown'}"
             train_file = args.out / f"{name}.txt"
-            hidden, total = hide_spans(CONLL / "train.txt", train_file, fraction, args.seed, replacement)
+            hidden, total = hide_spans(train, train_file, fraction, args.seed, replacement)
             rows.append((f"{pct}% hidden ({hidden} of {total} spans)", treatment, pct,
                          run(name, train_file, args.out, args.epochs, args.seed, args.precision, args.threads)))
-    print(f"\nCoNLL-2003, {args.epochs} epochs, seed {args.seed}, {args.precision} (configs/conll03_scratch.yaml)\n")
+    size = f"the first {args.train_sentences} training sentences" if args.train_sentences else "all of train"
+    print(f"\nCoNLL-2003 ({size}), {args.epochs} epochs, seed {args.seed}, {args.precision} "
+          f"(configs/conll03_scratch.yaml)\n")
     print("| training labels | treatment | dev F1 | test F1 |")
     print("|---|---|---:|---:|")
     for label, treatment, _, metrics in rows:

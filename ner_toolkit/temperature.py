@@ -132,9 +132,10 @@ def fit_temperature(predictor: Predictor, scored: list[_Scored]) -> Optional[Fit
 
 
 def calibrate_model(predictor: Predictor, dev: "LabelledFile", test: Optional["LabelledFile"],
-                    model_dir: Union[str, os.PathLike]) -> Optional[Fit]:
+                    model_dir: Union[str, os.PathLike]) -> Optional[dict]:
     """Training's last step: fit the temperature on ``dev``, write ``model_dir``/calibration.json (with
-    the test ECE before and after when ``test`` is given), set it on ``predictor``, print one line."""
+    the test ECE before and after when ``test`` is given), set it on ``predictor``, print one line.
+    Returns calibration.json's content (None: not fitted)."""
     import sys
 
     from .calibration import write_calibration
@@ -158,4 +159,4 @@ def calibrate_model(predictor: Predictor, dev: "LabelledFile", test: Optional["L
     write_calibration(model_dir, record)
     predictor.temperature = fit.temperature
     print(line, file=sys.stderr)
-    return fit
+    return record

@@ -170,3 +170,12 @@ def test_ner_evaluate_calibration_reads_predict_scores(trained, predictor, sampl
     assert_user_error(proc.returncode, proc.stderr, str(scored), "not a probability")
     proc = evaluate(scored, "--gold-column", "-4", "--pred-column", "-3", "--calibration", scored)
     assert proc.returncode == 2 and "--calibration" in proc.stderr
+
+
+def test_model_card_reports_the_calibration(calibrated) -> None:
+    model_dir, _ = calibrated
+    record = json.loads((model_dir / "calibration.json").read_text(encoding="utf-8"))
+    assert json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))["calibration"] == record
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert f"temperature {record['temperature']:.3f} fitted on dev" in card
+    assert f"{100 * record['test_ece_after']:.2f}% after" in card

@@ -245,6 +245,16 @@ def build_card(config: Mapping[str, Any], labels: Mapping[str, Any], metrics: Op
         out += [head + ", in percent (`metrics.json` holds them in full):", ""]
         for split in scored:
             out += _scores(split, metrics[split])
+        calibration = metrics.get("calibration")
+        if isinstance(calibration, Mapping) and isinstance(calibration.get("temperature"), (int, float)):
+            line = (f"Confidences (span and token probabilities) are calibrated: temperature "
+                    f"{calibration['temperature']:.3f} fitted on dev (`calibration.json`); expected calibration "
+                    f"error of the predicted spans on dev {_pct(calibration.get('ece_before'))}% before, "
+                    f"{_pct(calibration.get('ece_after'))}% after")
+            if "test_ece_after" in calibration:
+                line += (f"; on test {_pct(calibration.get('test_ece_before'))}% before, "
+                         f"{_pct(calibration.get('test_ece_after'))}% after")
+            out += [line + ".", ""]
         if metrics.get("test") is None:
             out += ["Test scores are written at the end of training (no test file, or training still running).", ""]
         test_path = (files.get("test") or {}).get("path") or data.get("test")

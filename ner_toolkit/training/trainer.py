@@ -345,7 +345,7 @@ def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dic
     metrics: dict[str, Any] = {"epoch": state.best_epoch, "dev": None, "test": None}
     if dev is not None and setup.config.training.calibrate and setup.config.model.decoder == "crf":
         with PHASES("temperature fit on dev"):
-            calibrate_model(setup.predictor, dev, test, model_dir)
+            metrics["calibration"] = calibrate_model(setup.predictor, dev, test, model_dir)
     for key, data in (("dev", dev), ("test", test)):
         if data is not None:
             with PHASES("final dev and test scoring"):

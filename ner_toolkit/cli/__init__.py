@@ -135,6 +135,12 @@ def select_main(argv: Optional[Sequence[str]] = None) -> int:
     return _guard(run, argv)
 
 
+def pretrain_main(argv: Optional[Sequence[str]] = None) -> int:
+    from .pretrain import run
+
+    return _guard(run, argv)
+
+
 def exit_process(code: int) -> NoReturn:
     """End the process with ``code`` as the interpreter would, less its teardown of every module
     (about a second once torch and transformers are loaded, and nothing of ours is left in it): other
@@ -166,4 +172,4 @@ def _console(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[], Non
 
 train_console, predict_console, evaluate_console = _console(train_main), _console(predict_main), _console(evaluate_main)
 serve_console, export_console = _console(serve_main), _console(export_main)
-select_console = _console(select_main)
+select_console, pretrain_console = _console(select_main), _console(pretrain_main)

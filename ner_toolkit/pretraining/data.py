@@ -46,12 +46,13 @@ def detect_format(path: Path) -> str:
     return "conll" if seen >= 3 and min(counts) >= 2 else "text"
 
 
-def read_documents(files: Sequence[str], fmt: str = "auto", token_column: int = 0) -> list[list[str]]:
+def read_documents(files: Sequence[str], fmt: str = "auto", token_column: int = 0,
+                   formats: Optional[list[str]] = None) -> list[list[str]]:
     """Documents (lists of sentences, each a string) of every file in order.
 
     Text: one sentence per line, blank lines between documents. CoNLL: a sentence is its token column
     joined by spaces; -DOCSTART- lines separate documents (a file without them is one document).
-    A document never spans two files.
+    A document never spans two files. ``formats``, when given, receives each file's format as read.
     """
     documents: list[list[str]] = []
     for name in files:
@@ -59,6 +60,8 @@ def read_documents(files: Sequence[str], fmt: str = "auto", token_column: int = 
         if not path.is_file():
             raise UserError("data file not found; check `data.files`", name)
         kind = detect_format(path) if fmt == "auto" else fmt
+        if formats is not None:
+            formats.append(kind)
         current: list[str] = []
         for sentence in (_conll_sentences(path, token_column) if kind == "conll" else _text_sentences(path)):
             if sentence is None:

@@ -43,12 +43,14 @@ class Corpus:
     heldout: list[Pair]
     documents: int
     heldout_documents: int
+    formats: list[str]         # each file's format as read (data.format, or what auto detected)
 
 
 def build_corpus(config: PretrainConfig, tokenizer: Any) -> Corpus:
     """Read ``data.files``, hold out whole documents (a seeded draw), cut every document into pairs."""
     d, seed = config.data, config.training.seed
-    documents = read_documents(d.files or [], d.format, d.token_column)
+    formats: list[str] = []
+    documents = read_documents(d.files or [], d.format, d.token_column, formats)
     if not documents:
         raise UserError("no text in `data.files`; give raw text (one sentence per line) or CoNLL files",
                         (d.files or ["config"])[0])
@@ -72,7 +74,7 @@ def build_corpus(config: PretrainConfig, tokenizer: Any) -> Corpus:
     if not train:
         raise UserError("the training documents give no sentence pair (each needs at least two subwords)",
                         (d.files or ["config"])[0])
-    return Corpus(train, heldout, len(documents), held)
+    return Corpus(train, heldout, len(documents), held, formats)
 
 
 @dataclass
@@ -221,6 +223,9 @@ class Pretrainer:
             write_metrics_log(metrics_path, [])
         if self.config_path is None or not same_file(self.config_path, self.out / "config.yaml"):
             save_pretrain_config(self.config, self.out / "config.yaml")
+        kinds = ", ".join(f"{self.corpus.formats.count(k)} {k}" for k in ("text", "conll") if k in self.corpus.formats)
+        print(f"data: {len(self.corpus.formats)} files read as {kinds} (data.format {self.config.data.format})",
+              file=sys.stderr)
         print(f"pretraining on {len(self.corpus.train)} pairs ({self.corpus.documents - self.corpus.heldout_documents}"
               f" documents), held out {len(self.corpus.heldout)} pairs ({self.corpus.heldout_documents} documents); "
               f"{self.total_steps} steps", file=sys.stderr)

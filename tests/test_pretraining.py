@@ -253,6 +253,17 @@ def test_resume_refuses_a_changed_config(tmp_path, vocab, capsys):
     assert_user_error(code, capsys.readouterr().err, "cannot resume", "training.lr")
 
 
+def test_bf16_token_budget_and_accumulation(tmp_path, vocab):
+    out = tmp_path / "bf16"
+    config = _config(tmp_path, vocab, out, steps=3)
+    assert pretrain_main(["train", "--config", str(config), "--set", "training.precision=bf16",
+                          "--set", "training.batch_tokens=300", "--set", "training.accumulate=2",
+                          "--set", "training.eval_every=0", "--set", "data.heldout=0"]) == 0
+    records = _records(out)
+    assert [r["step"] for r in records] == [3] and records[0]["heldout"] is None  # no held-out documents
+    assert all(torch.isfinite(t).all() for t in _weights(out / "encoder").values())
+
+
 def test_pretrain_then_tag_with_the_encoder(tmp_path, vocab, sample_data):
     """The whole flow on the sample: vocabulary -> pretraining -> train.py with model.encoder.name_or_path."""
     out = tmp_path / "pretrained"

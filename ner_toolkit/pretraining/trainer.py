@@ -224,7 +224,7 @@ class Pretrainer:
         if self.config_path is None or not same_file(self.config_path, self.out / "config.yaml"):
             save_pretrain_config(self.config, self.out / "config.yaml")
         kinds = ", ".join(f"{self.corpus.formats.count(k)} {k}" for k in ("text", "conll") if k in self.corpus.formats)
-        print(f"data: {len(self.corpus.formats)} files read as {kinds} (data.format {self.config.data.format})",
+        print(f"data: {len(self.corpus.formats)} file(s) read as {kinds} (data.format {self.config.data.format})",
               file=sys.stderr)
         print(f"pretraining on {len(self.corpus.train)} pairs ({self.corpus.documents - self.corpus.heldout_documents}"
               f" documents), held out {len(self.corpus.heldout)} pairs ({self.corpus.heldout_documents} documents); "
@@ -234,9 +234,8 @@ class Pretrainer:
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc="pretraining", unit="step",
                    disable=not (tc.progress and sys.stderr.isatty()))
         started = self.window_started = time.perf_counter()
-        last: Optional[dict] = None
         while self.state.step < self.total_steps:
-            last = self._epoch(metrics_path, started, bar) or last
+            self._epoch(metrics_path, started, bar)
             if self.state.step < self.total_steps:
                 self.state.epoch, self.state.batches_done = self.state.epoch + 1, 0
         bar.close()
@@ -251,11 +250,11 @@ class Pretrainer:
         print(f"done: {self.state.step} steps; {shown}encoder in {self.out / 'encoder'}")
         return {"steps": self.state.step, "heldout": final, "encoder_dir": str(self.out / "encoder")}
 
-    def _epoch(self, metrics_path: Path, started: float, bar: Any) -> Optional[dict]:
+    def _epoch(self, metrics_path: Path, started: float, bar: Any) -> None:
         """The rest of the current epoch (from ``batches_done``), or until ``total_steps``."""
         tc, state = self.config.training, self.state
         plan = self.plan(state.epoch)
-        pending, record = 0, None
+        pending = 0
         window = {k: torch.as_tensor(v, dtype=torch.float64, device=self.device) for k, v in state.window.items()}
         for index in range(state.batches_done, len(plan)):
             batch = collate([self.example(state.epoch, i) for i in plan[index]], self.vocab.pad_id).to(self.device)
@@ -276,7 +275,7 @@ class Pretrainer:
             done = state.step >= self.total_steps
             state.window = window
             if done or (tc.eval_every and state.step % tc.eval_every == 0):
-                record = self._record(metrics_path, started)
+                self._record(metrics_path, started)
                 window = {k: torch.as_tensor(v, dtype=torch.float64, device=self.device)
                           for k, v in state.window.items()}
             if done or (tc.checkpoint_every and state.step % tc.checkpoint_every == 0):
@@ -284,7 +283,6 @@ class Pretrainer:
             if done:
                 break
         state.window = window
-        return record
 
     def _step(self) -> None:
         if self.config.training.max_grad_norm > 0:

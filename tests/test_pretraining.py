@@ -244,6 +244,41 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, vocab):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path, vocab):
+    """torchrun data parallelism: the same run as one process (up to rounding), and a resume under torchrun
+    from an early checkpoint (a kill after it, simulated by removing what came later) ends bit for bit
+    where the uninterrupted torchrun run ended."""
+    script = tmp_path / "ner_pretrain.py"
+    script.write_text("import sys\nfrom ner_toolkit.cli import pretrain_main\nsys.exit(pretrain_main())\n")
+    # No dropout in the SOP head: one process and two then compute the same function.
+    extra = ["--set", "model.encoder.scratch.classifier_dropout_prob=0.0"]
+    config = _config(tmp_path, vocab, tmp_path / "unused", steps=8)
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert pretrain_main(["train", "--config", str(config), "--output-dir", str(single), *extra]) == 0
+
+    def torchrun(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(script), "train", "--config", str(config), "--output-dir", str(multi), *extra,
+                               *args], env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+
+    torchrun()
+    for a, b in zip(_records(single), _records(multi), strict=True):
+        assert a["step"] == b["step"] and a["lr"] == b["lr"]
+        assert a["train"] == pytest.approx(b["train"], rel=1e-5) and a["heldout"] == pytest.approx(b["heldout"], rel=1e-5)
+    one, two = _weights(single / "encoder"), _weights(multi / "encoder")
+    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one)
+
+    uninterrupted = _records(multi)
+    for path in checkpoints(multi / "checkpoints"):
+        if int(path.stem.split("-")[1]) > 3:
+            path.unlink()
+    torchrun("--resume")
+    assert _records(multi) == uninterrupted
+    assert all(torch.equal(two[k], w) for k, w in _weights(multi / "encoder").items())
+
+
 def test_resume_refuses_a_changed_config(tmp_path, vocab, capsys):
     out = tmp_path / "run"
     config = _config(tmp_path, vocab, out, steps=3)

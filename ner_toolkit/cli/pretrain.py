@@ -73,9 +73,13 @@ def _train(args: Any, argv: list[str]) -> int:
         if not Path(name).is_file():
             raise UserError("data file not found; check `data.files`", name)
     _check_paths(config, args.config)
+    from .. import distributed
     from ..pretraining.trainer import pretrain
 
-    pretrain(config, resume=args.resume, config_path=args.config)
+    try:
+        pretrain(config, resume=args.resume, config_path=args.config)
+    finally:
+        distributed.shutdown()
     return 0
 
 

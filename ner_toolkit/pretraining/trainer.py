@@ -6,6 +6,11 @@ Exactness of ``--resume``: the pairs, the held-out split, each epoch's batch ord
 masking are drawn from RNGs seeded by (seed, what, epoch, index), so they are recomputed, never stored;
 a checkpoint holds the weights, the optimizer, the schedule, torch's RNG (the SOP head's dropout), the
 position (epoch, batch, step) and the running sums of the current metrics window.
+
+Under ``torchrun`` (``ner_toolkit.distributed``) every rank masks the whole global batch (cheap, and it
+gives the global counts without communication) and runs pairs r, r+W, ... of it, its MLM and SOP means
+weighted by its share of the predicted subwords and of the pairs, so the summed gradients are those of
+the global batch's means. Rank 0 alone evaluates and writes; each rank's RNG state is checkpointed.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Any, Optional
 
 import torch
 
+from .. import distributed
 from ..devices import resolve_device
 from ..errors import UserError
 from ..model.precision import autocast, check_precision
@@ -30,7 +36,7 @@ from ..training.reporting import read_metrics, write_metrics_log
 from ..training.runlock import run_lock
 from .config import PretrainConfig, save_pretrain_config, to_dict
 from .curves import plot_pretraining_curves
-from .data import (Batch, Example, Masking, Pair, Vocabulary, collate, make_pairs, mask_pair, plan_batches,
+from .data import (IGNORE, Batch, Example, Masking, Pair, Vocabulary, collate, make_pairs, mask_pair, plan_batches,
                    read_documents, steps_per_epoch)
 from .model import build_model, forward, parameter_groups, save_encoder
 
@@ -94,12 +100,10 @@ class Pretrainer:
     def __init__(self, config: PretrainConfig, config_path: Optional[str] = None) -> None:
         self.config, self.config_path = config, config_path
         tc = config.training
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError("ner-pretrain runs in one process (torchrun data parallelism is not supported); "
-                            "start it without torchrun", "WORLD_SIZE")
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
-        self.device = resolve_device(tc.device, "training.device")
+        self.dist, rank_device = distributed.init_from_env(tc.device)
+        self.device = resolve_device(rank_device or tc.device, "training.device")
         check_precision(tc.precision, self.device)
         torch.manual_seed(tc.seed)  # the initialisation of a scratch model and of new heads
         self.model, self.tokenizer, self.activation = build_model(config.model.encoder)
@@ -141,15 +145,23 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _global_window(self) -> dict:
+        """The metrics window summed over ranks (every rank calls this at the same steps)."""
+        return {k: distributed.all_reduce_sum(torch.as_tensor(v, dtype=torch.float64, device=self.device).clone())
+                for k, v in self.state.window.items()}
+
     def _save(self) -> None:
+        """Every rank: the window and RNG states are gathered; rank 0 writes the checkpoint."""
+        window = self._global_window()
+        rngs = distributed.gather_to_main({"torch": torch.get_rng_state(),
+                                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+        if not self.dist.main:
+            return
         state = asdict(self.state)
-        state["window"] = {k: float(v) if k in ("loss", "mlm_loss", "sop_loss") else int(v)
-                           for k, v in self.state.window.items()}
+        state["window"] = {k: float(v) if k in ("loss", "mlm_loss", "sop_loss") else int(v) for k, v in window.items()}
         save_checkpoint(self.out / "checkpoints", self.state.step, {
             "run": state, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "scheduler": self.scheduler.state_dict(), "rng": rngs,
             "config": to_dict(self.config), "fingerprints": self.fingerprints}, self.config.training.keep_checkpoints)
 
     def _restore(self) -> None:
@@ -165,10 +177,14 @@ class Pretrainer:
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if torch.cuda.is_available() and saved["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        rngs = saved["rng"]  # one per rank of the interrupted run
+        rng = rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0]
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.state = RunState(**saved["run"])
+        if not self.dist.main:  # the saved window is global: rank 0 carries it, the others start at zero
+            self.state.window = RunState().window
 
     # ------------------------------------------------------------------ metrics
 
@@ -191,9 +207,13 @@ class Pretrainer:
         return {"mlm_loss": round(float(loss) / n, 6), "mlm_accuracy": round(int(correct) / n, 6),
                 "sop_accuracy": round(int(sop) / max(1, pairs), 6), "predicted": int(masked), "pairs": pairs}
 
-    def _record(self, metrics_path: Path, started: float) -> dict:
-        w = self.state.window
-        batches = max(1, int(w["batches"]))
+    def _record(self, metrics_path: Path, started: float) -> Optional[dict]:
+        """Every rank: the window is summed over ranks; rank 0 evaluates and appends the metrics line."""
+        w = self._global_window()
+        self.state.window = RunState().window
+        if not self.dist.main:
+            return None
+        batches = max(1, int(w["batches"]) // self.dist.world)  # every rank counted every batch
         now = time.perf_counter()
         seconds, window_seconds = now - started, now - self.window_started
         self.window_started = now
@@ -203,7 +223,6 @@ class Pretrainer:
                   "heldout": self.evaluate(), "seconds": round(seconds, 3),
                   "tokens_per_second": round(int(w["tokens"]) / max(window_seconds, 1e-9), 1)}
         write_metrics_log(metrics_path, [*read_metrics(metrics_path), record])
-        self.state.window = RunState().window
         return record
 
     # ------------------------------------------------------------------ the loop
@@ -211,34 +230,49 @@ class Pretrainer:
     def run(self, resume: bool = False) -> dict:
         tc = self.config.training
         metrics_path = self.out / "metrics.jsonl"
+        main = self.dist.main
         if resume:
-            self._restore()
+            self._restore()  # every rank
+        if main and resume:  # lines past the checkpoint are computed again
             write_metrics_log(metrics_path, [r for r in read_metrics(metrics_path) if r.get("step", 0) <= self.state.step])
             print(f"resuming at step {self.state.step} of {self.total_steps} (epoch {self.state.epoch}, "
                   f"batch {self.state.batches_done})", file=sys.stderr)
-        else:
+        if main and not resume:
             for old in checkpoints(self.out / "checkpoints"):
                 old.unlink()  # a fresh run never resumes from an old run's checkpoints
             self.out.mkdir(parents=True, exist_ok=True)
             write_metrics_log(metrics_path, [])
-        if self.config_path is None or not same_file(self.config_path, self.out / "config.yaml"):
-            save_pretrain_config(self.config, self.out / "config.yaml")
-        kinds = ", ".join(f"{self.corpus.formats.count(k)} {k}" for k in ("text", "conll") if k in self.corpus.formats)
-        print(f"data: {len(self.corpus.formats)} file(s) read as {kinds} (data.format {self.config.data.format})",
-              file=sys.stderr)
-        print(f"pretraining on {len(self.corpus.train)} pairs ({self.corpus.documents - self.corpus.heldout_documents}"
-              f" documents), held out {len(self.corpus.heldout)} pairs ({self.corpus.heldout_documents} documents); "
-              f"{self.total_steps} steps", file=sys.stderr)
+        if main:
+            if self.config_path is None or not same_file(self.config_path, self.out / "config.yaml"):
+                save_pretrain_config(self.config, self.out / "config.yaml")
+            self._describe()
         from tqdm import tqdm
 
         bar = tqdm(total=self.total_steps, initial=self.state.step, desc="pretraining", unit="step",
-                   disable=not (tc.progress and sys.stderr.isatty()))
+                   disable=not (tc.progress and main and sys.stderr.isatty()))
         started = self.window_started = time.perf_counter()
         while self.state.step < self.total_steps:
             self._epoch(metrics_path, started, bar)
             if self.state.step < self.total_steps:
                 self.state.epoch, self.state.batches_done = self.state.epoch + 1, 0
         bar.close()
+        summary = {"steps": self.state.step, "heldout": None, "encoder_dir": str(self.out / "encoder")}
+        if main:
+            summary["heldout"] = self._finish(metrics_path)
+        distributed.barrier()  # the other ranks end once rank 0 has written the encoder
+        return summary
+
+    def _describe(self) -> None:
+        kinds = ", ".join(f"{self.corpus.formats.count(k)} {k}" for k in ("text", "conll") if k in self.corpus.formats)
+        print(f"data: {len(self.corpus.formats)} file(s) read as {kinds} (data.format {self.config.data.format})",
+              file=sys.stderr)
+        print(f"pretraining on {len(self.corpus.train)} pairs ({self.corpus.documents - self.corpus.heldout_documents}"
+              f" documents), held out {len(self.corpus.heldout)} pairs ({self.corpus.heldout_documents} documents); "
+              f"{self.total_steps} steps{f' on {self.dist.world} processes' if self.dist.enabled else ''}",
+              file=sys.stderr)
+
+    def _finish(self, metrics_path: Path) -> Optional[dict]:
+        """Rank 0 at the end: the curves, the two model directories, the summary line; the last held-out scores."""
         records = read_metrics(metrics_path)
         note = plot_pretraining_curves(records, self.out / "pretraining_curves.png")
         if note:
@@ -248,7 +282,7 @@ class Pretrainer:
         shown = (f"held-out MLM accuracy {100 * final['mlm_accuracy']:.1f}%, SOP accuracy "
                  f"{100 * final['sop_accuracy']:.1f}%; " if final else "")
         print(f"done: {self.state.step} steps; {shown}encoder in {self.out / 'encoder'}")
-        return {"steps": self.state.step, "heldout": final, "encoder_dir": str(self.out / "encoder")}
+        return final
 
     def _epoch(self, metrics_path: Path, started: float, bar: Any) -> None:
         """The rest of the current epoch (from ``batches_done``), or until ``total_steps``."""
@@ -257,14 +291,20 @@ class Pretrainer:
         pending = 0
         window = {k: torch.as_tensor(v, dtype=torch.float64, device=self.device) for k, v in state.window.items()}
         for index in range(state.batches_done, len(plan)):
-            batch = collate([self.example(state.epoch, i) for i in plan[index]], self.vocab.pad_id).to(self.device)
-            with autocast(self.device, tc.precision):
-                o = forward(self.model, batch)
-            (o.loss / tc.accumulate).backward()
-            for key, value in (("loss", o.loss), ("mlm_loss", o.mlm_loss), ("sop_loss", o.sop_loss)):
-                window[key] = window[key] + value.detach().double()
+            examples = [self.example(state.epoch, i) for i in plan[index]]
+            local = self.dist.shard(examples)  # all of them in one process
+            if local:
+                batch = collate(local, self.vocab.pad_id).to(self.device)
+                with autocast(self.device, tc.precision):
+                    o = forward(self.model, batch)
+                # This rank's share of the global batch's predicted subwords and pairs (1.0 in one process).
+                mlm = o.mlm_loss * (_predicted(local) / max(1, _predicted(examples)))
+                sop = o.sop_loss * (len(local) / len(examples))
+                ((mlm + sop) / tc.accumulate).backward()
+                for key, value in (("loss", mlm + sop), ("mlm_loss", mlm), ("sop_loss", sop)):
+                    window[key] = window[key] + value.detach().double()
+                window["tokens"] = window["tokens"] + batch.attention_mask.sum()
             window["batches"] = window["batches"] + 1
-            window["tokens"] = window["tokens"] + batch.attention_mask.sum()
             pending += 1
             if pending < tc.accumulate and index < len(plan) - 1:
                 continue
@@ -285,6 +325,7 @@ class Pretrainer:
         state.window = window
 
     def _step(self) -> None:
+        distributed.all_reduce_grads(self.model.parameters())  # data parallel: sum the ranks' shares
         if self.config.training.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.training.max_grad_norm)
         self.optimizer.step()
@@ -292,7 +333,12 @@ class Pretrainer:
         self.optimizer.zero_grad(set_to_none=True)
 
 
+def _predicted(examples: list[Example]) -> int:
+    return sum(1 for e in examples for label in e.labels if label != IGNORE)
+
+
 def pretrain(config: PretrainConfig, resume: bool = False, config_path: Optional[str] = None) -> dict:
-    """Pretrain as ``config`` says (OUTPUT_DIR/.lock keeps a second run out); returns the summary."""
-    with run_lock(Path(config.output_dir)):
+    """Pretrain as ``config`` says (OUTPUT_DIR/.lock keeps a second run out); returns the summary.
+    Under torchrun every rank calls this; rank 0 takes the lock (torchrun sets RANK before anything runs)."""
+    with run_lock(Path(config.output_dir), enabled=os.environ.get("RANK", "0") == "0"):
         return Pretrainer(config, config_path).run(resume)

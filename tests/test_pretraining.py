@@ -185,6 +185,23 @@ def test_vocabulary_is_an_albert_tokenizer_directory(vocab):
     assert 500 <= len(tokenizer) <= 800
 
 
+def test_the_sample_config_is_valid_and_reads_the_sample():
+    from ner_toolkit.pretraining.config import load_pretrain_config
+
+    config = load_pretrain_config(REPO / "configs" / "pretrain_sample.yaml")
+    assert all((REPO / f).is_file() for f in config.data.files)
+    formats: list = []
+    documents = read_documents([str(REPO / f) for f in config.data.files], config.data.format, 0, formats)
+    assert formats == ["conll"] * 3 and len(documents) == 55  # the -DOCSTART- documents of train, dev and test
+    assert config.model.encoder.scratch["max_position_embeddings"] >= config.data.max_seq_length
+
+
+def test_the_reference_config_is_up_to_date():
+    from ner_toolkit.pretraining.config import reference_yaml
+
+    assert (REPO / "configs" / "pretrain_reference.yaml").read_text(encoding="utf-8") == reference_yaml()
+
+
 def test_user_errors_are_one_line(tmp_path, vocab, capsys):
     config = _config(tmp_path, vocab, tmp_path / "out")
     cases = [(["train", "--config", str(config), "--set", "data.files=[missing.txt]"], ["missing.txt", "not found"]),

@@ -179,3 +179,27 @@ def test_model_card_reports_the_calibration(calibrated) -> None:
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert f"temperature {record['temperature']:.3f} fitted on dev" in card
     assert f"{100 * record['test_ece_after']:.2f}% after" in card
+
+
+def test_span_probabilities_never_exceed_one() -> None:
+    """Near-certain spans of confident CRFs (large scores, low temperatures): float32 rounding once put
+    log P above 0 (P = 1.0000013), which a probability may never be (the calibration refused it)."""
+    from ner_toolkit.export import numpy_crf
+
+    worst = -1.0
+    for seed in range(60):
+        rng = random.Random(seed)
+        gen = torch.Generator().manual_seed(seed)
+        constraints = make_constraints("bioes", 5, rng)
+        crf, emissions, mask, _ = random_problem(5, constraints, gen, 8, 30, 8.0)
+        paths = crf.decode(emissions, mask)[0]
+        continues = torch.rand(5, 5, generator=gen) < 0.5
+        for t in (1.0, 0.3):
+            worst = max(worst, crf.span_log_probs(emissions, mask, paths, continues, t)[2].max().item())
+        params = numpy_crf.CRFParams.from_arrays(crf.start_transitions.detach().numpy(),
+                                                 crf.end_transitions.detach().numpy(),
+                                                 crf.transitions.detach().numpy(),
+                                                 tuple(torch.as_tensor(c).numpy() for c in constraints))
+        log_p = numpy_crf.span_log_probs(emissions.numpy(), mask.numpy(), params, paths.numpy(), continues.numpy())[2]
+        worst = max(worst, float(log_p.max()))
+    assert worst <= 0.0

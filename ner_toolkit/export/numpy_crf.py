@@ -216,5 +216,5 @@ def span_log_probs(em: np.ndarray, mask: np.ndarray, crf: CRFParams, paths: np.n
             else:
                 free = ~cont[y[t]]
                 value += _logsumexp((trans[y[t]] + em64[b, t + 1] + beta[b, t + 1])[free], 0) if free.any() else -np.inf
-            log_prob[b, t] = value
+            log_prob[b, t] = min(value, 0.0)  # a probability, whatever the rounding (as CRF.span_log_probs)
     return is_end, starts, log_prob

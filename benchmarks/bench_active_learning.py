@@ -18,11 +18,11 @@ sentences, same seed), so the curves start at one point.
 ``--epochs`` defaults to 12, the recipe's own: each round is then the recipe on a subset, and a small
 training set has fewer steps per epoch, so it needs no fewer epochs. The defaults make 2 strategies x 6
 trainings on 500 to 3,000 sentences (1,750 on average, 12 epochs each), a test pass after each, and a
-selection pass over the ~13,000 unlabelled training sentences per entropy round: from the speeds of
-bench_pipeline.py (fp32, 265 training and 800 prediction sentences/s), roughly 20 minutes of 2 CPU cores
-(an estimate, not a measurement).
+selection pass over the ~13,000 unlabelled training sentences per entropy round. Measured: with
+``--epochs 4 --test-sentences 1500 --precision fp32 --threads 1`` it took 2,394 s on a 2-core AMD EPYC
+(no AVX-512) that was running another benchmark beside it; the default 12 epochs take about 3x the training.
 
-Output: a markdown table (round, labelled sentences, test span F1 per strategy) on stdout, progress on
+Output: a markdown table (round, labelled sentences, test span F1 and labelled tokens per strategy) on stdout, progress on
 stderr, and with ``--plot`` the learning curves as a PNG (matplotlib). For quick trials,
 ``--train-sentences`` / ``--test-sentences`` take only the first N sentences of the training set (the
 universe) and of the test set. ``--precision`` defaults to the recipe's bf16: on a CPU without
@@ -86,8 +86,9 @@ def train_round(train_file: Path, test_file: Path, output_dir: Path, args: argpa
 
 
 def run_strategy(strategy: str, sentences: list[Sentence], documents: list[int], initial: set[int],
-                 test_file: Path, work: Path, args: argparse.Namespace) -> list[tuple[int, float]]:
-    """(labelled sentences, test F1) per round for one strategy."""
+                 test_file: Path, work: Path, args: argparse.Namespace) -> list[tuple[int, int, float]]:
+    """(labelled sentences, labelled tokens, test F1) per round for one strategy. Tokens are what an
+    annotator's time goes by: a strategy that prefers short sentences gets fewer of them per round."""
     labelled = set(initial)
     curve = []
     for r in range(args.rounds + 1):
@@ -95,7 +96,7 @@ def run_strategy(strategy: str, sentences: list[Sentence], documents: list[int],
         round_dir = work / strategy / f"round-{r}"
         f1, model_dir = train_round(write_labelled(sentences, labelled, round_dir / "train.txt"), test_file,
                                     round_dir / "run", args)
-        curve.append((len(labelled), f1))
+        curve.append((len(labelled), sum(len(sentences[i].tokens) for i in labelled), f1))
         trained_s = time.perf_counter() - t0
         note = ""
         if r < args.rounds:
@@ -108,25 +109,27 @@ def run_strategy(strategy: str, sentences: list[Sentence], documents: list[int],
             labelled.update(pool[i] for i in select(scores, args.step))
             note = f", selection {time.perf_counter() - t1:.0f} s over {len(pool)} sentences"
         shutil.rmtree(round_dir / "run", ignore_errors=True)  # ~50 MB a model; only the numbers are kept
-        print(f"[{strategy}] round {r}: {curve[-1][0]} labelled, test F1 {100 * f1:.2f} (training {trained_s:.0f} s"
+        print(f"[{strategy}] round {r}: {curve[-1][0]} labelled ({curve[-1][1]} tokens), test F1 {100 * f1:.2f} "
+              f"(training {trained_s:.0f} s"
               f"{note})", file=sys.stderr, flush=True)
     return curve
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], path: Path, args: argparse.Namespace) -> None:
+def plot(curves: dict[str, list[tuple[int, int, float]]], path: Path, args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy, curve in curves.items():
-        ax.plot([n for n, _ in curve], [100 * f for _, f in curve], "o-", label=strategy)
-    ax.set_xlabel("labelled training sentences")
-    ax.set_ylabel("CoNLL-2003 test span F1 (%)")
-    ax.set_title(f"active learning, from-scratch recipe, {args.epochs} epochs a round, seed {args.seed}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for column, (ax, unit) in enumerate(zip(axes, ("sentences", "tokens"))):
+        for strategy, curve in curves.items():
+            ax.plot([point[column] for point in curve], [100 * f for *_, f in curve], "o-", label=strategy)
+        ax.set_xlabel(f"labelled training {unit}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylabel("CoNLL-2003 test span F1 (%)")
+    fig.suptitle(f"active learning, from-scratch recipe, {args.epochs} epochs a round, seed {args.seed}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -173,10 +176,10 @@ def main() -> None:
     tested = f"first {args.test_sentences} test sentences" if args.test_sentences else "test set"
     print(f"\nCoNLL-2003 span F1 (%) on the {tested}, from-scratch recipe, {args.epochs} epochs a round, seed "
           f"{args.seed}, {len(sentences)} training sentences in the universe ({time.perf_counter() - started:.0f} s)\n")
-    print("| round | labelled sentences | " + " | ".join(strategies) + " |")
+    print("| round | labelled sentences | " + " | ".join(f"{s} F1 (tokens)" for s in strategies) + " |")
     print("| ---: | ---: | " + " | ".join("---:" for _ in strategies) + " |")
     for r in range(args.rounds + 1):
-        row = [f"{100 * curves[s][r][1]:.2f}" for s in strategies]
+        row = [f"{100 * curves[s][r][2]:.2f} ({curves[s][r][1]})" for s in strategies]
         print(f"| {r} | {curves[strategies[0]][r][0]} | " + " | ".join(row) + " |")
     if args.plot:
         plot(curves, args.plot, args)

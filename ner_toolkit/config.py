@@ -320,8 +320,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple[str, ...] = ()) -> Config:
-    """Read ``path`` (YAML, safe_load), apply ``--set`` overrides, validate into a ``Config``."""
+def read_raw(path: Optional[Union[str, os.PathLike]], overrides: tuple[str, ...],
+             example: str = "training: {epochs: 3}") -> tuple[dict, "_Where", str]:
+    """``path`` (YAML, safe_load) with the ``--set`` overrides applied: ``(raw mapping, where each key came
+    from, source)``; the schema is not applied yet. ``example``: shown when the file is not a mapping."""
     where = _Where()
     raw: dict = {}
     source = "--set"
@@ -337,7 +339,7 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise UserError("a config must be a mapping of keys (e.g. `training: {epochs: 3}`)", source, 1)
+            raise UserError(f"a config must be a mapping of keys (e.g. `{example}`)", source, 1)
         if node is not None:
             _record_lines(node, "", source, where)
     for i, text in enumerate(overrides, 1):
@@ -345,6 +347,12 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple
         where.lines[key] = ("--set", i)
         where.overrides[i] = text
         _set_dotted(raw, key, value, where)
+    return raw, where, source
+
+
+def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (YAML, safe_load), apply ``--set`` overrides, validate into a ``Config``."""
+    raw, where, source = read_raw(path, overrides)
     return _build(Config, raw, "", where, source)
 
 

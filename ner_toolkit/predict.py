@@ -107,6 +107,27 @@ class Predictor(Tagging):
             if was_training:
                 self.tagger.train()
 
+    def emission_batches(self, sentences: Sequence[Sequence[str]], documents: Optional[Sequence[int]] = None
+                         ) -> Iterator[tuple[list[int], Batch, torch.Tensor]]:
+        """``(indices, batch, emissions)`` for the non-empty ``sentences``, length-bucketed as ``predict``
+        does: ``indices[b]`` is row ``b``'s position in ``sentences``; ``emissions`` ``(B, T, K)`` float32,
+        computed in eval mode under inference mode and the predictor's precision (for callers that need
+        the CRF's other quantities: ``selection``, ``temperature``)."""
+        keep = [i for i, s in enumerate(sentences) if len(s) > 0]
+        encoded = self._encode([sentences[i] for i in keep], None if documents is None else [documents[i] for i in keep])
+        was_training = self.tagger.training
+        self.tagger.eval()
+        try:
+            with torch.inference_mode():
+                for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
+                    batch = self.collator(items).to(self.device)
+                    with autocast(self.device, self.precision):
+                        emissions = self.tagger.crf_scores(batch)
+                    yield [keep[item.index] for item in items], batch, emissions.float()
+        finally:
+            if was_training:
+                self.tagger.train()
+
     def _batch(self, batch: Batch, items: Sequence[Encoded], nbest: int, scores: bool) -> list[Prediction]:
         """Decode one batch on the device; results come to the host together at the end."""
         crf = self.tagger.crf

@@ -35,9 +35,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .data.batching import bucketed_batches
 from .model.crf import CRF
-from .model.precision import autocast
 from .predict import Predictor
 from .tagging import check_token_lists
 
@@ -104,26 +102,11 @@ def uncertainties(predictor: Optional[Predictor], sentences: Sequence[Sequence[s
     if predictor is None:
         raise ValueError(f"strategy {strategy!r} needs a Predictor")
     out = [0.0] * len(sentences)
-    non_empty = [i for i, s in enumerate(sentences) if len(s) > 0]
-    encoded = predictor._encode([sentences[i] for i in non_empty],
-                                None if documents is None else [documents[i] for i in non_empty])
-    tagger = predictor.tagger
-    was_training = tagger.training
-    if was_training:
-        tagger.eval()
-    try:
-        with torch.inference_mode():
-            for items in bucketed_batches(encoded, predictor.batch_size, shuffle=False):
-                batch = predictor.collator(items).to(predictor.device)
-                with autocast(predictor.device, predictor.precision):
-                    emissions = tagger.crf_scores(batch)  # the CRF computes in float32 whatever this is
-                values = sentence_uncertainty(tagger.crf, emissions, batch.mask, strategy,
-                                              predictor.temperature).cpu().tolist()
-                for item, value in zip(items, values):
-                    out[non_empty[item.index]] = value
-    finally:
-        if was_training:
-            tagger.train()
+    for indices, batch, emissions in predictor.emission_batches(sentences, documents):
+        values = sentence_uncertainty(predictor.tagger.crf, emissions, batch.mask, strategy,
+                                      predictor.temperature).cpu().tolist()
+        for i, value in zip(indices, values):
+            out[i] = value
     return out
 
 

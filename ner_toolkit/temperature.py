@@ -18,9 +18,7 @@ import torch
 from torch import Tensor
 
 from .calibration import calibration_error, golden_section
-from .data.batching import bucketed_batches
 from .data.schemes import to_spans
-from .model.precision import autocast
 from .predict import Predictor
 
 if TYPE_CHECKING:
@@ -63,36 +61,21 @@ def decode_once(predictor: Predictor, sentences: Sequence[Sequence[str]], gold: 
                 documents: Optional[Sequence[int]] = None) -> list[_Scored]:
     """Run the network over ``sentences`` once; keep emissions, best paths and which predicted spans are
     right against ``gold`` (tags in the training files' scheme, one list per sentence)."""
-    labels = predictor.labels
-    keep = [i for i, s in enumerate(sentences) if len(s) > 0]
-    encoded = predictor._encode([sentences[i] for i in keep], None if documents is None else
-                                [documents[i] for i in keep])
-    tagger, out = predictor.tagger, []
-    was_training = tagger.training
-    tagger.eval()
-    try:
+    labels, crf, device, out = predictor.labels, predictor.tagger.crf, predictor.device, []
+    for indices, batch, emissions in predictor.emission_batches(sentences, documents):
         with torch.inference_mode():
-            for items in bucketed_batches(encoded, predictor.batch_size, shuffle=False):
-                batch = predictor.collator(items).to(predictor.device)
-                with autocast(predictor.device, predictor.precision):
-                    emissions = tagger.crf_scores(batch)
-                emissions = emissions.float()
-                paths = tagger.crf.decode(emissions, batch.mask)[0]
-                rows, ends, correct = [], [], []
-                for b, (item, path) in enumerate(zip(items, paths.cpu().tolist())):
-                    n = len(item)
-                    truth = set(to_spans(gold[keep[item.index]], labels.output_scheme))
-                    for span in to_spans([labels.labels[k] for k in path[:n]], labels.tag_scheme):
-                        rows.append(b)
-                        ends.append(span[2] - 1)
-                        correct.append(span in truth)
-                device = predictor.device
-                out.append(_Scored(emissions, batch.mask, paths, torch.tensor(rows, dtype=torch.long, device=device),
-                                   torch.tensor(ends, dtype=torch.long, device=device),
-                                   torch.tensor(correct, dtype=torch.bool, device=device)))
-    finally:
-        if was_training:
-            tagger.train()
+            paths = crf.decode(emissions, batch.mask)[0]
+        rows, ends, correct = [], [], []
+        lengths = batch.mask.sum(1).tolist()
+        for b, (i, path) in enumerate(zip(indices, paths.cpu().tolist())):
+            truth = set(to_spans(gold[i], labels.output_scheme))
+            for span in to_spans([labels.labels[k] for k in path[:lengths[b]]], labels.tag_scheme):
+                rows.append(b)
+                ends.append(span[2] - 1)
+                correct.append(span in truth)
+        out.append(_Scored(emissions, batch.mask, paths, torch.tensor(rows, dtype=torch.long, device=device),
+                           torch.tensor(ends, dtype=torch.long, device=device),
+                           torch.tensor(correct, dtype=torch.bool, device=device)))
     return out
 
 

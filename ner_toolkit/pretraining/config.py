@@ -9,12 +9,11 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from ..config import _build, _f, _hints, _record_lines, _set_dotted, _Where, all_keys, parse_override, parse_yaml
+from ..config import _build, _f, _hints, _Where, all_keys, read_raw
 from ..config_checks import MAX_COUNT, MAX_SEED, MAX_SIZE, MAX_THREADS, NON_NEGATIVE, POSITIVE, RATE, Range, size
 from ..errors import UserError
 
@@ -130,28 +129,7 @@ def _check_combined(config: PretrainConfig, where: _Where, source: str) -> None:
 
 def load_pretrain_config(path: Optional[Union[str, os.PathLike]] = None, overrides: tuple[str, ...] = ()) -> PretrainConfig:
     """Read ``path`` (YAML), apply ``--set`` overrides, validate into a ``PretrainConfig``."""
-    where = _Where()
-    raw: Any = {}
-    source = "--set"
-    if path is not None:
-        source = os.fspath(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError("config file not found; check the --config path", source) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read config: {exc}", source) from None
-        raw, node = parse_yaml(text, source)
-        raw = {} if raw is None else raw
-        if not isinstance(raw, dict):
-            raise UserError("a config must be a mapping of keys (e.g. `training: {steps: 100}`)", source, 1)
-        if node is not None:
-            _record_lines(node, "", source, where)
-    for i, text in enumerate(overrides, 1):
-        key, value = parse_override(text)
-        where.lines[key] = ("--set", i)
-        where.overrides[i] = text
-        _set_dotted(raw, key, value, where)
+    raw, where, source = read_raw(path, overrides, "training: {steps: 100}")
     _check_keys(PretrainConfig, raw, "", where, source)
     data = raw.get("data")
     files = None

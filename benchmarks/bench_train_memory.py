@@ -1,6 +1,6 @@
 """Training memory against corpus size: peak RSS of ``train.py`` for 1 epoch with dev scoring.
 
-    python benchmarks/bench_train_memory.py [--sizes 2000,14041,140410] [--precision bf16]
+    python benchmarks/bench_train_memory.py [--sizes 2000,14041,140410] [--precision bf16] [--until first-step]
 
 The reference architecture (scratch ALBERT: embedding 128, hidden 256, 4 layers, 4 heads, intermediate
 1024, the albert-base-v2 vocabulary; (+) 100-d words; BiLSTM 256; CRF), batch 32, on the first N
@@ -8,14 +8,20 @@ sentences of CoNLL-2003 train (repeated past its 14,041), CoNLL-2003 dev scored 
 test. Each size runs ``train.py`` in a fresh process; its peak RSS comes from ``wait4``. Prints one row
 per size and the ratio of each to the smallest (target, issue 15: <= 1.1x from 2,000 to 140,410, and
 <= 1.2 GB at 14,041). Needs ../shared/datasets/conll2003.
+
+``--until first-step`` stops each run at its first training step (``--profile-startup`` marks it) and
+reads the peak RSS so far from /proc: the data read, checked and encoded and the model built, without
+the epoch. It isolates what the corpus itself costs, in seconds instead of an epoch per size.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench_predict_memory import repeat_to, run, sentences_of  # same folder: the same corpus and RSS helpers
@@ -30,10 +36,30 @@ REFERENCE = [
 ]
 
 
+def run_to_first_step(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``train.py --profile-startup`` up to its first training step."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd + ["--profile-startup"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if line.startswith("profile: first training step at"):
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                hwm = next(int(v.split()[1]) for v in status.splitlines() if v.startswith("VmHWM:"))
+                return time.perf_counter() - t0, hwm / 1024
+        sys.exit(f"no first training step (exit {proc.wait()}): {shlex.join(cmd)}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="2000,14041,140410", help="training sentences per run")
     ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    ap.add_argument("--until", default="epoch", choices=("epoch", "first-step"),
+                    help="run the epoch and the dev scoring, or stop at the first training step")
     args = ap.parse_args()
     if not (CONLL / "train.txt").is_file():
         sys.exit(f"needs {CONLL}/train.txt and dev.txt")
@@ -49,12 +75,13 @@ def main() -> None:
                    "--set", f"data.dev={CONLL / 'dev.txt'}", "--set", f"training.precision={args.precision}"]
             for override in REFERENCE:
                 cmd += ["--set", override]
-            seconds, rss = run(cmd, env)
+            seconds, rss = run(cmd, env) if args.until == "epoch" else run_to_first_step(cmd, env)
             rows.append((n, seconds, rss))
             print(f"  {n} sentences: {seconds:.0f} s, peak RSS {rss:.0f} MB", flush=True)
             train.unlink()
     base = rows[0][2]
-    print(f"\n1 epoch, {args.precision}, batch 32, CoNLL-2003 dev scored; torch threads: default")
+    what = "1 epoch, CoNLL-2003 dev scored" if args.until == "epoch" else "up to the first training step"
+    print(f"\n{what}, {args.precision}, batch 32; torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}")
     print("| training sentences | seconds | peak RSS MB | vs smallest |")
     print("| ---: | ---: | ---: | ---: |")
     for n, seconds, rss in rows:

@@ -9,71 +9,47 @@ the tokenizer's unknown token, so it still has a vector and a prediction.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
 
 from ..errors import UserError
 from .vocab import CharVocab, Vocab
-from .windows import SubwordAligner, add_context, fit_context, plan_windows
+from .store import Encoded, EncodedStore, piece_counts, widths
+from .windows import SubwordAligner, fit_context, plan_windows
 
 if TYPE_CHECKING:
     from ..config import EncoderConfig
 
 POOLINGS = ("first", "last", "mean", "first_last")
-
-
-@dataclass(slots=True)  # no __dict__ per sentence: a large training set holds one of these per sentence
-class Encoded:
-    """One sentence as ids: word ids (T), subword ids per word (T non-empty lists, shared by every
-    occurrence of the word: read-only), tag ids (T) or None."""
-
-    word_ids: list[int]
-    pieces: list[list[int]]
-    tags: Optional[list[int]]
-    index: int
-    char_ids: Optional[list[list[int]]] = None  # character ids per word, with model.chars
-    # Document context (model.encoder.context): subword ids of the neighbouring sentences, read by the
-    # encoder around a sentence that fits one window, never labelled or pooled.
-    left: list[int] = field(default_factory=list)
-    right: list[int] = field(default_factory=list)
-    # Partial labels: the known tag per word as an id of the data scheme's tags (``data.schemes.
-    # reading_tables``), its unknown id where unknown; None when the training data has no unknown tag.
-    known: Optional[list[int]] = None
-
-    def __len__(self) -> int:
-        return len(self.word_ids)
-
-    @property
-    def num_pieces(self) -> int:
-        return sum(len(p) for p in self.pieces)
+# Sentences aligned per tokenizer call: one call for all unseen words of the chunk (fast), and only a
+# chunk's per-word lists alive at once (a corpus-sized list of them was tens of MB at 140k sentences).
+ALIGN_CHUNK = 8192
 
 
 def encode_sentences(
     aligner: SubwordAligner,
     vocab: Optional[Vocab],
     sentences: Sequence[Sequence[str]],
-    tags: Optional[Sequence[Optional[Sequence[int]]]] = None,
+    tags: Optional[Sequence[Sequence[int]]] = None,
     start_index: int = 0,
     chars: Optional[CharVocab] = None,
     documents: Optional[Sequence[int]] = None,
     context: int = 0,
-    known: Optional[Sequence[list[int]]] = None,
-) -> list[Encoded]:
-    """``sentences`` as ids. With ``context`` > 0, each sentence also gets up to ``context`` subwords of
-    the sentences before and after it that share its ``documents`` id (all of them when None)."""
-    pieces = aligner.pieces(sentences)
-    out = []
-    for i, (tokens, p) in enumerate(zip(sentences, pieces)):
-        word_ids = vocab.encode(tokens) if vocab is not None else [0] * len(tokens)
-        t = None if tags is None else tags[i]
-        out.append(Encoded(word_ids, p, t if t is None or isinstance(t, list) else list(t),
-                           start_index + i, None if chars is None else chars.encode(tokens),
-                           known=None if known is None else known[i]))
-    if context > 0:
-        add_context(out, documents, context)
-    return out
+    known: Optional[Sequence[Sequence[int]]] = None,
+) -> EncodedStore:
+    """``sentences`` as ids, in flat arrays (``store[i]`` is sentence ``i``'s ``Encoded``). With
+    ``context`` > 0, each sentence also gets up to ``context`` subwords of the sentences before and
+    after it that share its ``documents`` id (all of them when None)."""
+    store = EncodedStore(start_index, tags is not None, chars is not None, known is not None, documents, context)
+    for first in range(0, len(sentences), ALIGN_CHUNK):
+        chunk = sentences[first: first + ALIGN_CHUNK]
+        for i, (tokens, p) in enumerate(zip(chunk, aligner.pieces(chunk)), first):
+            store.append(vocab.encode(tokens) if vocab is not None else [0] * len(tokens), p,
+                         None if tags is None else tags[i], None if chars is None else chars.encode(tokens),
+                         None if known is None else known[i])
+    return store
 
 
 @dataclass
@@ -194,7 +170,7 @@ class Collator:
         return -(-n // self.pad_multiple) * self.pad_multiple
 
 
-def _cut(order: list[int], items: Sequence[Encoded], batch_size: int, batch_tokens: Optional[int]) -> list[list[int]]:
+def _cut(order: list[int], width: Sequence[int], batch_size: int, batch_tokens: Optional[int]) -> list[list[int]]:
     """Consecutive batches of ``order`` (sorted by length): ``batch_size`` sentences each, or as many as fit
     in ``batch_tokens`` padded subwords (a longer sentence alone forms a batch: nothing is dropped)."""
     if batch_tokens is None:
@@ -203,41 +179,47 @@ def _cut(order: list[int], items: Sequence[Encoded], batch_size: int, batch_toke
     current: list[int] = []
     widest = 0
     for i in order:
-        width = items[i].num_pieces + len(items[i].left) + len(items[i].right) + 2  # [CLS] and [SEP]
-        if current and max(widest, width) * (len(current) + 1) > batch_tokens:
+        if current and max(widest, width[i]) * (len(current) + 1) > batch_tokens:
             batches.append(current)
             current, widest = [], 0
         current.append(i)
-        widest = max(widest, width)
+        widest = max(widest, width[i])
     if current:
         batches.append(current)
+    return batches
+
+
+def batch_indices(items: Sequence[Encoded], batch_size: int, shuffle: bool, rng: Optional[random.Random] = None,
+                  bucket_factor: int = 50, batch_tokens: Optional[int] = None) -> list[list[int]]:
+    """The batches of ``bucketed_batches`` as positions in ``items``, without building any record."""
+    sizes = piece_counts(items)
+    width = widths(items) if batch_tokens is not None else sizes
+    order = list(range(len(items)))
+    if not shuffle:
+        order.sort(key=lambda i: -sizes[i])
+        return _cut(order, width, batch_size, batch_tokens)
+    assert rng is not None, "shuffling needs a seeded random.Random"
+    rng.shuffle(order)
+    chunk = batch_size * bucket_factor
+    batches = []
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c: c + chunk], key=sizes.__getitem__)
+        batches.extend(_cut(part, width, batch_size, batch_tokens))
+    rng.shuffle(batches)
     return batches
 
 
 def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, rng: Optional[random.Random] = None,
                      bucket_factor: int = 50, batch_tokens: Optional[int] = None) -> Iterator[list[Encoded]]:
     """Batches of similar-length sentences (little padding), of ``batch_size`` sentences or, with
-    ``batch_tokens``, of at most that many padded subwords.
+    ``batch_tokens``, of at most that many padded subwords. Each batch's records are built as it is
+    reached (from a store: nothing per sentence lives longer than its batch).
 
     With ``shuffle``: the data is shuffled, cut into chunks of ``bucket_factor`` batches, sorted by
     length inside each chunk, batched, and the batches shuffled, so every epoch sees new batch mixes.
     Without: sorted by length (decreasing) over the whole list, for fast, deterministic evaluation.
     """
-    order = list(range(len(items)))
-    if not shuffle:
-        order.sort(key=lambda i: -items[i].num_pieces)
-        for batch in _cut(order, items, batch_size, batch_tokens):
-            yield [items[i] for i in batch]
-        return
-    assert rng is not None, "shuffling needs a seeded random.Random"
-    rng.shuffle(order)
-    chunk = batch_size * bucket_factor
-    batches = []
-    for c in range(0, len(order), chunk):
-        part = sorted(order[c: c + chunk], key=lambda i: items[i].num_pieces)
-        batches.extend(_cut(part, items, batch_size, batch_tokens))
-    rng.shuffle(batches)
-    for batch in batches:
+    for batch in batch_indices(items, batch_size, shuffle, rng, bucket_factor, batch_tokens):
         yield [items[i] for i in batch]
 
 

@@ -10,7 +10,7 @@ CoNLL scorer reads them. Writing (:func:`from_spans`) always produces the unique
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 SCHEMES: tuple[str, ...] = ("IOB1", "BIO", "BIOES", "BMES")
 Span = tuple[str, int, int]
@@ -305,6 +305,12 @@ def tag_runs(tags: Sequence[str], unknown_tag: str) -> list[tuple[int, list[str]
     return runs
 
 
+def each_known_run(sentences: Iterable[Sequence[str]], unknown_tag: str) -> Iterator[list[str]]:
+    """The stretches of known tags of every sentence (a partially labelled one has several), one at a
+    time: a corpus-sized list of them is a list per sentence."""
+    return (run for tags in sentences for _, run in tag_runs(tags, unknown_tag))
+
+
 def known_runs(sentences: Iterable[Sequence[str]], unknown_tag: str) -> list[list[str]]:
-    """The stretches of known tags of every sentence (a partially labelled one has several)."""
-    return [run for tags in sentences for _, run in tag_runs(tags, unknown_tag)]
+    """``each_known_run`` as a list (for callers that read the runs more than once)."""
+    return list(each_known_run(sentences, unknown_tag))

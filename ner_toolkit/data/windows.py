@@ -4,7 +4,7 @@ long-sentence windows and document context.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 
 class HasPieces(Protocol):
@@ -57,19 +57,26 @@ def _word_ids(tokenizer: Any, words: list[str]) -> list[list[int]]:
 def add_context(items: Sequence[HasPieces], documents: Optional[Sequence[int]], context: int) -> None:
     """Fill each item's ``left`` / ``right`` with the nearest ``context`` subwords of its document."""
     flat = [[i for word in item.pieces for i in word] for item in items]
-    doc = documents if documents is not None else [0] * len(items)
     for n, item in enumerate(items):
-        left: list[int] = []
-        k = n - 1
-        while k >= 0 and doc[k] == doc[n] and len(left) < context:
-            left = flat[k][-(context - len(left)):] + left
-            k -= 1
-        right: list[int] = []
-        k = n + 1
-        while k < len(items) and doc[k] == doc[n] and len(right) < context:
-            right += flat[k][: context - len(right)]
-            k += 1
-        item.left, item.right = left, right
+        item.left, item.right = neighbour_context(n, len(items), flat.__getitem__, documents, context)
+
+
+def neighbour_context(n: int, count: int, flat: Callable[[int], list[int]], documents: Optional[Sequence[int]],
+                      context: int) -> tuple[list[int], list[int]]:
+    """The nearest ``context`` subwords before and after sentence ``n`` of ``count`` that share its
+    document (``documents[k]``; one document when None); ``flat(k)``: sentence ``k``'s subword ids."""
+    same = (lambda k: True) if documents is None else (lambda k: documents[k] == documents[n])  # noqa: E731
+    left: list[int] = []
+    k = n - 1
+    while k >= 0 and same(k) and len(left) < context:
+        left = flat(k)[-(context - len(left)):] + left
+        k -= 1
+    right: list[int] = []
+    k = n + 1
+    while k < count and same(k) and len(right) < context:
+        right += flat(k)[: context - len(right)]
+        k += 1
+    return left, right
 
 
 def plan_windows(lengths: Sequence[int], content: int, stride: int) -> tuple[list[tuple[int, int]], list[int]]:

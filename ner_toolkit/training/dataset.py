@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import sys
 from typing import Optional
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
 from ..config import DataConfig
 from ..data.conll import Sentence, is_docstart, read_conll
-from ..data.schemes import (SchemeError, detect_scheme, from_spans, known_runs, labels_for_types, normalize_scheme,
+from ..data.schemes import (SchemeError, detect_scheme, each_known_run, from_spans, labels_for_types, normalize_scheme,
                              reading_tables, tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
+from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
 from ..model.directory import LabelInfo
@@ -22,32 +24,22 @@ INTERNAL_SCHEMES = ("BIO", "BIOES")
 @dataclass
 class LabelledFile:
     """Tokens and gold tags of a labelled file. Only what training needs is kept (not the raw lines
-    and other columns), which halves the memory of a large corpus."""
+    and other columns), in flat arrays: a large corpus costs a few bytes per token, not a list per
+    sentence (``data.store``)."""
 
     path: str
-    tokens: list[list[str]]
-    gold: list[list[str]]
-    first_lines: list[int]  # line number of each sentence's first token; its lines are consecutive
-    documents: list[int]  # document number of each sentence (counts -DOCSTART- lines)
+    tokens: RaggedStrings = field(default_factory=RaggedStrings)
+    gold: RaggedStrings = field(default_factory=RaggedStrings)
+    # line number of each sentence's first token; its lines are consecutive
+    first_lines: array = field(default_factory=lambda: array("q"))
+    documents: array = field(default_factory=lambda: array("q"))  # document number of each sentence
     one_line_each: bool = False  # JSONL: a sentence is one record on one line
 
     def lines(self, index: int) -> list[int]:
         first = self.first_lines[index]
         if self.one_line_each:
-            return [first] * len(self.tokens[index])
-        return list(range(first, first + len(self.tokens[index])))
-
-
-class _Strings:
-    """One string object per distinct token and tag of a file: a corpus repeats its words and its dozen
-    tags, and a string object per occurrence was most of a large training set's memory."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, str] = {}
-
-    def __call__(self, values: list[str]) -> list[str]:
-        seen = self._seen.setdefault
-        return [seen(v, v) for v in values]
+            return [first] * self.tokens.row_length(index)
+        return list(range(first, first + self.tokens.row_length(index)))
 
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -77,8 +69,7 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     ``cfg.word_tokenizer`` must be resolved (not ``auto``) for JSONL texts."""
     if is_jsonl(path, cfg):
         return _read_jsonl(path, cfg, key)
-    data = LabelledFile(path, [], [], [], [])
-    shared = _Strings()
+    data = LabelledFile(path)
     document = 0
     unknown = cfg.unknown_tag if key == "data.train" else None  # partial labels train, never score
     # An empty label column reads as the unknown tag in training data; elsewhere it stays an error.
@@ -99,11 +90,11 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
             problem = tag_problem(tag)
             if problem:
                 raise UserError(problem, path, line)
-        data.tokens.append(shared(item.tokens))
-        data.gold.append(shared(item.labels))
+        data.tokens.append(item.tokens)
+        data.gold.append(item.labels)
         data.first_lines.append(item.line_numbers[0])
         data.documents.append(document)
-    if not data.tokens:
+    if not len(data.tokens):
         raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
     return data
 
@@ -111,8 +102,7 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
 def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     """Texts with character-offset entities (aligned to ``cfg.word_tokenizer``'s tokens, misaligned
     spans per ``data.misaligned`` and reported) or rows of tokens and tags."""
-    data = LabelledFile(path, [], [], [], [], one_line_each=True)
-    shared = _Strings()
+    data = LabelledFile(path, one_line_each=True)
     report = AlignmentReport(path)
     unlabelled: list[int] = []
     for doc in read_jsonl(path, cfg.word_tokenizer, cfg.misaligned, cfg.tag_names, report):
@@ -125,8 +115,8 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
             problem = tag_problem(tag)
             if problem:
                 raise UserError(problem, path, doc.line)
-        data.tokens.append(shared(doc.tokens))
-        data.gold.append(shared(doc.labels))
+        data.tokens.append(doc.tokens)
+        data.gold.append(doc.labels)
         data.first_lines.append(doc.line)
         data.documents.append(len(data.documents))  # every record is a document of its own
     if report.expanded or report.skipped:
@@ -135,7 +125,7 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     if unlabelled:
         shown = ", ".join(map(str, unlabelled[:5])) + (", ..." if len(unlabelled) > 5 else "")
         warn(f"`{key}`: {len(unlabelled)} records without annotations left out (lines {shown})", path)
-    if not data.tokens:
+    if not len(data.tokens):
         raise UserError(f"no labelled records found (`{key}` as JSONL needs text + entities, or tokens + ner_tags)",
                         path)
     return data
@@ -146,7 +136,7 @@ def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
     try:
         if cfg.input_scheme != "auto":
             return normalize_scheme(cfg.input_scheme)
-        return detect_scheme(known_runs(train.gold, cfg.unknown_tag))
+        return detect_scheme(each_known_run(train.gold, cfg.unknown_tag))
     except SchemeError as exc:
         raise UserError(str(exc), train.path if cfg.input_scheme == "auto" else "config") from None
 
@@ -175,11 +165,11 @@ def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo
     if internal not in INTERNAL_SCHEMES:
         raise UserError(f"`data.tag_scheme` must be BIO or BIOES, got {cfg.tag_scheme!r}", "config")
     # check_scheme has run: every tag fits the scheme.
-    types = {t for tags in known_runs(train.gold, cfg.unknown_tag) for t, _, _ in to_spans(tags, scheme)}
+    types = {t for tags in each_known_run(train.gold, cfg.unknown_tag) for t, _, _ in to_spans(tags, scheme)}
     return LabelInfo(labels_for_types(types, internal), internal, scheme)
 
 
-def known_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str) -> Optional[tuple[list[list[int]], list[str]]]:
+def known_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str) -> Optional[tuple[RaggedInts, list[str]]]:
     """Partial labels: per sentence, each word's tag as an id of ``reading_tables``' user tags, their
     count where unknown; and those user tags. None when no training tag is unknown. Fully labelled
     sentences are read the conlleval way first (as ``tag_ids`` does), so that each has a legal path."""
@@ -190,7 +180,7 @@ def known_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str) -> Option
     except SchemeError as exc:
         raise UserError(str(exc), "config") from None
     index = {tag: u for u, tag in enumerate(user_tags)}
-    out = []
+    out = RaggedInts(typecode="h")
     for tags in data.gold:
         if unknown_tag not in tags:
             tags = from_spans(to_spans(tags, labels.output_scheme), len(tags), labels.output_scheme)
@@ -198,11 +188,11 @@ def known_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str) -> Option
     return out, user_tags
 
 
-def tag_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str = "?") -> tuple[list[list[int]], int]:
+def tag_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str = "?") -> tuple[RaggedInts, int]:
     """Internal label ids per sentence (illegal sequences read the conlleval way) and how many were repaired.
     A partially labelled sentence gets O everywhere: its loss reads ``known_ids`` instead."""
     index = {label: i for i, label in enumerate(labels.labels)}
-    out, repaired = [], 0
+    out, repaired = RaggedInts(typecode="h"), 0
     for tags in data.gold:
         if unknown_tag in tags:
             out.append([0] * len(tags))
@@ -214,8 +204,8 @@ def tag_ids(data: LabelledFile, labels: LabelInfo, unknown_tag: str = "?") -> tu
 
 
 def read_training_data(cfg: DataConfig, decoder: str) -> tuple[LabelledFile, Optional[LabelledFile],
-                                                               Optional[LabelledFile], LabelInfo, list[list[int]],
-                                                               Optional[tuple[list[list[int]], list[str]]]]:
+                                                               Optional[LabelledFile], LabelInfo, RaggedInts,
+                                                               Optional[tuple[RaggedInts, list[str]]]]:
     """Read and check train/dev/test (``cfg.word_tokenizer`` resolved), build the labels; returns
     ``(train, dev, test, labels, train tag ids, partial)`` with ``partial`` as :func:`known_ids`."""
     from ..evaluate import warn_unseen

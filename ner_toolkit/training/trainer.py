@@ -10,14 +10,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..paths import same_file
-from ..data.batching import Collator, Encoded, bucketed_batches, encode_sentences, make_collator
+from ..data.batching import Collator, Encoded, batch_indices, bucketed_batches, encode_sentences, make_collator
+from ..data.store import trim_heap
 from ..devices import resolve_device
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
 from ..data.schemes import reading_tables
@@ -48,7 +49,7 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def run_epoch(items: list[Encoded], collator: Collator, optimization: Optimization, tc: TrainingConfig,
+def run_epoch(items: Sequence[Encoded], collator: Collator, optimization: Optimization, tc: TrainingConfig,
               rng: random.Random, device: torch.device, bar: Any = None, position: Optional[RunState] = None,
               save: Optional[Callable[[], None]] = None) -> float:
     """One pass over ``items`` in shuffled length buckets; returns the mean loss per sentence.
@@ -122,7 +123,7 @@ class Setup:
     tokenizer: Any
     vocab: Optional[Vocab]
     collator: Collator
-    items: list[Encoded]
+    items: Sequence[Encoded]  # an EncodedStore: flat arrays, records built per batch
     predictor: Predictor
     chars: Optional[CharVocab] = None
     card: Optional[dict] = None  # the run's provenance for the model card (card.training_info)
@@ -154,10 +155,10 @@ def prepare(config: Config) -> Setup:
     vectors = None
     if config.model.fusion != "none":
         w = config.model.words
-        vocab = Vocab.build((t for s in train_data.tokens for t in s), w.min_freq, w.lowercase)
+        vocab = Vocab.build(train_data.tokens.strings(), w.min_freq, w.lowercase)
         if w.vectors:
             vectors, found = load_vectors(w.vectors, vocab, w.dim)
-            covered, total = vector_coverage((t for s in train_data.tokens for t in s), vocab, found)
+            covered, total = vector_coverage(train_data.tokens.strings(), vocab, found)
             print(f"vectors: {int(found.sum())}/{len(vocab) - 2} vocabulary words found in {w.vectors}; "
                   f"they cover {covered}/{total} training tokens ({covered / max(total, 1):.1%})", file=sys.stderr)
     chars = None
@@ -165,7 +166,7 @@ def prepare(config: Config) -> Setup:
         if config.model.fusion == "none":
             raise UserError("model.chars needs model.fusion concat or add (none is the encoder alone)", "config")
         c = config.model.chars
-        chars = CharVocab.build((t for s in train_data.tokens for t in s), c.min_freq, c.max_length)
+        chars = CharVocab.build(train_data.tokens.strings(), c.min_freq, c.max_length)
     PHASES.add("vocabularies and word vectors", time.perf_counter() - vocab_started)
     with PHASES("tagger build"):
         tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2,
@@ -183,6 +184,8 @@ def prepare(config: Config) -> Setup:
         items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                                  documents=train_data.documents, context=config.model.encoder.context,
                                  known=None if partial is None else partial[0])
+        del train_tags, partial  # copied into the store
+        trim_heap()
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
                           config.data.token_column, tc.precision, chars, config.data.word_tokenizer)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
@@ -203,8 +206,8 @@ def pad_multiple(configured: Optional[int], sentences: int, precision: str) -> i
 def make_optimization(setup: Setup) -> Optimization:
     """The optimizer, schedule and scaler for the whole run (steps counted from epoch 1's batches)."""
     tc = setup.config.training
-    batches = sum(1 for _ in bucketed_batches(setup.items, tc.batch_size, shuffle=True, rng=random.Random(tc.seed),
-                                              batch_tokens=tc.batch_tokens))
+    batches = len(batch_indices(setup.items, tc.batch_size, shuffle=True, rng=random.Random(tc.seed),
+                                batch_tokens=tc.batch_tokens))
     return Optimization(setup.tagger, tc, math.ceil(batches / tc.accumulate) * tc.epochs, setup.device)
 
 

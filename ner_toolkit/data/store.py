@@ -84,9 +84,6 @@ class RaggedStrings(Sequence[list[str]]):
     def row_length(self, i: int) -> int:
         return self.ids.row_length(i)
 
-    def __contains__(self, row: object) -> bool:
-        return any(r == row for r in self)
-
     @overload
     def __getitem__(self, i: int) -> list[str]: ...
     @overload
@@ -174,12 +171,14 @@ class EncodedStore(Sequence[Encoded]):
         self.chars = _Table()
         self.context = context
         self.documents = array("q", documents) if context > 0 and documents is not None else None
+        self._widths: Optional[list[int]] = None  # widths(), kept until the next append
 
     def append(self, word_ids: Sequence[int], pieces: Sequence[list[int]], tags: Optional[Sequence[int]] = None,
                char_ids: Optional[Sequence[list[int]]] = None, known: Optional[Sequence[int]] = None) -> None:
         if (tags is None) != (self.tags is None) or (known is None) != (self.known is None) \
                 or (char_ids is None) != (self.char_keys is None):
             raise ValueError("every sentence of a store has the same fields")
+        self._widths = None
         self.word_ids.append(word_ids)
         key = self.pieces.key
         self.piece_keys.extend(key(p) for p in pieces)
@@ -231,14 +230,10 @@ class EncodedStore(Sequence[Encoded]):
 
     def widths(self) -> list[int]:
         """Per sentence: the subwords of its single window, [CLS], [SEP] and context included (for
-        batching by subword budget) without building the records."""
-        if self.context <= 0:
-            return [n + 2 for n in self.piece_counts]
-        out = []
-        for i, n in enumerate(self.piece_counts):
-            left, right = self._context(i)
-            out.append(n + len(left) + len(right) + 2)
-        return out
+        batching by subword budget) without building the records; computed once, not every epoch."""
+        if self._widths is None:
+            self._widths = [n + 2 + sum(map(len, self._context(i))) for i, n in enumerate(self.piece_counts)]
+        return self._widths
 
 
 def piece_counts(items: Sequence[Encoded]) -> Sequence[int]:

@@ -116,6 +116,28 @@ def select(scores: Sequence[float], budget: int) -> list[int]:
     returns every index."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1, got {budget}")
+    return _ranked(scores)[:budget]
+
+
+def select_tokens(scores: Sequence[float], lengths: Sequence[int], budget_tokens: int) -> list[int]:
+    """Indices chosen for an annotation budget in tokens (what annotation costs), highest score first:
+    down the ranking of ``select``, each sentence whose length fits what is left of the budget is taken
+    and one that does not fit is passed over, so shorter, less uncertain sentences may fill the rest.
+    Nothing left out fits the budget that remains; a budget of at least the pool's tokens takes it all."""
+    if budget_tokens < 1:
+        raise ValueError(f"budget_tokens must be at least 1, got {budget_tokens}")
+    if len(lengths) != len(scores):
+        raise ValueError(f"{len(scores)} scores but {len(lengths)} lengths")
+    chosen, left = [], budget_tokens
+    for i in _ranked(scores):
+        if lengths[i] <= left:
+            chosen.append(i)
+            left -= lengths[i]
+    return chosen
+
+
+def _ranked(scores: Sequence[float]) -> list[int]:
+    """Every index, highest score first, ties in input order (a stable sort)."""
     if any(math.isnan(s) for s in scores):
         raise ValueError("an uncertainty is NaN: the model produced non-finite scores")
-    return sorted(range(len(scores)), key=lambda i: -scores[i])[:budget]
+    return sorted(range(len(scores)), key=lambda i: -scores[i])

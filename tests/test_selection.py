@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import REPO, assert_user_error, tiny_config_text
 from crf_reference import brute_force, logsumexp, make_constraints, random_mask, randomise
 
@@ -20,7 +22,7 @@ from ner_toolkit.config import load_config
 from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.model.crf import CRF
 from ner_toolkit.predict import Predictor
-from ner_toolkit.selection import STRATEGIES, select, sentence_uncertainty, uncertainties
+from ner_toolkit.selection import STRATEGIES, select, select_tokens, sentence_uncertainty, uncertainties
 from ner_toolkit.training.dataset import read_labelled
 
 MODEL_STRATEGIES = [s for s in STRATEGIES if s != "random"]
@@ -109,6 +111,37 @@ def test_select_ranks_highest_first_and_breaks_ties_by_pool_order():
         select(scores, 0)
     with pytest.raises(ValueError):
         select([0.1, float("nan")], 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 12)), max_size=30), st.integers(1, 80))
+def test_token_budget_takes_the_ranking_greedily_and_leaves_out_only_what_does_not_fit(items, budget):
+    scores, lengths = [float(s) for s, _ in items], [n for _, n in items]
+    chosen = select_tokens(scores, lengths, budget)
+    ranking = select(scores, len(scores)) if scores else []
+    assert chosen == [i for i in ranking if i in set(chosen)]  # in ranking order
+    used = sum(lengths[i] for i in chosen)
+    assert used <= budget
+    left_out = set(range(len(scores))) - set(chosen)
+    assert all(lengths[i] > budget - used for i in left_out)  # nothing left out still fits
+    # Taken in ranking order: a sentence is passed over only when it did not fit what was left then.
+    left = budget
+    for i in ranking:
+        assert (i in chosen) == (lengths[i] <= left)
+        left -= lengths[i] if i in chosen else 0
+
+
+def test_token_budget_of_one_token_sentences_is_the_sentence_budget():
+    scores = [0.2, 0.9, 0.5, 0.9, 0.1, 0.5]
+    for k in range(1, 8):
+        assert select_tokens(scores, [1] * 6, k) == select(scores, k)
+    # Ranking 1, 3, 2, 5, 0, 4: 1 (5 tokens) fits, then only 4 (1 token) fits the 1 left.
+    assert select_tokens(scores, [3, 5, 2, 4, 1, 2], 6) == [1, 4]
+    assert select_tokens(scores, [3, 5, 2, 4, 1, 2], 9) == [1, 3]
+    with pytest.raises(ValueError):
+        select_tokens(scores, [1] * 6, 0)
+    with pytest.raises(ValueError):
+        select_tokens(scores, [1] * 5, 3)
 
 
 def test_unknown_strategy_is_refused():
@@ -251,6 +284,40 @@ def test_random_selection_is_reproducible_and_a_large_budget_takes_the_whole_poo
     assert "20 of 20" in summary
     assert sorted(s.tokens for s in read_sentences(tmp_path / "all.txt")) == \
         sorted(s.tokens for s in read_sentences(pool[0]))
+
+
+def test_select_by_token_budget_end_to_end(trained, pool, predictor, tmp_path, capsys):
+    out, scores = tmp_path / "next.txt", tmp_path / "scores.tsv"
+    rc = select_main(["--model", str(trained.model_dir), *map(str, pool), "--budget-tokens", "60", "--strategy",
+                      "entropy", "--output", str(out), "--scores", str(scores)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    chosen = read_sentences(out)
+    tokens = sum(len(s.tokens) for s in chosen)
+    assert 0 < tokens <= 60 and f"({tokens} tokens)" in err
+    by_place = pool_sentences(pool)
+    keys = list(by_place)
+    documents = [str(p) for p, _ in keys]
+    expected = uncertainties(predictor, list(by_place.values()), "entropy",
+                             documents=[documents.index(d) for d in documents])
+    top = select_tokens(expected, [len(t) for t in by_place.values()], 60)
+    rows = [line.split("\t") for line in scores.read_text().splitlines()[1:]]
+    assert [(f, int(l)) for f, l, _, _ in rows] == [keys[i] for i in top]
+    assert [s.tokens for s in chosen] == [by_place[keys[i]] for i in top]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--budget", "3", "--budget-tokens", "30"], ["ner-select", "not allowed with argument"]),
+    (["--budget-tokens", "0"], ["--budget-tokens", "at least 1"]),
+    (["--budget-tokens", "2"], ["--budget-tokens", "no pool sentence fits in 2 tokens (the shortest has 3)"]),
+    ([], ["ner-select", "one of the arguments --budget --budget-tokens is required"]),
+])
+def test_budget_errors_exit_2_with_one_line(argv, needles, trained, tmp_path, capsys):
+    out, pool = tmp_path / "out.txt", tmp_path / "pool.txt"
+    pool.write_text("Peter\nlives\nhere\n\nThe\nEU\nsaid\nso\n", encoding="utf-8")
+    rc = select_main(["--model", str(trained.model_dir), str(pool), *argv, "--output", str(out)])
+    assert_user_error(rc, capsys.readouterr().err, *needles)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("case", ["missing pool", "budget 0", "output is a pool", "scores is a pool", "empty pool",

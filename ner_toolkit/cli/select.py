@@ -1,6 +1,6 @@
 """``ner-select``: choose the sentences to annotate next, the ones the model is least sure of (active learning).
 
-    ner-select --model DIR POOL... --budget N [--strategy entropy|least-confidence|margin|random]
+    ner-select --model DIR POOL... (--budget N | --budget-tokens T) [--strategy entropy|least-confidence|margin|random]
                [--output PATH] [--format conll|label-studio|jsonl|hf] [--scores PATH] [--seed S]
                [--batch-size B] [--device D] [--precision fp32|bf16|fp16]
 
@@ -8,7 +8,9 @@ The POOL files are CoNLL files of unlabelled sentences: one column (tokens) or m
 model's token column (the first, unless the model was trained otherwise), as predict.py reads them;
 ``-DOCSTART-`` lines separate documents. Every sentence is scored by the strategy (see
 ``ner_toolkit.selection``: higher = more uncertain), and the ``N`` most uncertain, most uncertain first
-(equal scores in pool order), are written pre-annotated with the model's predicted tags:
+(equal scores in pool order), are written pre-annotated with the model's predicted tags. With
+``--budget-tokens T`` instead, the budget is what annotation costs, tokens: down the same ranking, every
+sentence that still fits in what is left of ``T`` is chosen (one that does not fit is passed over).
 
 * ``--format conll`` (default): ``token<TAB>TAG`` lines, a blank line after each sentence: a file that
   train.py reads as ``data.train`` once an annotator has corrected the tags.
@@ -21,7 +23,7 @@ model's token column (the first, unless the model was trained otherwise), as pre
 ``--output`` defaults to stdout. ``--scores PATH`` (``-``: stdout) writes a TSV (``pool``, ``line``, ``rank``,
 ``uncertainty``) of the chosen sentences; ``line`` is a sentence's first line in its pool file. A one-line
 summary goes to stderr. Outputs are written atomically and never over an input (the pools, the model
-directory). A budget above the pool's size selects the whole pool, with a warning. ``--seed`` is the draw
+directory). A budget of at least the pool's size (sentences or tokens) selects the whole pool, with a warning. ``--seed`` is the draw
 of ``random`` (default 0). User errors end with exit code 2 and one line ``error: PATH[:LINE]: ...``.
 """
 from __future__ import annotations
@@ -72,7 +74,10 @@ def _parser() -> _Parser:
                                                "least sure of, pre-annotated with its predicted tags.")
     p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
     p.add_argument("pools", nargs="+", metavar="POOL", help="CoNLL files of unlabelled sentences (tokens first)")
-    p.add_argument("--budget", type=int, required=True, metavar="N", help="how many sentences to choose")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget", type=int, metavar="N", help="how many sentences to choose")
+    budget.add_argument("--budget-tokens", type=int, metavar="T",
+                        help="or how many tokens to choose: the most uncertain sentences that fit in T tokens")
     p.add_argument("--strategy", choices=STRATEGIES, default="entropy",
                    help="least-confidence: 1 - P(best path)^(1/n); entropy: mean token marginal entropy; margin: "
                         "1 - (P(best) - P(2nd best)); random: a seeded shuffle (default entropy)")
@@ -98,8 +103,9 @@ def _check_inputs(args: Any) -> None:
     from ..model.directory import resolve_model_dir
     from ..paths import STDIO, Read, Write, check_no_clash
 
-    if args.budget < 1:
-        raise UserError(f"--budget must be at least 1, got {args.budget}", "--budget")
+    for name, value in (("--budget", args.budget), ("--budget-tokens", args.budget_tokens)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}", name)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
     if args.scores == STDIO and args.output in (None, STDIO):
@@ -127,18 +133,26 @@ def run(argv: list[str]) -> int:
     from ..errors import warn
     from ..formats import Options, writer
     from ..predict import Predictor
-    from ..selection import select, uncertainties
+    from ..selection import select, select_tokens, uncertainties
 
     predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision,
                                trust_remote_code=args.trust_remote_code)
     pool = read_pool(args.pools, predictor.token_column)
     if not pool.tokens:
         raise UserError("the pool holds no sentences (token lines separated by blank lines)", args.pools[0])
-    if args.budget > len(pool.tokens):
+    lengths = [len(t) for t in pool.tokens]
+    if args.budget is not None and args.budget > len(pool.tokens):
         warn(f"--budget {args.budget} is more than the pool's {len(pool.tokens)} sentences: all of them are "
              f"selected", "--budget")
+    if args.budget_tokens is not None and args.budget_tokens < min(lengths):
+        raise UserError(f"no pool sentence fits in {args.budget_tokens} tokens (the shortest has {min(lengths)})",
+                        "--budget-tokens")
+    if args.budget_tokens is not None and args.budget_tokens >= sum(lengths):
+        warn(f"--budget-tokens {args.budget_tokens} is at least the pool's {sum(lengths)} tokens: all of its "
+             f"sentences are selected", "--budget-tokens")
     scores = uncertainties(predictor, pool.tokens, args.strategy, pool.documents, args.seed)
-    chosen = select(scores, args.budget)
+    chosen = select(scores, args.budget) if args.budget is not None else select_tokens(scores, lengths,
+                                                                                       args.budget_tokens)
     fmt = writer(args.format)
     # Tags (and for label-studio the span probabilities) for the chosen sentences only; the rest of
     # the pool is still their context when the model reads documents.

@@ -181,6 +181,14 @@ def pool_sentences(paths: list[Path]) -> dict[tuple[str, int], list[str]]:
     return {(str(p), s.line_numbers[0]): s.tokens for p in paths for s in read_sentences(p)}
 
 
+def pool_uncertainties(predictor, by_place: dict, strategy: str) -> tuple[list, list[float]]:
+    """The pool's places and selection.py's uncertainties of its sentences (files never share a document)."""
+    keys = list(by_place)
+    files = [str(p) for p, _ in keys]
+    return keys, uncertainties(predictor, list(by_place.values()), strategy,
+                               documents=[files.index(f) for f in files])
+
+
 @pytest.mark.parametrize("strategy", MODEL_STRATEGIES)
 def test_uncertainties_do_not_depend_on_batch_composition(trained, sample_data, strategy):
     sentences = [s.tokens for s in read_sentences(sample_data.dev)]
@@ -221,10 +229,7 @@ def test_select_conll_end_to_end_loads_back_as_training_data(trained, pool, pred
         assert all(len(c) == 2 for c in sentence.columns)  # token and predicted tag
     assert [int(r[2]) for r in rows[1:]] == list(range(1, 8))
     # The ranking is selection.py's: the 7 highest uncertainties, most uncertain first, ties by pool order.
-    keys = list(by_place)
-    documents = [str(p) for p, _ in keys]  # files never share a document
-    expected = uncertainties(predictor, list(by_place.values()), "least-confidence",
-                             documents=[documents.index(d) for d in documents])
+    keys, expected = pool_uncertainties(predictor, by_place, "least-confidence")
     top = select(expected, 7)
     assert [(f, int(l)) for f, l, _, _ in rows[1:]] == [(keys[i][0], keys[i][1]) for i in top]
     assert [float(r[3]) for r in rows[1:]] == pytest.approx([expected[i] for i in top], abs=1e-5)
@@ -296,10 +301,7 @@ def test_select_by_token_budget_end_to_end(trained, pool, predictor, tmp_path, c
     tokens = sum(len(s.tokens) for s in chosen)
     assert 0 < tokens <= 60 and f"({tokens} tokens)" in err
     by_place = pool_sentences(pool)
-    keys = list(by_place)
-    documents = [str(p) for p, _ in keys]
-    expected = uncertainties(predictor, list(by_place.values()), "entropy",
-                             documents=[documents.index(d) for d in documents])
+    keys, expected = pool_uncertainties(predictor, by_place, "entropy")
     top = select_tokens(expected, [len(t) for t in by_place.values()], 60)
     rows = [line.split("\t") for line in scores.read_text().splitlines()[1:]]
     assert [(f, int(l)) for f, l, _, _ in rows] == [keys[i] for i in top]

@@ -1,7 +1,7 @@
 """``ner-select``: choose the sentences to annotate next, the ones the model is least sure of (active learning).
 
-    ner-select --model DIR POOL... (--budget N | --budget-tokens T) [--strategy entropy|least-confidence|margin|random]
-               [--output PATH] [--format conll|label-studio|jsonl|hf] [--scores PATH] [--seed S]
+    ner-select --model DIR POOL... (--budget N | --budget-tokens T)
+               [--strategy entropy|least-confidence|margin|random] [--output PATH] [--format conll|label-studio|jsonl|hf] [--scores PATH] [--seed S]
                [--batch-size B] [--device D] [--precision fp32|bf16|fp16]
 
 The POOL files are CoNLL files of unlabelled sentences: one column (tokens) or more, the tokens in the
@@ -23,8 +23,8 @@ sentence that still fits in what is left of ``T`` is chosen (one that does not f
 ``--output`` defaults to stdout. ``--scores PATH`` (``-``: stdout) writes a TSV (``pool``, ``line``, ``rank``,
 ``uncertainty``) of the chosen sentences; ``line`` is a sentence's first line in its pool file. A one-line
 summary goes to stderr. Outputs are written atomically and never over an input (the pools, the model
-directory). A budget of at least the pool's size (sentences or tokens) selects the whole pool, with a warning. ``--seed`` is the draw
-of ``random`` (default 0). User errors end with exit code 2 and one line ``error: PATH[:LINE]: ...``.
+directory). A budget of at least the pool's size (sentences or tokens) selects the whole pool, with a
+warning. ``--seed`` is the draw of ``random`` (default 0). User errors end with exit code 2 and one line ``error: PATH[:LINE]: ...``.
 """
 from __future__ import annotations
 

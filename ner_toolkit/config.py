@@ -120,6 +120,7 @@ class TrainingConfig:
     batch_size: int = _f(32, "sentences per batch (ignored when batch_tokens is set)", size(MAX_COUNT))
     batch_tokens: Optional[int] = _f(None, "subwords per batch (padding included), length-bucketed; null = use batch_size", size(MAX_COUNT))
     accumulate: int = _f(1, "batches whose gradients are summed into one optimizer step", size(MAX_COUNT))
+    micro_batch_subwords: Optional[int] = _f(None, "a training batch with more padded subwords than this runs as micro-batches one after another, their gradients summed into the same step (the same update up to float rounding): the largest forward pass, and so peak memory, stays bounded by this whatever the longest sentence of the corpus; null = never split", size(MAX_COUNT, 16))
     pad_to_multiple: Optional[int] = _f(None, "training batches padded to a multiple of this many words and subwords: few distinct shapes keep the memory allocator from fragmenting; null = 16 for a training set of more than 1000 sentences in bf16/fp16, else 1 (pad to the longest: fp32 does not fragment that way, and a small set keeps its earlier results bit for bit)", size(512))
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", "fp32 | bf16 (CPU or GPU autocast) | fp16 (CUDA, loss scaling); the CRF stays fp32")
     eval_batch_size: int = _f(64, "sentences per batch when scoring dev/test", size(MAX_COUNT))

@@ -223,6 +223,19 @@ def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, r
         yield [items[i] for i in batch]
 
 
+def micro_batches(records: Sequence[Encoded], collate: "Collator",
+                  max_subwords: Optional[int]) -> list[tuple[Batch, int]]:
+    """``records`` collated as one ``Batch``, or, when its padded subwords (W * S) exceed ``max_subwords``,
+    as consecutive halves (recursively) that each fit or hold one sentence; with each part's sentence
+    count. A batch of 32 sentences holding a corpus's one 113-word sentence is padded to 32 x 128 words:
+    run whole, that one batch sets the epoch's peak memory. Parts stay in input (length-sorted) order."""
+    batch = collate(records)
+    if max_subwords is None or len(records) == 1 or batch.input_ids.numel() <= max_subwords:
+        return [(batch, len(records))]
+    half = len(records) // 2
+    return micro_batches(records[:half], collate, max_subwords) + micro_batches(records[half:], collate, max_subwords)
+
+
 def make_collator(tokenizer: Any, limit: int, cfg: "EncoderConfig",
                   pad_multiple: int = 1) -> tuple[SubwordAligner, Collator]:
     """The aligner and collator for an encoder whose windows hold at most ``limit`` subwords (its

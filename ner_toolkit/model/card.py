@@ -123,7 +123,7 @@ def _settings(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("training.warmup", training.get("warmup")), ("training.patience", training.get("patience")),
         ("training.precision", training.get("precision")), ("training.seed", training.get("seed")),
     ]
-    for key in ("batch_tokens", "ema"):
+    for key in ("batch_tokens", "micro_batch_subwords", "ema"):
         if training.get(key):
             rows.append((f"training.{key}", training[key]))
     if training.get("accumulate", 1) != 1:

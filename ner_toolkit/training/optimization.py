@@ -90,18 +90,21 @@ class Optimization:
             with self.average.swapped():
                 yield
 
-    def backward(self, batch: Optional[Batch], share: float = 1.0) -> Optional[torch.Tensor]:
+    def backward(self, batch: Optional[Batch], share: float = 1.0, last: bool = True) -> Optional[torch.Tensor]:
         """Forward + backward of one batch (a step when ``accumulate`` batches are in); the detached loss.
 
-        ``share``: this process's fraction of the global batch under data parallelism (its loss weight, so
-        that the gradients summed over ranks are those of the whole batch's mean loss); ``batch`` None:
-        this rank's share of a small batch is empty, it only takes part in the step.
+        ``share``: this call's fraction of the global batch, under data parallelism and for micro-batches
+        (its loss weight, so that the summed gradients are those of the whole batch's mean loss); ``batch``
+        None: this rank's share of a small batch is empty, it only takes part in the step. ``last`` False:
+        a micro-batch with more of the same batch to come, so it does not count towards ``accumulate``.
         """
         loss = None
         if batch is not None:
             with autocast(self.device, self.tc.precision):
                 loss = self.tagger.loss(batch)
             self.scaler.scale(loss * share / self.tc.accumulate).backward()
+        if not last:
+            return None if loss is None else loss.detach()
         self.pending += 1
         if self.pending >= self.tc.accumulate:
             self.step()

@@ -17,7 +17,8 @@ import torch
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..paths import same_file
-from ..data.batching import Collator, Encoded, batch_indices, bucketed_batches, encode_sentences, make_collator
+from ..data.batching import (Collator, Encoded, batch_indices, bucketed_batches, encode_sentences, make_collator,
+                             micro_batches)
 from ..data.store import trim_heap
 from ..devices import resolve_device
 from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
@@ -71,9 +72,12 @@ def run_epoch(items: Sequence[Encoded], collator: Collator, optimization: Optimi
         if index < position.batches_done:
             continue
         local = dist.shard(chunk)  # data parallel: this rank's part of the global batch
-        loss = optimization.backward(collator(local).to(device) if local else None, len(local) / len(chunk))
-        if loss is not None:
-            total = total + loss.double() * len(local)
+        parts = micro_batches(local, collator, tc.micro_batch_subwords) if local else [(None, 0)]
+        for k, (part, count) in enumerate(parts):  # one optimizer step for the batch, however it is split
+            loss = optimization.backward(part.to(device) if part is not None else None, count / len(chunk),
+                                         last=k == len(parts) - 1)
+            if loss is not None:
+                total = total + loss.double() * count
         if bar is not None:
             bar.update(len(chunk))
         if optimization.pending == 0:

@@ -12,7 +12,7 @@ import torch
 from . import distributed
 from .calibration import read_temperature
 from .config import EncoderConfig
-from .data.batching import Batch, Encoded, bucketed_batches, encode_sentences, make_collator
+from .data.batching import Batch, Encoded, bucketed_batches, encode_sentences, make_collator, micro_batches
 from .data.schemes import segment_continues
 from .data.text import TOKENIZERS, detect_tokenizer
 from .data.vocab import CharVocab, Vocab
@@ -34,7 +34,11 @@ class Predictor(Tagging):
 
     def __init__(self, tagger: Tagger, tokenizer: Any, vocab: Optional[Vocab], labels: LabelInfo,
                  encoder_cfg: EncoderConfig, device: torch.device, batch_size: int = 64, token_column: int = 0,
-                 precision: str = "fp32", chars: Optional[CharVocab] = None, word_tokenizer: str = "auto") -> None:
+                 precision: str = "fp32", chars: Optional[CharVocab] = None, word_tokenizer: str = "auto",
+                 max_subwords: Optional[int] = None) -> None:
+        """``max_subwords``: a batch of more padded subwords runs as smaller ones (``training.
+        micro_batch_subwords`` for dev/test scoring and calibration): the tags are the same, the peak
+        memory bounded."""
         check_precision(precision, device, "--precision")
         if word_tokenizer != "auto" and word_tokenizer not in TOKENIZERS:
             raise ValueError(f"unknown word tokenizer {word_tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
@@ -45,7 +49,7 @@ class Predictor(Tagging):
         self.tagger, self.vocab, self.labels = tagger, vocab, labels
         self.precision = precision
         self.token_column = token_column  # where prediction inputs hold their tokens (as in training)
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.max_subwords = device, batch_size, max_subwords
         self.aligner, self.collator = make_collator(tokenizer, max_positions(tagger.encoder.model), encoder_cfg)
         self.context = encoder_cfg.context
         self.continues = torch.tensor(segment_continues(labels.labels, labels.tag_scheme), dtype=torch.bool,
@@ -100,12 +104,16 @@ class Predictor(Tagging):
             self.tagger.eval()
         try:
             with torch.inference_mode():
-                for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
-                    batch = self.collator(items).to(self.device)
-                    yield from zip(items, self._batch(batch, items, nbest, scores))
+                for items, batch in self._batches(encoded):
+                    yield from zip(items, self._batch(batch.to(self.device), items, nbest, scores))
         finally:
             if was_training:
                 self.tagger.train()
+
+    def _batches(self, encoded: Sequence[Encoded]) -> Iterator[tuple[Sequence[Encoded], Batch]]:
+        """Length-sorted batches of ``batch_size`` sentences, each split to ``max_subwords``; on the host."""
+        for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
+            yield from micro_batches(items, self.collator, self.max_subwords)
 
     def emission_batches(self, sentences: Sequence[Sequence[str]], documents: Optional[Sequence[int]] = None
                          ) -> Iterator[tuple[list[int], Batch, torch.Tensor]]:
@@ -119,8 +127,8 @@ class Predictor(Tagging):
         self.tagger.eval()
         try:
             with torch.inference_mode():
-                for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
-                    batch = self.collator(items).to(self.device)
+                for items, batch in self._batches(encoded):
+                    batch = batch.to(self.device)
                     with autocast(self.device, self.precision):
                         emissions = self.tagger.crf_scores(batch)
                     yield [keep[item.index] for item in items], batch, emissions.float()

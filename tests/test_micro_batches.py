@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ner_toolkit.config import load_config
 from ner_toolkit.data.batching import Collator, Encoded, micro_batches
+from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.training.optimization import Optimization
 from ner_toolkit.training.trainer import prepare, run_epoch
 
@@ -27,14 +28,14 @@ def test_parts_keep_every_sentence_in_order_and_fit_the_cap(sentences, cap):
     records = _records(sentences)
     collate = Collator(cls_id=2, sep_id=3, pad_id=0, max_length=64, stride=16, pooling="first")
     parts = micro_batches(records, collate, cap)
-    assert [i for batch, _ in parts for i in batch.indices] == [r.index for r in records]
-    assert [count for _, count in parts] == [len(batch.indices) for batch, _ in parts]
-    for batch, count in parts:
-        assert batch.input_ids.numel() <= cap or count == 1  # one sentence over the cap still runs, whole
+    assert [r.index for part, _ in parts for r in part] == [r.index for r in records]  # each once, in order
+    for part, batch in parts:
+        assert batch.indices == [r.index for r in part]
+        assert batch.input_ids.numel() <= cap or len(part) == 1  # one sentence over the cap still runs, whole
     whole = collate(records)
     if whole.input_ids.numel() <= cap:
         assert len(parts) == 1
-    assert micro_batches(records, collate, None)[0][1] == len(records)  # null: never split
+    assert len(micro_batches(records, collate, None)) == 1  # null: never split
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,24 @@ def test_cap_below_16_is_a_config_error(small_train, tmp_path):
     config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
     with pytest.raises(UserError, match="micro_batch_subwords"):
         load_config(config, ("training.micro_batch_subwords=8",))
+
+
+def test_scoring_in_micro_batches_gives_the_same_tags_and_scores(small_train, sample_data, tmp_path):
+    """Dev/test scoring and calibration read the cap too: smaller batches, the same predictions."""
+    config = tmp_path / "c.yaml"
+    config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
+    setup = prepare(load_config(config, (f"output_dir={tmp_path / 'run'}", "training.micro_batch_subwords=64")))
+    predictor = setup.predictor
+    assert predictor.max_subwords == 64
+    sentences = [s.tokens for s in read_sentences(sample_data.test)][:48]
+    seen = []
+    decode = predictor._batch
+    predictor._batch = lambda batch, items, *rest: seen.append((batch.input_ids.numel(), len(items))) or \
+        decode(batch, items, *rest)
+    split = predictor.predict_detailed(sentences, scores=True)
+    assert len(seen) > 2 and all(size <= 64 or count == 1 for size, count in seen)  # it did split
+    predictor.max_subwords = None
+    whole = predictor.predict_detailed(sentences, scores=True)
+    assert [p.tags for p in split] == [p.tags for p in whole]
+    for a, b in zip(split, whole):
+        assert a.token_confidence == pytest.approx(b.token_confidence, abs=1e-5)

@@ -224,14 +224,14 @@ def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, r
 
 
 def micro_batches(records: Sequence[Encoded], collate: "Collator",
-                  max_subwords: Optional[int]) -> list[tuple[Batch, int]]:
+                  max_subwords: Optional[int]) -> list[tuple[Sequence[Encoded], Batch]]:
     """``records`` collated as one ``Batch``, or, when its padded subwords (W * S) exceed ``max_subwords``,
-    as consecutive halves (recursively) that each fit or hold one sentence; with each part's sentence
-    count. A batch of 32 sentences holding a corpus's one 113-word sentence is padded to 32 x 128 words:
-    run whole, that one batch sets the epoch's peak memory. Parts stay in input (length-sorted) order."""
+    as consecutive halves (recursively) that each fit or hold one sentence; each part with its records.
+    A batch of 32 sentences holding a corpus's one 113-word sentence is padded to 32 x 128 words: run
+    whole, that one batch sets the epoch's peak memory. Parts stay in input (length-sorted) order."""
     batch = collate(records)
     if max_subwords is None or len(records) == 1 or batch.input_ids.numel() <= max_subwords:
-        return [(batch, len(records))]
+        return [(records, batch)]
     half = len(records) // 2
     return micro_batches(records[:half], collate, max_subwords) + micro_batches(records[half:], collate, max_subwords)
 

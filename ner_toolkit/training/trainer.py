@@ -72,12 +72,12 @@ def run_epoch(items: Sequence[Encoded], collator: Collator, optimization: Optimi
         if index < position.batches_done:
             continue
         local = dist.shard(chunk)  # data parallel: this rank's part of the global batch
-        parts = micro_batches(local, collator, tc.micro_batch_subwords) if local else [(None, 0)]
-        for k, (part, count) in enumerate(parts):  # one optimizer step for the batch, however it is split
-            loss = optimization.backward(part.to(device) if part is not None else None, count / len(chunk),
+        parts = micro_batches(local, collator, tc.micro_batch_subwords) if local else [([], None)]
+        for k, (records, part) in enumerate(parts):  # one optimizer step for the batch, however it is split
+            loss = optimization.backward(part.to(device) if part is not None else None, len(records) / len(chunk),
                                          last=k == len(parts) - 1)
             if loss is not None:
-                total = total + loss.double() * count
+                total = total + loss.double() * len(records)
         if bar is not None:
             bar.update(len(chunk))
         if optimization.pending == 0:
@@ -191,7 +191,8 @@ def prepare(config: Config) -> Setup:
         del train_tags, partial  # copied into the store
         trim_heap()
     predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
-                          config.data.token_column, tc.precision, chars, config.data.word_tokenizer)
+                          config.data.token_column, tc.precision, chars, config.data.word_tokenizer,
+                          tc.micro_batch_subwords)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
                  chars)
 

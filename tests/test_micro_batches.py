@@ -44,7 +44,8 @@ def small_train(sample_data, tmp_path_factory):
 
 
 def _epoch(small_train, tmp_path, cap):
-    """One epoch without dropout; (final parameters, optimizer steps, micro-batches that were not last)."""
+    """One epoch without dropout: (final parameters, optimizer steps, micro-batches that were not last,
+    mean loss)."""
     config = tmp_path / f"c{cap}.yaml"
     config.write_text(tiny_config_text(small_train, epochs=1), encoding="utf-8")
     setup = prepare(load_config(config, (f"output_dir={tmp_path / f'run{cap}'}", "model.dropout=0.0",

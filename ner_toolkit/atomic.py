@@ -16,17 +16,18 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import shutil
 import stat
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 from ner_toolkit.errors import PathLike, UserError
+from ner_toolkit.interrupts import uninterruptible
 
-__all__ = ["atomic_write", "atomic_directory", "guarded_stdout", "WriteFault", "write_fault", "is_stream"]
+__all__ = ["atomic_write", "atomic_directory", "guarded_stdout", "WriteFault", "write_fault", "is_stream", "sibling"]
 
 _MODES = {"w", "wt", "wb"}
 # The faults of a write that the user can fix (and that say nothing about a bug in the toolkit).
@@ -173,20 +174,14 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
         yield from _write_through(target, mode, encoding)
         return
     directory = target.parent
+    # The name is chosen, and its removal armed, before the file exists: a Ctrl-C or SIGTERM landing
+    # right after the file is created (as mkstemp() returns, say) must not leave it behind.
+    tmp = sibling(target, "tmp")
+    handle: Optional[_Recording] = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp", dir=directory)
-    except OSError as e:
-        raise UserError(f"cannot write: {_reason(directory, e)}; choose a writable path", path) from None
-    tmp = Path(tmp_name)
-    try:
-        handle = _Recording(os.fdopen(fd, mode, encoding=None if "b" in mode else encoding))
-    except BaseException:
-        os.close(fd)
-        _unlink_quietly(tmp)
-        raise
-    try:
+        handle = _Recording(_open_new(tmp, mode, encoding, path))
         with handle:
-            # mkstemp creates the file 0600; a normal open() would honour the umask.
+            # The file is created 0600; a normal open() would honour the umask.
             os.chmod(tmp, _file_mode(target))
             yield handle  # type: ignore[misc]
             if not handle.closed:
@@ -194,6 +189,8 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException as exc:
+        if isinstance(exc, _NotCreated):
+            raise  # nothing of ours to remove (the name, if taken, is someone else's)
         # BaseException too: a Ctrl-C or SIGTERM must not leave a stray temporary file behind.
         _unlink_quietly(tmp)
         _raise_as_fault(exc, handle, path)
@@ -227,36 +224,75 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=parent))
     except OSError as e:
         raise UserError(f"cannot write: {_reason(parent, e)}; choose a writable path", path) from None
+    tmp = sibling(target, "tmp")  # named before it exists, as in atomic_write
     try:
-        # mkdtemp creates the directory 0700; a normal mkdir() would honour the umask.
-        os.chmod(tmp, 0o777 & ~_umask())
+        _try_create(lambda: os.mkdir(tmp, 0o777), path)  # mkdir honours the umask, as a user's would
         yield tmp
         _swap_in(tmp, target)
     except BaseException as exc:
+        if isinstance(exc, _NotCreated):
+            raise  # nothing of ours to remove
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_as_fault(exc, None, path)
         raise
     _fsync_directory(parent)
 
 
+@uninterruptible
 def _swap_in(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``, moving an existing ``target`` aside first and deleting it last."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old", dir=target.parent))
-    # mkdtemp reserved a unique name; the rename below needs it free again.
-    old.rmdir()
-    os.rename(target, old)
+    """Rename ``new`` onto ``target``, moving an existing ``target`` aside first and deleting it last.
+    An interrupt waits for the swap (the CLI's handlers); under another's it still leaves either the old
+    or the new directory at ``target`` and nothing aside."""
+    old = sibling(target, "old")
     try:
+        if target.exists():
+            os.rename(target, old)
         os.rename(new, target)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        os.rename(old, target)  # put the previous directory back before reporting
+        if os.path.lexists(old):
+            if os.path.lexists(target):
+                shutil.rmtree(old, ignore_errors=True)  # the new one is in place: finish the clean-up
+            else:
+                os.rename(old, target)  # put the previous directory back before reporting
         raise
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def sibling(target: Path, tag: str) -> Path:
+    """A fresh name beside ``target`` for a temporary file or directory: ``.NAME.TAG`` + 16 hex digits.
+
+    With 64 random bits the name can be picked, and its clean-up armed, before anything is created; a
+    clean-up that runs before creation removes nothing, and never another writer's file.
+    """
+    return target.parent / f".{target.name}.{tag}{secrets.token_hex(8)}"
+
+
+class _NotCreated(UserError):
+    """The temporary file or directory could not be created: there is nothing of ours to remove."""
+
+
+def _try_create(create: Callable[[], Any], path: PathLike) -> Any:
+    """``create()``, its OSError (no such directory, not writable, ...) as a user error naming ``path``."""
+    try:
+        return create()
+    except OSError as e:
+        raise _NotCreated(f"cannot write: {_reason(Path(path).parent, e)}; choose a writable path", path) from None
+
+
+def _open_new(tmp: Path, mode: str, encoding: Optional[str], path: PathLike) -> IO:
+    """Create ``tmp`` and open it in ``mode``; its own function so that atomic_write's one ``try``
+    covers everything from the moment the name is chosen."""
+    fd = _try_create(lambda: _create_file(tmp), path)
+    # On failure io.open closes the descriptor it was given; closing it here too could close another's.
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else encoding)
+
+
+def _create_file(path: Path) -> int:
+    """Create ``path`` (0600) for writing; raises FileExistsError rather than open someone else's file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    return os.open(path, flags, 0o600)
 
 
 def _reason(directory: Path, error: OSError) -> str:

@@ -14,10 +14,12 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
+
+from .atomic import sibling
+from .interrupts import uninterruptible
 
 SOURCE = Path(__file__).resolve().parent / "model" / "crf" / "viterbi_native.c"
 _FLAG_SETS = (["-O3", "-march=native"], ["-O3"])  # -march=native is not known to every compiler
@@ -43,15 +45,16 @@ def _cache_dir() -> Path:
     return Path(base) / "ner_toolkit"
 
 
+@uninterruptible
 def _compile(compiler: str, flags: list, target: Path) -> Optional[str]:
     """Build ``SOURCE`` into ``target`` atomically (concurrent builders each write a temporary file and
-    rename it); the compiler's message on failure."""
-    tmp = None
+    rename it); the compiler's message on failure. A SIGTERM waits for the build (a second or so): one
+    landing inside subprocess.run() as the compiler starts would leave it running to write its output
+    after the clean-up (Ctrl-C reaches the compiler too, which ends it at once)."""
+    tmp = sibling(target, "tmp")  # named before the compiler creates it, so that an interrupt removes it too
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(fd)
-        proc = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-pthread", str(SOURCE), "-o", tmp],
+        proc = subprocess.run([compiler, *flags, "-shared", "-fPIC", "-pthread", str(SOURCE), "-o", str(tmp)],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             lines = (proc.stderr + proc.stdout).strip().splitlines() or [f"{compiler} exited with {proc.returncode}"]
@@ -61,8 +64,10 @@ def _compile(compiler: str, flags: list, target: Path) -> Optional[str]:
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass  # never made (the cache directory could not be), or already renamed into place
 
 
 def load(fallback: str) -> Optional[ctypes.CDLL]:

@@ -101,7 +101,7 @@ def test_permission_denied_is_a_user_error_even_for_root(tmp_path: Path, monkeyp
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("tempfile.mkstemp", denied)
+    monkeypatch.setattr("ner_toolkit.atomic._create_file", denied)
     with pytest.raises(UserError) as info:
         with atomic_write(tmp_path / "out.txt"):
             pass

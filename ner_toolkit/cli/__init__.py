@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import warnings
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from ..errors import UserError
+from ..interrupts import Terminated
+from ..interrupts import install as install_interrupt_handlers
 
 
 
@@ -34,7 +35,7 @@ def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
 
 def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    previous = _terminate_as_exception()
+    restore_handlers = install_interrupt_handlers()
     from ..atomic import guarded_stdout
 
     try:
@@ -45,12 +46,8 @@ def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> i
     except UserError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _interrupted(exc)
     except BrokenPipeError:
         # `predict.py ... | head`: the reader has gone; end quietly, as `yes | head` does.
         _silence_stdout()
@@ -60,29 +57,32 @@ def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> i
 
         reason = write_fault(exc)
         if reason is None:
-            raise
+            return _interrupted_behind(exc)
         # A fault on a path no atomic write owns (a directory that cannot be created): still the
         # user's to fix, still one line.
         print(str(UserError(f"cannot write: {reason}", exc.filename)), file=sys.stderr)
         return 2
+    except Exception as exc:
+        return _interrupted_behind(exc)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore_handlers()
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the process is, so that every pending ``finally`` (temporary files of the
-    write in progress, the output directory's lock) runs before the process exits with 143."""
+def _interrupted(exc: BaseException) -> int:
+    print("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", file=sys.stderr)
+    return 130 if isinstance(exc, KeyboardInterrupt) else 143
 
 
-def _terminate_as_exception() -> Any:
-    if threading.current_thread() is not threading.main_thread():
-        return None  # signal handlers belong to the main thread
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, handler)
+def _interrupted_behind(exc: Exception) -> int:
+    """A Ctrl-C or SIGTERM that code on its way out turned into another error (a native library's
+    "unexpected pos", a clean-up's EBADF) still ends as the interrupt it was; anything else is a bug
+    and is re-raised with its traceback."""
+    seen, cause = 0, exc.__cause__ or exc.__context__
+    while cause is not None and seen < 8:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            return _interrupted(cause)
+        seen, cause = seen + 1, cause.__cause__ or cause.__context__
+    raise exc
 
 
 def _silence_stdout() -> None:

@@ -10,6 +10,7 @@ import random
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write
 from .schemes import detect_scheme, to_spans
 
 __all__ = ["hide_spans"]
@@ -44,5 +45,6 @@ def hide_spans(src: Path, dst: Path, fraction: float, seed: int, replacement: st
                 hidden += 1
                 for i in block[start:end]:
                     lines[i] = " ".join(lines[i].split()[:-1] + [replacement])
-    Path(dst).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_write(dst) as fh:  # a benchmark killed mid-write leaves no half a training file
+        fh.write("\n".join(lines) + "\n")
     return hidden, total

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..atomic import sibling
 from ..errors import UserError, warn
+from ..interrupts import uninterruptible
 
 LOCK_NAME = ".lock"
 
@@ -46,8 +48,10 @@ def _missing(directory: Path) -> list[Path]:
     return out
 
 
+@uninterruptible
 def acquire(directory: Path) -> Path:
-    """Take ``directory/.lock`` for this process; raises UserError while another live run holds it."""
+    """Take ``directory/.lock`` for this process; raises UserError while another live run holds it.
+    An interrupt waits for it (it makes directories and files that the caller's clean-up must find)."""
     if directory.exists() and not directory.is_dir():
         raise UserError("the output directory is a file; choose another --output-dir", directory)
     path = directory / LOCK_NAME
@@ -59,7 +63,7 @@ def acquire(directory: Path) -> Path:
     host = socket.gethostname()
     for _ in range(3):  # a stale lock removed between our attempts: try again
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _create_with(path, f"{os.getpid()} {host}\n")
         except FileExistsError:
             pid, holder_host = _holder(path)
             if pid is not None and (holder_host not in ("", host) or _alive(pid)):
@@ -69,14 +73,36 @@ def acquire(directory: Path) -> Path:
             warn(f"taking over a stale lock (pid {pid} is no longer running)", path)
             path.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()} {host}\n")
         return path
     raise UserError("could not take the lock; another run keeps recreating it", path)
 
 
+def _create_with(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, or raise FileExistsError. The text is written to a temporary
+    file first and hard-linked into place, so that the lock never exists empty: one interrupted
+    between its creation and its first write would name no process, and no run could tell it is
+    ours to remove. File systems without hard links fall back to O_EXCL and a write."""
+    tmp = sibling(path, "tmp")  # named before it exists, so that an interrupt anywhere removes it
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def release(path: Path) -> None:
-    pid, _ = _holder(path)
+    try:
+        pid, _ = _holder(path)
+    except OSError:
+        return  # no lock of ours can be there (its directory is a file, or it cannot be read)
     if pid == os.getpid():  # never remove a lock another run took over
         path.unlink(missing_ok=True)
 
@@ -90,13 +116,24 @@ def run_lock(directory: Path, enabled: bool = True) -> Iterator[None]:
         yield
         return
     created = _missing(directory)
-    path = acquire(directory)
+    path = directory / LOCK_NAME
     try:
+        # Inside the try: a lock taken just before an interrupt is released too (release() removes
+        # only a lock naming this process).
+        acquire(directory)
         yield
     finally:
-        release(path)
-        for d in created:
-            try:
-                d.rmdir()  # only succeeds when empty
-            except OSError:
-                break
+        _clean_up(path, created)
+
+
+@uninterruptible
+def _clean_up(path: Path, created: list[Path]) -> None:
+    """Release the lock and remove the directories made for it while still empty; an interrupt waits."""
+    release(path)
+    for d in created:
+        try:
+            d.rmdir()  # only succeeds when empty
+        except FileNotFoundError:
+            continue  # an interrupt came before mkdir() got this deep
+        except OSError:
+            break

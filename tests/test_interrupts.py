@@ -12,6 +12,7 @@ each.
 from __future__ import annotations
 
 import dis
+import gc
 import os
 import signal
 import sys
@@ -33,10 +34,9 @@ def cli_handlers():
     restore()
 
 
-# After these instructions CPython 3.11 checks for pending signals (ceval's CHECK_EVAL_BREAKER); so it
-# does at a frame's RESUME.
+# After these instructions CPython 3.11 checks for pending signals (ceval's CHECK_EVAL_BREAKER); so it does
+# at a frame's RESUME, its start or its resumption after a yield, which the tracer sees as a "call" event.
 _CHECKED_AFTER = {dis.opmap[name] for name in ("CALL", "CALL_FUNCTION_EX", "JUMP_BACKWARD") if name in dis.opmap}
-_RESUME = dis.opmap.get("RESUME")
 
 
 class _InterruptAt:
@@ -50,20 +50,24 @@ class _InterruptAt:
         self.last: dict = {}  # frame -> the opcode it last executed
 
     def __call__(self, frame, event: str, arg):
+        if self.fired:
+            return None
         if event == "call":
             frame.f_trace_opcodes = True
-        elif event == "opcode" and not self.fired:
-            op = frame.f_code.co_code[frame.f_lasti]
-            if op == _RESUME or self.last.get(frame) in _CHECKED_AFTER:
-                self.seen += 1
-                if self.seen == self.at:
-                    self.fired = True
-                    sys.settrace(None)
-                    self.last.clear()
-                    signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)  # raises, or holds it for later
-                    return self
-            self.last[frame] = op
+            self._check_point(frame)
+        elif event == "opcode":
+            if self.last.get(frame) in _CHECKED_AFTER:
+                self._check_point(frame)
+            self.last[frame] = frame.f_code.co_code[frame.f_lasti]
         return self
+
+    def _check_point(self, frame) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            self.fired = True
+            sys.settrace(None)
+            self.last.clear()
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)  # raises, or holds it for later
 
 
 def interrupted_everywhere(action: Callable[[], None], limit: int = 20000) -> Iterator[tuple[int, bool]]:
@@ -74,6 +78,9 @@ def interrupted_everywhere(action: Callable[[], None], limit: int = 20000) -> It
         assert at <= limit, f"the operation passed more than {limit} check points"
         tracer = _InterruptAt(at)
         interrupted = False
+        # No collections during a replay: Python code run by a collection's callbacks (hypothesis installs
+        # one) would take the interrupt and have it swallowed as unraisable, which says nothing of ours.
+        gc.disable()
         sys.settrace(tracer)
         try:
             action()
@@ -81,6 +88,7 @@ def interrupted_everywhere(action: Callable[[], None], limit: int = 20000) -> It
             interrupted = True
         finally:
             sys.settrace(None)
+            gc.enable()
         assert interrupted == tracer.fired, f"the interrupt at check point {at} was lost"
         yield at, tracer.fired
         if not tracer.fired:

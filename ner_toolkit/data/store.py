@@ -248,22 +248,3 @@ def widths(items: Sequence[Encoded]) -> Sequence[int]:
     if isinstance(items, EncodedStore):
         return items.widths()
     return [x.num_pieces + len(x.left) + len(x.right) + 2 for x in items]
-
-
-def trim_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere). Building
-    a corpus-sized store frees many intermediate buffers in the middle of the heap; their pages would
-    stay resident under everything that follows (about 25 MB at 140,410 sentences)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None

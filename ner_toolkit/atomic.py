@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Optional
 
-from ner_toolkit.errors import PathLike, UserError
+from ner_toolkit.errors import PathLike, UserError, causes
 from ner_toolkit.interrupts import uninterruptible
 
 __all__ = ["atomic_write", "atomic_directory", "guarded_stdout", "WriteFault", "write_fault", "is_stream", "sibling"]
@@ -50,9 +50,7 @@ class WriteFault(UserError):
 
 def write_fault(exc: BaseException) -> Optional[str]:
     """The user-facing reason when ``exc`` (or what caused it) is a resource fault of a write, else None."""
-    seen = 0
-    current: Optional[BaseException] = exc
-    while current is not None and seen < 8:
+    for current in causes(exc):
         if isinstance(current, WriteFault):
             return current.reason
         if isinstance(current, OSError) and current.errno in FAULTS:
@@ -60,8 +58,6 @@ def write_fault(exc: BaseException) -> Optional[str]:
         match = _OS_ERROR.search(str(current))
         if match and int(match.group(1) or match.group(2)) in FAULTS:
             return FAULTS[int(match.group(1) or match.group(2))]
-        current = current.__cause__ or current.__context__
-        seen += 1
     return None
 
 

@@ -7,7 +7,7 @@ Anything else is a bug and keeps its traceback (exit 1).
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -38,3 +38,14 @@ def warn(message: str, path: Optional[PathLike] = None, line: Optional[int] = No
     if path is not None:
         where = f"{os.fspath(path)}:{line}: " if line is not None else f"{os.fspath(path)}: "
     print("warning: " + " ".join(f"{where}{message}".splitlines()), file=sys.stderr)
+
+
+def causes(exc: BaseException, limit: int = 8) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or while handling (``__cause__``, else ``__context__``), at
+    most ``limit`` deep: where a library's error hides the fault or the interrupt behind it."""
+    current: Optional[BaseException] = exc
+    for _ in range(limit):
+        if current is None:
+            return
+        yield current
+        current = current.__cause__ or current.__context__

@@ -4,8 +4,7 @@ CPython runs a signal handler in the main thread at its next check point (a call
 which can fall between any two steps of a commit (move the old model aside, move the new one in,
 delete the old) or of a clean-up (release the lock, remove the directories made for it). A function
 marked ``@uninterruptible`` holds an interrupt that lands inside it and raises it as it returns. As in
-Trio, the handler decides by the frames it interrupted, innermost marked frame first; everything else
-is interrupted where it is. Only the handlers ``install()`` sets (the CLI's) hold interrupts back; a
+Trio, the handler decides by the frames it interrupted; everything else is interrupted where it is. Only the handlers ``install()`` sets (the CLI's) hold interrupts back; a
 library caller keeps Python's own.
 """
 from __future__ import annotations
@@ -27,15 +26,15 @@ class Terminated(BaseException):
     write in progress, the output directory's lock) runs before the process exits with 143."""
 
 
-_MARKED: dict = {}  # code object -> True (hold interrupts) / False (deliver at once)
+_HOLDING: set = set()  # code objects whose frames hold interrupts back (the wrapper's)
 _pending: Optional[int] = None  # the signal held back, raised when the marked function returns
 
 
 def _held(frame: Optional[FrameType]) -> bool:
+    """Whether ``frame`` runs inside an uninterruptible function (its own or a caller's frame is one)."""
     while frame is not None:
-        mark = _MARKED.get(frame.f_code)
-        if mark is not None:
-            return mark
+        if frame.f_code in _HOLDING:
+            return True
         frame = frame.f_back
     return False
 
@@ -76,7 +75,7 @@ def uninterruptible(fn: F) -> F:
 
 
 # Every wrapper shares one code object: marking it marks them all.
-_MARKED[uninterruptible(lambda: None).__code__] = True
+_HOLDING.add(uninterruptible(lambda: None).__code__)
 
 
 def install() -> Callable[[], None]:

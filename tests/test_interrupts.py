@@ -218,7 +218,8 @@ def test_an_interrupt_that_a_library_turned_into_another_error_still_ends_as_the
                                                                                             word):
     from ner_toolkit.cli import _guard
 
-    # torch.save's native writer and shutil.rmtree's clean-up both do this (RuntimeError, EBADF).
+    # An error raised while the interrupt unwinds: a clean-up that fails (shutil.rmtree closing a descriptor
+    # twice: EBADF), or a library that wraps what interrupted it.
     for outer in (RuntimeError("PytorchStreamWriter failed writing file: unexpected pos"),
                   OSError(9, "Bad file descriptor")):
         assert _guard(_raises_from(inner, outer), []) == code

@@ -14,7 +14,7 @@ import threading
 import warnings
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from ..errors import UserError
+from ..errors import UserError, causes
 from ..interrupts import Terminated
 from ..interrupts import install as install_interrupt_handlers
 
@@ -74,14 +74,11 @@ def _interrupted(exc: BaseException) -> int:
 
 
 def _interrupted_behind(exc: Exception) -> int:
-    """A Ctrl-C or SIGTERM that code on its way out turned into another error (a native library's
-    "unexpected pos", a clean-up's EBADF) still ends as the interrupt it was; anything else is a bug
-    and is re-raised with its traceback."""
-    seen, cause = 0, exc.__cause__ or exc.__context__
-    while cause is not None and seen < 8:
+    """A Ctrl-C or SIGTERM that code on its way out turned into another error (a clean-up's EBADF) still
+    ends as the interrupt it was; anything else is a bug and is re-raised with its traceback."""
+    for cause in causes(exc):
         if isinstance(cause, (KeyboardInterrupt, Terminated)):
             return _interrupted(cause)
-        seen, cause = seen + 1, cause.__cause__ or cause.__context__
     raise exc
 
 

@@ -263,7 +263,7 @@ def test_predictions_do_not_depend_on_batch_size(predictor, sample_data):
 def test_subword_ids_from_the_backend_equal_the_tokenizer_call() -> None:
     """SubwordAligner asks the fast tokenizer's Rust backend directly: the same ids as the transformers
     call it replaces, for plain, accented, CJK, punctuation, digit and control-character words."""
-    from ner_toolkit.data.windows import _word_ids
+    from ner_toolkit.data.windows import plain_backend, word_ids
     from ner_toolkit.model.encoder import load_tokenizer
 
     tokenizer = load_tokenizer(TOKENIZER)
@@ -271,7 +271,9 @@ def test_subword_ids_from_the_backend_equal_the_tokenizer_call() -> None:
              "\u200b", "\x07", "x" * 300, "ﬁ", "Ǆ", "🙂"]
     assert tokenizer.is_fast
     want = tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
-    assert _word_ids(tokenizer, words) == [list(ids) for ids in want]
+    backend = plain_backend(tokenizer)
+    assert backend is not None
+    assert word_ids(tokenizer, backend, words) == [list(ids) for ids in want]
 
 
 @pytest.mark.parametrize("multiple", [8, 16])

@@ -22,6 +22,7 @@ class SubwordAligner:
                  cache_size: int = 500_000) -> None:
         """``unk_id``: the id of a word with no subword (default: the tokenizer's unknown token, else 0)."""
         self.tokenizer = tokenizer
+        self.backend = plain_backend(tokenizer)
         self.max_pieces = max_pieces_per_word
         if unk_id is None:
             unk_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
@@ -37,17 +38,40 @@ class SubwordAligner:
                 self.cache.clear()  # bounded memory on endless prediction streams
             # One word per "sentence" with is_split_into_words: each word is tokenized as it would be
             # inside a sentence (prefix space), and the result does not depend on its neighbours.
-            ids = _word_ids(self.tokenizer, new)
-            for word, word_ids in zip(new, ids):
-                self.cache[word] = list(word_ids[: self.max_pieces]) or [self.unk]
+            ids = word_ids(self.tokenizer, self.backend, new)
+            for word, ids_of_word in zip(new, ids):
+                self.cache[word] = list(ids_of_word[: self.max_pieces]) or [self.unk]
         return [[self.cache[w] for w in s] for s in sentences]
 
 
-def _word_ids(tokenizer: Any, words: list[str]) -> list[list[int]]:
-    """Subword ids of each word, tokenised as one pre-split word (``is_split_into_words``). A fast
-    tokenizer's Rust backend is called directly: the transformers wrapper turns every result into a
-    Python dict first, which costs more than the tokenisation (0.46 of 0.8 s on CoNLL-2003's 23k words)."""
+def plain_backend(tokenizer: Any) -> Any:
+    """The Rust ``tokenizers.Tokenizer`` of a fast tokenizer, as a private copy that encodes one word as the
+    tokenizer does for that word alone: without the padding and truncation a published ``tokenizer.json``
+    may fix for whole inputs (all-MiniLM-L6-v2 ships ``Fixed(128)`` padding, which made every word 128 ids).
+    Special tokens of the post-processor are left out by the call (``add_special_tokens=False``); the
+    normaliser, pre-tokeniser, added tokens and model are the tokenizer's own. None for a slow tokenizer
+    (or a backend that cannot be copied): the transformers call then pads and truncates only on request."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None:
+        backend = tokenizer if type(tokenizer).__module__.startswith("tokenizers") else None
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        plain = Tokenizer.from_str(backend.to_str())
+    except Exception:  # a component written in Python (custom pre-tokeniser) does not serialise
+        return None
+    plain.no_padding()
+    plain.no_truncation()
+    return plain
+
+
+def word_ids(tokenizer: Any, backend: Any, words: list[str]) -> list[list[int]]:
+    """Subword ids of each word, tokenised as one pre-split word (``is_split_into_words``) without special
+    tokens. ``backend`` (from :func:`plain_backend`) is called directly when there is one: the transformers
+    wrapper turns every result into a Python dict first, which costs more than the tokenisation (0.46 of
+    0.8 s on CoNLL-2003's 23k words)."""
     if backend is None:
         return tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
     return [e.ids for e in backend.encode_batch([[w] for w in words], is_pretokenized=True,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -104,15 +105,46 @@ def build_hf_encoder(cfg: EncoderConfig) -> tuple[nn.Module, Any]:
         hf_config = fast_activation(AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code))
         tokenizer = load_tokenizer(cfg.tokenizer or name, hf_config.model_type, cfg.trust_remote_code)
         try:
-            model = AutoModel.from_pretrained(name, config=hf_config, add_pooling_layer=False,
-                                              trust_remote_code=cfg.trust_remote_code)
+            model = load_pretrained(AutoModel, name, config=hf_config, add_pooling_layer=False,
+                                    trust_remote_code=cfg.trust_remote_code)
         except TypeError:  # encoders without a pooler argument
-            model = AutoModel.from_pretrained(name, config=hf_config, trust_remote_code=cfg.trust_remote_code)
+            model = load_pretrained(AutoModel, name, config=hf_config, trust_remote_code=cfg.trust_remote_code)
     except UserError:
         raise
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load encoder {cfg.name_or_path!r}: {str(exc).splitlines()[0]}", "config") from None
     return model, tokenizer
+
+
+def load_pretrained(cls: Any, name: str, **kwargs: Any) -> nn.Module:
+    """``cls.from_pretrained(name, **kwargs)`` without transformers' progress bar and load-report table;
+    instead one line of ours says which checkpoint weights were left out (heads the tagger does not use:
+    a pooler, an MLM or NSP head), and a warning names weights the checkpoint lacks (they start random)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = cls.from_pretrained(name, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+    unused, missing = sorted(info.get("unexpected_keys") or ()), sorted(info.get("missing_keys") or ())
+    if unused:
+        print(f"encoder: {len(unused)} weights of {name} that the tagger does not use are left out "
+              f"({_key_groups(unused)})", file=sys.stderr)
+    if missing:
+        print(f"warning: encoder: {len(missing)} weights are not in {name} and start random "
+              f"({_key_groups(missing)}); is it the checkpoint of another architecture?", file=sys.stderr)
+    return model
+
+
+def _key_groups(keys: Sequence[str], shown: int = 4) -> str:
+    """``pooler.*, cls.*``: weight names grouped by their top-level module, the first few groups."""
+    groups = list(dict.fromkeys(k.split(".", 1)[0] + ".*" if "." in k else k for k in keys))
+    return ", ".join(groups[:shown]) + (f" and {len(groups) - shown} more" if len(groups) > shown else "")
 
 
 def encoder_from_config_dir(directory: str, trust_remote_code: bool = False) -> nn.Module:

@@ -13,7 +13,7 @@ from torch import nn
 from ..atomic import atomic_directory
 from ..config import EncoderConfig
 from ..errors import UserError
-from ..model.encoder import fast_activation, load_tokenizer, looks_local, resolve_path, scratch_config
+from ..model.encoder import fast_activation, load_pretrained, load_tokenizer, looks_local, resolve_path, scratch_config
 from .config import PretrainEncoder
 from .data import IGNORE, Batch
 
@@ -43,7 +43,7 @@ def build_model(cfg: PretrainEncoder) -> tuple[nn.Module, Any, str]:
                             cfg.name_or_path)
         tokenizer = load_tokenizer(cfg.tokenizer or name, "albert")
         activation = hf_config.hidden_act
-        model = AlbertForPreTraining.from_pretrained(name, config=fast_activation(hf_config))
+        model = load_pretrained(AlbertForPreTraining, name, config=fast_activation(hf_config))
     except UserError:
         raise
     except (OSError, ValueError) as exc:

@@ -127,6 +127,7 @@ def run(argv: list[str]) -> int:
 
     from ..model.directory import resolve_model_dir
     from ..serve import Limits, create_app
+    from ..serve_linger import lingering_close
     from ..serve_worker import default_threads, start_models
 
     model_dir = resolve_model_dir(args.model).resolve()
@@ -145,8 +146,9 @@ def run(argv: list[str]) -> int:
                      metadata=metadata)
     ready = (f"serving {model_dir} on {url(args.host, sock)} "
              f"(max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms)")
-    config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="on",
-                            timeout_graceful_shutdown=None)
+    # Outermost, so that every answer sent before the body was read (413, 404, 500, ...) drains it.
+    config = uvicorn.Config(lingering_close(app, limits.max_body_bytes), log_level="warning",
+                            access_log=args.access_log, lifespan="on", timeout_graceful_shutdown=None)
     server = _ready_server(config, ready)
     # uvicorn handles SIGTERM/SIGINT while serving (graceful drain), then restores the handlers it found
     # and raises the signal again: ignored here, so that a drained server exits 0 rather than as killed.

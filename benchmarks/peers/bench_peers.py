@@ -9,9 +9,9 @@ data and the same epochs (issue 27, part 5). Prints one markdown table.
 
 Run it with the project's virtualenv (``. .venv/bin/activate``): ner_toolkit trains there, and every system's
 test predictions are scored there by the same scorer (``ner-evaluate``, conlleval-compatible micro span F1).
-Each peer gets its own virtualenv under OUT/venvs/ (created on first use, reused afterwards; nothing is
-installed into the project's .venv). Everything loads from local directories: the children run with
-HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1, and the peers' helper scripts make any IP connection raise.
+Each peer gets its own virtualenv under OUT/venvs/ (or ``--venvs DIR``), created on first use and reused
+afterwards; nothing is installed into the project's .venv. Everything loads from local directories: the children
+run with HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1, and the peers' helper scripts make any IP connection raise.
 
 The systems (all on ../shared/models/all-MiniLM-L6-v2 and CoNLL-2003 from ../shared/datasets/conll2003):
 
@@ -27,11 +27,13 @@ The systems (all on ../shared/models/all-MiniLM-L6-v2 and CoNLL-2003 from ../sha
   (flair_tagger.py); the model kept is the last epoch's.
 
 Data: the first N training sentences (``--train-sentences``, default all 14,041; -DOCSTART- lines are not
-sentences) for every system alike, the same dev and test sentences. ours reads them in the original IOB1 layout
-(with the -DOCSTART- lines before them); the peers read ``token tag`` files with the same sentences in IOB2
-(the run_ner and Flair convention). Every system's test predictions end up as OUT/<system>/test.pred.conll,
-``token gold pred`` with the gold in IOB2 (ours' IOB1 output is rewritten to IOB2: the same spans; peers'
-tags are left as predicted, so an ill-formed ``O I-PER`` counts as conlleval counts it).
+sentences) for every system alike, for the same number of epochs (``--epochs``, default: ours' config's), and
+the same dev and test sentences (``--dev-sentences``, ``--test-sentences``: the first N, default all). ours
+reads them in the original IOB1 layout (with the -DOCSTART- lines before them); the peers read ``token tag``
+files with the same sentences in IOB2 (the run_ner and Flair convention). Every system's test predictions end
+up as OUT/<system>/test.pred.conll, ``token gold pred`` with the gold in IOB2 (ours' IOB1 output is rewritten
+to IOB2: the same spans; the peers' tags are left as predicted, so an ill-formed ``O I-PER`` counts as
+conlleval counts it).
 
 What is measured (one process at a time, never two systems at once):
 
@@ -51,6 +53,10 @@ What is measured (one process at a time, never two systems at once):
 * peak RSS: ``ru_maxrss`` of the training process from ``os.wait4`` on that one child (the same for all
   three; it covers the whole process: start-up, data, training, dev scoring, saving).
 * wall: the training process's wall plus the prediction process's (ours: the full predict.py run).
+* noise: the CPU time other processes of the machine used during each measured child (/proc/stat's busy time
+  less the child's own rusage) is kept in the JSON; a system for which it passes 5 % of the machine's CPU time
+  is flagged under the table, since its speeds are then too low. A child whose resident memory passes
+  ``--max-rss-mb`` is killed (and the benchmark stops).
 
 Threads: ``--threads`` (default 2) torch threads in every process (ours: ``training.num_threads`` and
 OMP_NUM_THREADS; the peers: ``torch.set_num_threads`` and OMP_NUM_THREADS). Precision: ours trains as its
@@ -163,11 +169,12 @@ class Data:
     counts: dict[str, int]   # sentences per split
 
 
-def prepare_data(source: Path, out: Path, limits: dict[str, Optional[int]]) -> Data:
-    """Write the benchmark's splits into OUT/data (deterministic, rewritten on every run)."""
+def prepare_data(source: Path, out: Path, limits: dict[str, Optional[int]], write: bool = True) -> Data:
+    """The benchmark's splits, written into OUT/data when ``write`` (deterministic: rewritten on every run)."""
     ours_dir, peers_dir = out / "data" / "ours", out / "data" / "peers"
-    ours_dir.mkdir(parents=True, exist_ok=True)
-    peers_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        ours_dir.mkdir(parents=True, exist_ok=True)
+        peers_dir.mkdir(parents=True, exist_ok=True)
     data = Data({}, {}, {})
     for split in ("train", "dev", "test"):
         blocks = read_blocks(source / f"{split}.txt")
@@ -178,11 +185,13 @@ def prepare_data(source: Path, out: Path, limits: dict[str, Optional[int]]) -> D
             blocks = blocks[:limit]
         data.counts[split] = len(blocks)
         data.ours[split], data.peers[split] = ours_dir / f"{split}.txt", peers_dir / f"{split}.txt"
-        write_original(data.ours[split], blocks)
-        write_token_tag(data.peers[split], blocks)
         if split == "test":
             data.ours["first"] = ours_dir / "test_first_sentence.txt"
-            write_original(data.ours["first"], blocks[:1])
+        if write:
+            write_original(data.ours[split], blocks)
+            write_token_tag(data.peers[split], blocks)
+            if split == "test":
+                write_original(data.ours["first"], blocks[:1])
     return data
 
 
@@ -334,29 +343,33 @@ def peer_requirements(system: str) -> list[list[str]]:
     return [[TORCH], [FLAIR, "gensim"]]
 
 
-def ensure_venv(system: str, out: Path) -> dict[str, Any]:
-    """The peer's virtualenv under OUT/venvs/<system>, created and installed once; returns its record
+def ensure_venv(system: str, venvs: Path) -> dict[str, Any]:
+    """The peer's virtualenv VENVS/<system>, created and installed once; returns its record
     (python path, install seconds, what pip installed)."""
-    venv = out / "venvs" / system
+    venv = venvs / system
     marker = venv / "installed.json"
+    wanted = peer_requirements(system)
     if marker.exists():
-        return json.loads(marker.read_text(encoding="utf-8"))
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        if record.get("requirements") == wanted:
+            return record
+        print(f"[{system}] {venv} was built for {record.get('requirements')}, now {wanted}: rebuilding", flush=True)
     if venv.exists():
-        shutil.rmtree(venv)  # a half-built one from an interrupted run
+        shutil.rmtree(venv)  # a half-built one from an interrupted run, or an outdated one
     print(f"[{system}] creating {venv}", flush=True)
     started = time.perf_counter()
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     steps = []
-    for requirement in peer_requirements(system):
+    for requirement in wanted:
         t0 = time.perf_counter()
         subprocess.run([str(python), "-m", "pip", "install", "-q", *requirement], check=True)
         steps.append({"pip install": " ".join(requirement), "seconds": round(time.perf_counter() - t0, 1)})
         print(f"[{system}] pip install {' '.join(requirement)}: {steps[-1]['seconds']:.0f} s", flush=True)
     freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
     (venv / "freeze.txt").write_text(freeze, encoding="utf-8")
-    record = {"python": str(python), "install_seconds": round(time.perf_counter() - started, 1), "steps": steps,
+    record = {"python": str(python), "requirements": wanted, "install_seconds": round(time.perf_counter() - started, 1), "steps": steps,
               "packages": {line.split("==")[0].lower(): line.split("==")[1]
                            for line in freeze.splitlines() if "==" in line}}
     marker.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -446,9 +459,9 @@ def _git_head() -> str:
 def run_peer(s: Settings, system: str) -> dict[str, Any]:
     """hf or flair: its helper script trains (writing dev predictions), then predicts the test file."""
     a, data, run_dir = s.args, s.data, s.out / system
-    venv = ensure_venv(system, s.out)
+    venv = ensure_venv(system, s.args.venvs)
     python, env = Path(venv["python"]), child_env(a.threads)
-    env["FLAIR_CACHE_ROOT"] = str(s.out / "venvs" / "flair-cache")  # never ~/.flair
+    env["FLAIR_CACHE_ROOT"] = str(a.venvs / "flair-cache")  # never ~/.flair
     helper = HERE / ("hf_token_classification.py" if system == "hf" else "flair_tagger.py")
     extra: list[Any] = []
     prep_seconds = None
@@ -536,6 +549,14 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         rows.append(f"{c['train_sentences']:,} training sentences x {c['epochs']} epochs, seed {c['seed']}, "
                     f"{c['threads']} threads; dev {c['dev_sentences']:,} and test {c['test_sentences']:,} sentences; "
                     f"prediction batches of {c['predict_batch_size']}; encoder {Path(c['encoder']).name}")
+    short = [f"{r['system']} {r['train']['epochs_run']}" for r in results
+             if r["train"]["epochs_run"] != r["settings"]["epochs"]]
+    if short:
+        rows.append(f"epochs actually trained (early stopping): {', '.join(short)}")
+    versions = [f"{r['system']}: " + ", ".join(f"{k} {v}" for k, v in r["details"]["versions"].items())
+                for r in results if "versions" in r["details"]]
+    if versions:
+        rows.append("; ".join(versions) + " (the peers' own virtualenvs)")
     if noisy:
         rows.append(f"\\* other processes kept the CPUs busy during a measured run ({', '.join(noisy)} of the "
                     f"machine's CPU time): its speeds are too low; run it again on an idle machine (--force)")
@@ -561,11 +582,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--train-sentences", type=int, default=None, help="first N training sentences (default all)")
     ap.add_argument("--dev-sentences", type=int, default=None, help="first N dev sentences (default all)")
     ap.add_argument("--test-sentences", type=int, default=None, help="first N test sentences (default all)")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="default: training.epochs of --ours-config")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every process")
     ap.add_argument("--predict-batch-size", type=int, default=64, help="sentences per prediction batch")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "peers")
+    ap.add_argument("--venvs", type=Path, default=None, help="the peers' virtualenvs (default OUT/venvs)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "conll2003",
                     help="folder with train.txt, dev.txt, test.txt (CoNLL-2003, IOB1)")
     ap.add_argument("--encoder", type=Path, default=ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2",
@@ -588,7 +610,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         ap.error(f"unknown systems: {', '.join(unknown)} (choose from {', '.join(SYSTEMS)})")
     args.out, args.data, args.encoder, args.vectors = (p.resolve() for p in (args.out, args.data, args.encoder,
                                                                              args.vectors))
+    args.venvs = (args.venvs or args.out / "venvs").resolve()
+    if args.epochs is None and not args.table and not args.install_only:
+        args.epochs = config_epochs(ROOT / args.ours_config)
     return args
+
+
+def config_epochs(config: Path) -> int:
+    """training.epochs of a ner_toolkit config: the epochs every system trains by default."""
+    import yaml  # a ner_toolkit dependency: this script runs in the project's virtualenv
+
+    if not config.exists():
+        sys.exit(f"error: {config} not found; pass --ours-config, or --epochs")
+    epochs = (yaml.safe_load(config.read_text(encoding="utf-8")).get("training") or {}).get("epochs")
+    if not isinstance(epochs, int):
+        sys.exit(f"error: {config} sets no training.epochs; pass --epochs")
+    return epochs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -599,15 +636,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.install_only:
         for system in args.systems:
             if system != "ours":
-                print(json.dumps(ensure_venv(system, args.out)["steps"]))
+                print(json.dumps(ensure_venv(system, args.venvs)["steps"]))
         return
     for path in (args.data, args.encoder, args.vectors, ROOT / args.ours_config if "ours" in args.systems else None):
         if path is not None and not path.exists():
             sys.exit(f"error: {path} not found")
     limits = {"train": args.train_sentences, "dev": args.dev_sentences, "test": args.test_sentences}
-    settings = Settings(args, prepare_data(args.data, args.out, limits), args.out)
-    (args.out / "results").mkdir(parents=True, exist_ok=True)
-    for system in args.systems:
+    settings = Settings(args, prepare_data(args.data, args.out, limits, write=False), args.out)
+    todo = []
+    for system in args.systems:  # every clash is found before anything is written or run
         path = args.out / "results" / f"{system}.json"
         if path.exists() and not args.force:
             previous = json.loads(path.read_text(encoding="utf-8"))
@@ -615,7 +652,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 sys.exit(f"error: {path} was run with other settings ({previous['settings']}); "
                          f"pass --force to replace it, or choose another --out")
             print(f"[{system}] {path} exists: skipped (--force runs it again)", flush=True)
-            continue
+        else:
+            todo.append(system)
+    if todo:
+        settings.data = prepare_data(args.data, args.out, limits)
+        (args.out / "results").mkdir(parents=True, exist_ok=True)
+    for system in todo:
+        path = args.out / "results" / f"{system}.json"
         result = run_system(settings, system)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

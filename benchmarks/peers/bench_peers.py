@@ -369,7 +369,8 @@ def ensure_venv(system: str, venvs: Path) -> dict[str, Any]:
         print(f"[{system}] pip install {' '.join(requirement)}: {steps[-1]['seconds']:.0f} s", flush=True)
     freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
     (venv / "freeze.txt").write_text(freeze, encoding="utf-8")
-    record = {"python": str(python), "requirements": wanted, "install_seconds": round(time.perf_counter() - started, 1), "steps": steps,
+    record = {"python": str(python), "requirements": wanted,
+              "install_seconds": round(time.perf_counter() - started, 1), "steps": steps,
               "packages": {line.split("==")[0].lower(): line.split("==")[1]
                            for line in freeze.splitlines() if "==" in line}}
     marker.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -391,6 +392,15 @@ class Settings:
         return {"train_sentences": self.data.counts["train"], "dev_sentences": self.data.counts["dev"],
                 "test_sentences": self.data.counts["test"], "epochs": a.epochs, "seed": a.seed, "threads": a.threads,
                 "encoder": str(a.encoder), "data": str(a.data), "predict_batch_size": a.predict_batch_size}
+
+    def own(self, system: str) -> dict[str, Any]:
+        """The options that change one system only (a result run with others is not reused)."""
+        a = self.args
+        if system == "ours":
+            return {"config": a.ours_config, "sets": a.ours_set, "quantize": a.ours_quantize}
+        if system == "flair":
+            return {"vectors": str(a.vectors), "decoder_lr": a.flair_decoder_lr}
+        return {}
 
 
 def train_rate(sentences: int, epochs: int, seconds: float) -> float:
@@ -471,6 +481,8 @@ def run_peer(s: Settings, system: str) -> dict[str, Any]:
             prep_seconds = round(run_child([python, helper, "vectors", "--glove", a.vectors, "--output", vectors],
                                            run_dir / "logs" / "vectors.log", env, a.max_rss_mb).wall, 1)
         extra = ["--vectors", vectors]
+        if a.flair_decoder_lr is not None:
+            extra += ["--decoder-lr", a.flair_decoder_lr]
     train = run_child([python, helper, "train", "--encoder", a.encoder, "--data", data.peers["train"].parent,
                        "--out", run_dir, "--epochs", a.epochs, "--seed", a.seed, "--threads", a.threads,
                        "--batch-size", 32, "--lr", 5e-5, "--warmup", 0.1, *extra],
@@ -510,7 +522,8 @@ def run_system(s: Settings, system: str) -> dict[str, Any]:
         shutil.rmtree(run_dir)  # a previous (forced, failed or interrupted) run of this system
     print(f"[{system}] training on {s.data.counts['train']} sentences x {s.args.epochs} epochs", flush=True)
     result = run_ours(s) if system == "ours" else run_peer(s, system)
-    result = {"system": system, "settings": s.common(), "test": score(scorer_path(), run_dir / "test.pred.conll"),
+    result = {"system": system, "settings": s.common(), "own_settings": s.own(system),
+              "test": score(scorer_path(), run_dir / "test.pred.conll"),
               **result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return result
 
@@ -534,6 +547,8 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         name = r["system"]
         if name == "ours":
             name += f" ({r['details']['quantize']})" if r["details"]["quantize"] != "none" else " (bf16)"
+        if name == "flair" and (r.get("own_settings") or {}).get("decoder_lr") is not None:
+            name += f" (decoder lr {r['own_settings']['decoder_lr']:g})"
         dev = f"{r['dev_f1']:.2f}" if r.get("dev_f1") is not None else "-"
         busy = max(r["train"].get("foreign_cpu_share", 0.0), r["predict"].get("foreign_cpu_share", 0.0))
         if busy > BUSY_SHARE:
@@ -600,6 +615,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--ours-quantize", choices=("none", "int8"), default="none",
                     help="int8: predict.py --quantize int8 (with --precision bf16)")
     ap.add_argument("--max-rss-mb", type=float, default=16000, help="kill a child whose resident memory passes this")
+    ap.add_argument("--flair-decoder-lr", type=float, default=None,
+                    help="Flair fine_tune's decoder_learning_rate: another rate for the BiLSTM, CRF and the "
+                         "embeddings' reprojection (default: none, the 5e-5 of the recipe for every parameter)")
     ap.add_argument("--force", action="store_true", help="run systems whose results JSON exists again")
     ap.add_argument("--table", action="store_true", help="only print the table from OUT/results/*.json")
     ap.add_argument("--install-only", action="store_true", help="only create the peers' virtualenvs")
@@ -648,9 +666,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         path = args.out / "results" / f"{system}.json"
         if path.exists() and not args.force:
             previous = json.loads(path.read_text(encoding="utf-8"))
-            if previous["settings"] != settings.common():
-                sys.exit(f"error: {path} was run with other settings ({previous['settings']}); "
-                         f"pass --force to replace it, or choose another --out")
+            if previous["settings"] != settings.common() or previous.get("own_settings") != settings.own(system):
+                sys.exit(f"error: {path} was run with other settings ({previous['settings']}, "
+                         f"{previous.get('own_settings')}); pass --force to replace it, or choose another --out")
             print(f"[{system}] {path} exists: skipped (--force runs it again)", flush=True)
         else:
             todo.append(system)

@@ -14,8 +14,9 @@ GloVe reaches WordEmbeddings as a gensim KeyedVectors file (``vectors``: the tex
 saved; Flair loads only .bin/.txt word2vec files or gensim's own format, not a gzipped GloVe file).
 
 Training: ``ModelTrainer.fine_tune`` (Flair's recipe for a fine-tuned transformer): ``torch.optim.AdamW`` with one
-learning rate (5e-5) for every parameter, the transformer's and the new BiLSTM/CRF's alike, and AdamW's default
-weight decay 0.01; Flair's ``LinearSchedulerPlugin`` (linear warmup over 10 % of the steps, then linear decay to
+learning rate (5e-5) for every parameter, the transformer's and the new BiLSTM/CRF's alike (``--decoder-lr``
+gives every parameter outside the embeddings another one, fine_tune's ``decoder_learning_rate``), and AdamW's
+default weight decay 0.01; Flair's ``LinearSchedulerPlugin`` (linear warmup over 10 % of the steps, then linear decay to
 0); batches of 32 sentences shuffled every epoch; gradient norm clipped to 5.0 (Flair's default); dev scored by
 Flair after every epoch, as it does by default; ``use_final_model_for_eval=True``, so the model kept is the last
 epoch's (final-model.pt), and no test set is given to the trainer (``sample_missing_splits=False``: Flair would
@@ -117,7 +118,8 @@ def train(args: argparse.Namespace) -> None:
     model_dir = args.out / "model"
     ModelTrainer(tagger, corpus).fine_tune(
         model_dir, learning_rate=args.lr, mini_batch_size=args.batch_size, max_epochs=args.epochs,
-        warmup_fraction=args.warmup, optimizer=torch.optim.AdamW, shuffle=True, embeddings_storage_mode="none",
+        warmup_fraction=args.warmup, decoder_learning_rate=args.decoder_lr, optimizer=torch.optim.AdamW,
+        shuffle=True, embeddings_storage_mode="none",
         use_final_model_for_eval=True, save_final_model=True, plugins=[timer])
     dev_set = read_conll(args.data / "dev.txt")
     write_predictions(args.out / "dev.pred.conll", dev_set, tag(tagger, [tokens for tokens, _ in dev_set], 64))
@@ -129,7 +131,8 @@ def train(args: argparse.Namespace) -> None:
         "recipe": {"embeddings": "TransformerWordEmbeddings(layers=-1, first subtoken, fine_tune) + WordEmbeddings",
                    "tagger": "SequenceTagger(hidden 256, 1 BiLSTM layer, CRF, BIOES)",
                    "trainer": "ModelTrainer.fine_tune", "optimizer": "torch.optim.AdamW (weight decay 0.01)",
-                   "lr": args.lr, "schedule": f"LinearSchedulerPlugin, warmup fraction {args.warmup}",
+                   "lr": args.lr, "decoder_lr": args.decoder_lr,
+                   "schedule": f"LinearSchedulerPlugin, warmup fraction {args.warmup}",
                    "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed, "max_grad_norm": 5.0,
                    "model_kept": "last epoch (final-model.pt)", "precision": "fp32"}})
 
@@ -174,6 +177,9 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps")
+    t.add_argument("--decoder-lr", type=float, default=None,
+                   help="fine_tune's decoder_learning_rate for every parameter outside the embeddings "
+                        "(default: none, --lr for all)")
     p = sub.add_parser("predict")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--input", type=Path, required=True)

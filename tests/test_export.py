@@ -280,3 +280,22 @@ def test_numpy_crf_matches_torch_crf(constrained, monkeypatch):
         np.testing.assert_array_equal(o_end, is_end.numpy())
         np.testing.assert_array_equal(o_start, start.numpy())
         np.testing.assert_allclose(np.exp(o_log_p)[o_end], log_p.exp().numpy()[o_end], atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["first", "first_last"])
+def test_torchscript_exporter_with_characters(pooling, sample_data, tmp_path):
+    """The TorchScript exporter (ner-export's fallback) on a model with a character CNN: char_ids reach
+    the graph as char_ids whatever the number of pooling inputs before it, and the tags are PyTorch's."""
+    from conftest import run_cli, tiny_config_text
+    from ner_toolkit.export.onnx_export import export_model
+    from ner_toolkit.export.runtime import OnnxPredictor
+    from ner_toolkit.predict import Predictor
+
+    config = tmp_path / "chars.yaml"
+    config.write_text(tiny_config_text(sample_data.train, epochs=1), encoding="utf-8")
+    proc = run_cli("train.py", ["--config", config, "--output-dir", tmp_path / "out", "--set",
+                                "model.chars.enabled=true", "--set", f"model.encoder.pooling={pooling}"])
+    assert proc.returncode == 0, proc.stderr
+    assert export_model(tmp_path / "out", tmp_path / "onnx", exporter_choice="torchscript")["exporter"] == "torchscript"
+    sentences = sentences_of(sample_data.test)
+    assert OnnxPredictor(tmp_path / "onnx").predict(sentences) == Predictor.load(tmp_path / "out").predict(sentences)

@@ -154,7 +154,10 @@ def _export_graph(net: EmissionNet, example: Batch, names: list[str], path: Path
         if exporter == "torchscript":
             axes = {n: {i: d.__name__ for i, d in spec.items()} for n, spec in _dynamic_shapes(names).items()}
             axes["emissions"] = {0: "B", 1: "T"}
-            torch.onnx.export(net, tuple(kwargs[n] for n in names), str(path), dynamo=False, input_names=names,
+            # char_ids by keyword (a trailing dict): by position it would land in pool1_src of a 1-pool model.
+            args = tuple(kwargs[n] for n in names if n != "char_ids")
+            args += ({"char_ids": kwargs["char_ids"]},) if "char_ids" in names else ()
+            torch.onnx.export(net, args, str(path), dynamo=False, input_names=names,
                               output_names=["emissions"], dynamic_axes=axes, opset_version=17)
         else:
             torch.onnx.export(net, (), str(path), kwargs=kwargs, dynamo=True, output_names=["emissions"],

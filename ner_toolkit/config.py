@@ -71,8 +71,10 @@ class WordsConfig:
     dim: int = _f(100, "word embedding size (must match `vectors` when given)", size())
     min_freq: int = _f(1, "minimum training frequency for a word to get its own embedding", size(MAX_COUNT))
     lowercase: bool = _f(False, "look words up lower-cased (cased features are lost)")
-    vectors: Optional[str] = _f(None, "pretrained vectors file, GloVe or word2vec text, optionally .gz")
-    freeze: bool = _f(False, "keep word embeddings fixed")
+    vectors: Optional[str] = _f(None, "pretrained vectors file, GloVe or word2vec/fastText text, optionally .gz")
+    vectors_words: Literal["all", "train"] = _f("all", "which words of the vectors file get a row: all (the training vocabulary, then the file's other words, up to max_vectors, whose rows keep their pretrained vector in float16 and are saved with the model: a word training never saw reads its vector, not <unk>; a cased vocabulary looks an unknown word up lower-cased too) | train (training words only)")
+    max_vectors: Optional[int] = _f(None, "with vectors_words all: the file's first N words at most (GloVe, word2vec and fastText list words by frequency); null = every word", size(MAX_COUNT))
+    freeze: bool = _f(False, "keep every word embedding at its initial (pretrained) vector; otherwise the rows of training words fine-tune")
     unk_dropout: float = _f(0.0, "training only: chance that a token's word id is replaced by <unk>, so <unk> gets a trained vector and unseen words lean on characters and subwords", RATE)
 
 

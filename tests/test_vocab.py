@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ner_toolkit.data.vocab import PAD, UNK, Vocab, load_vectors, vector_coverage
+from ner_toolkit.data.vectors import load_vectors as read_vectors
+from ner_toolkit.data.vectors import vector_coverage
+from ner_toolkit.data.vocab import PAD, UNK, Vocab
 from ner_toolkit.errors import UserError
 
 
@@ -98,6 +100,12 @@ def test_invalid_utf8_vocab_file(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- vectors
+
+
+def load_vectors(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training rows and their found flags (what these tests check of ``PretrainedVectors``)."""
+    vectors = read_vectors(*args, **kwargs)
+    return vectors.matrix, vectors.found
 
 VOCAB = Vocab([PAD, UNK, "the", "Paris", "zzz"])
 GLOVE = "the 0.1 0.2 0.3\nparis 1 2 3\n, 0 0 0\n"

@@ -1,4 +1,4 @@
-"""Word vocabulary and pretrained word vectors (GloVe / word2vec text, plain or gzip)."""
+"""Word and character vocabularies (torch-free: the ONNX runtime reads them too). Pretrained vectors: ``vectors``."""
 from __future__ import annotations
 
 import gzip
@@ -7,12 +7,10 @@ from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional, Sequence
 
-import torch
-
 from ner_toolkit.atomic import atomic_write
 from ner_toolkit.errors import PathLike, UserError
 
-__all__ = ["PAD", "UNK", "Vocab", "CharVocab", "load_vectors", "vector_coverage"]
+__all__ = ["PAD", "UNK", "Vocab", "CharVocab"]
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -21,24 +19,28 @@ _SPECIALS = (PAD, UNK)
 # occur inside a token (and would break the one-word-per-line vocabulary file).
 _WHITESPACE = frozenset(" \t\n\r\f\v")
 _GZIP_MAGIC = b"\x1f\x8b"
-_INIT_STD = 0.1
 
 
 class Vocab:
     """A fixed word list mapping tokens to ids; ``<pad>`` is 0 and ``<unk>`` (out of vocabulary) is 1.
 
-    With ``lowercase=True`` tokens are lowercased before lookup, so ``words`` should
-    hold lowercase forms (as ``build`` produces).
+    ``words``: the training vocabulary (the embedding rows that train). ``pretrained``: words only a vectors
+    file had, with ids after them (rows that keep their pretrained vector: ``model.words.vectors_words: all``).
+    With ``lowercase=True`` tokens are lowercased before lookup, so ``words`` should hold lowercase forms (as
+    ``build`` produces). A cased vocabulary with pretrained words looks a token up as it is, then lower-cased:
+    uncased vectors files (GloVe) hold lowercase forms only, and an unseen "Kuznetsov" reads "kuznetsov".
     """
 
-    def __init__(self, words: Sequence[str], lowercase: bool = False) -> None:
+    def __init__(self, words: Sequence[str], lowercase: bool = False, pretrained: Sequence[str] = ()) -> None:
         if tuple(words[:2]) != _SPECIALS:
             raise ValueError(f"a vocabulary must start with {PAD!r}, {UNK!r}; got {list(words[:2])}")
-        self._words = list(words)
+        self._words = [*words, *pretrained]
+        self.trained = len(words)
         self._index = {word: i for i, word in enumerate(self._words)}
         if len(self._index) != len(self._words):
             raise ValueError("a vocabulary may not hold the same word twice")
         self.lowercase = lowercase
+        self._fold = bool(pretrained) and not lowercase
 
     @classmethod
     def build(
@@ -63,186 +65,104 @@ class Vocab:
             kept = kept[: max_size - len(_SPECIALS)]
         return cls([*_SPECIALS, *kept], lowercase=lowercase)
 
+    def with_pretrained(self, words: Sequence[str]) -> "Vocab":
+        """This training vocabulary followed by ``words`` (pretrained-only words; none already here)."""
+        return Vocab(self._words[: self.trained], self.lowercase, words)
+
     @property
     def words(self) -> list[str]:
-        """All words, in id order."""
+        """All words, in id order (the pretrained-only words last)."""
         return list(self._words)
+
+    @property
+    def pretrained_words(self) -> list[str]:
+        """The words after the training vocabulary: rows that keep their pretrained vector."""
+        return self._words[self.trained:]
 
     def __len__(self) -> int:
         return len(self._words)
 
     def __contains__(self, token: str) -> bool:
-        return (token.lower() if self.lowercase else token) in self._index
+        return self.lookup(token) != UNK_ID or token == UNK
 
     def lookup(self, token: str) -> int:
         """The id of ``token``; ``UNK_ID`` when it is out of vocabulary."""
-        return self._index.get(token.lower() if self.lowercase else token, UNK_ID)
+        return self.encode([token])[0]
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
         """The ids of ``tokens``."""
-        index, lower = self._index, self.lowercase
-        return [index.get(t.lower() if lower else t, UNK_ID) for t in tokens]
+        index = self._index
+        if self._fold:
+            get = index.get
+            return [get(t) if t in index else get(t.lower(), UNK_ID) for t in tokens]
+        if self.lowercase:
+            return [index.get(t.lower(), UNK_ID) for t in tokens]
+        return [index.get(t, UNK_ID) for t in tokens]
 
-    def save(self, path: PathLike) -> None:
-        """Write one word per line (UTF-8), atomically."""
-        for word in self._words:
-            if not word or _WHITESPACE.intersection(word):
-                raise ValueError(f"cannot save word {word!r}: empty or contains whitespace")
-        with atomic_write(path) as handle:
-            handle.write("\n".join(self._words) + "\n")
+    def save(self, path: PathLike, pretrained_path: Optional[PathLike] = None) -> None:
+        """Write the training words one per line (UTF-8), atomically; the pretrained-only words, when there
+        are any, to ``pretrained_path`` (ids continue after the training words)."""
+        _save_words(self._words[: self.trained], path)
+        if self.pretrained_words:
+            if pretrained_path is None:
+                raise ValueError("this vocabulary has pretrained-only words: give pretrained_path")
+            _save_words(self.pretrained_words, pretrained_path)
 
     @classmethod
-    def load(cls, path: PathLike, lowercase: bool) -> "Vocab":
-        """Read a file written by ``save``; a damaged file is a UserError naming the line."""
-        words: list[str] = []
-        seen: dict[str, int] = {}
-        fix = "restore the model directory's vocabulary file or train again"
-        for number, raw in enumerate(_open_binary(path, "vocabulary file"), start=1):
-            try:
-                word = raw.rstrip(b"\r\n").decode("utf-8")
-            except UnicodeDecodeError:
-                raise UserError(f"invalid UTF-8 in vocabulary file; {fix}", path, number) from None
-            if number <= len(_SPECIALS) and word != _SPECIALS[number - 1]:
-                raise UserError(
-                    f"expected {_SPECIALS[number - 1]!r} on line {number}, found {word!r}; "
-                    f"this is not a vocabulary file or it is corrupt; {fix}",
-                    path,
-                    number,
-                )
-            if not word or _WHITESPACE.intersection(word):
-                raise UserError(f"word {word!r} is empty or contains whitespace; {fix}", path, number)
-            if word in seen:
-                raise UserError(f"word {word!r} repeats line {seen[word]}; {fix}", path, number)
-            seen[word] = number
-            words.append(word)
+    def load(cls, path: PathLike, lowercase: bool, pretrained_path: Optional[PathLike] = None) -> "Vocab":
+        """Read files written by ``save`` (``pretrained_path`` when given and present); a damaged file is a
+        UserError naming the line."""
+        words = _load_words(path, _SPECIALS)
         if len(words) < len(_SPECIALS):
-            raise UserError(f"vocabulary file has {len(words)} line(s), needs {PAD!r} and {UNK!r} first; {fix}", path)
-        return cls(words, lowercase=lowercase)
+            raise UserError(f"vocabulary file has {len(words)} line(s), needs {PAD!r} and {UNK!r} first; {_FIX}", path)
+        pretrained: list[str] = []
+        if pretrained_path is not None and os.path.exists(pretrained_path):
+            pretrained = _load_words(pretrained_path, ())
+            clash = set(words).intersection(pretrained)
+            if clash:
+                raise UserError(f"repeats word {sorted(clash)[0]!r} of {os.path.basename(path)}; {_FIX}",
+                                pretrained_path)
+        return cls(words, lowercase=lowercase, pretrained=pretrained)
 
     def __repr__(self) -> str:
-        return f"Vocab(size={len(self)}, lowercase={self.lowercase})"
+        extra = f", pretrained={len(self) - self.trained}" if self.trained < len(self) else ""
+        return f"Vocab(size={len(self)}, lowercase={self.lowercase}{extra})"
 
 
-def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read pretrained vectors for the words of ``vocab``, streaming the file.
+_FIX = "restore the model directory's vocabulary files or train again"
 
-    Accepts GloVe text (``word v1 ... vd``) and word2vec/fastText text (first line
-    ``count dim``), plain or gzip-compressed. A vocabulary word takes the vector of
-    the same word, else of its lowercase form. Words not found keep a N(0, 0.1) row
-    drawn from a generator seeded with 0; the ``<pad>`` row is zero.
 
-    Returns ``(matrix, found)``: a float32 tensor of shape ``(len(vocab), d)`` and a bool
-    tensor ``(len(vocab),)`` marking the rows that received a pretrained vector.
-    """
-    exact = {word: i for i, word in enumerate(vocab.words) if i != PAD_ID}
-    by_lower: dict[str, list[int]] = {}
-    for word, i in exact.items():
-        by_lower.setdefault(word.lower(), []).append(i)
-    # 2 = exact match, 1 = lowercase match, 0 = none; a better match overrides a worse one
-    # whatever order the file lists them in, and the first of equals wins.
-    quality = [0] * len(vocab)
-    matrix: Optional[torch.Tensor] = None
-    d = 0
-    header: Optional[tuple[int, int]] = None  # word2vec (count, line number of the header)
-    rows = 0
+def _save_words(words: Sequence[str], path: PathLike) -> None:
+    for word in words:
+        if not word or _WHITESPACE.intersection(word):
+            raise ValueError(f"cannot save word {word!r}: empty or contains whitespace")
+    with atomic_write(path) as handle:
+        handle.write("\n".join(words) + "\n")
 
-    for number, raw in enumerate(_open_binary(path, "vectors file"), start=1):
-        fields = raw.split()  # bytes.split: ASCII whitespace, tolerates word2vec's trailing space
-        if not fields:
-            continue
-        if header is not None and rows == 0 and len(fields) != d + 1:
-            # Rows longer than the header's size would otherwise be skipped as "words with spaces", all of them.
-            raise UserError(f"the word2vec header gives {d} dimensions but the first row (line {number}) has "
-                            f"{len(fields) - 1} values; fix the header to 'COUNT DIM'", path, header[1])
-        if matrix is None:
-            d, is_header = _dimension(fields, path, number)
-            if dim is not None and d != dim:
-                raise UserError(
-                    f"vectors have {d} dims but model.words.dim is {dim}; set model.words.dim: {d} "
-                    f"or use {dim}-dimensional vectors",
-                    path,
-                    number,
-                )
-            generator = torch.Generator().manual_seed(0)
-            matrix = torch.empty(len(vocab), d).normal_(0.0, _INIT_STD, generator=generator)
-            if is_header:
-                header = (int(fields[0]), number)
-                continue
-        rows += 1
-        if len(fields) < d + 1:
+
+def _load_words(path: PathLike, first: tuple[str, ...]) -> list[str]:
+    """One word per line; the file must start with the words ``first``."""
+    words: list[str] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(_open_binary(path, "vocabulary file"), start=1):
+        try:
+            word = raw.rstrip(b"\r\n").decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"invalid UTF-8 in vocabulary file; {_FIX}", path, number) from None
+        if number <= len(first) and word != first[number - 1]:
             raise UserError(
-                f"row has {len(fields) - 1} values, expected {d}; fix or drop this row "
-                "(binary word2vec files are not supported: convert them to text)",
+                f"expected {first[number - 1]!r} on line {number}, found {word!r}; "
+                f"this is not a vocabulary file or it is corrupt; {_FIX}",
                 path,
                 number,
             )
-        if len(fields) > d + 1:
-            # A word with spaces inside (GloVe 840B has some): no CoNLL token can match it.
-            continue
-        # Invalid UTF-8 in a word (it happens in web-crawled vector files) cannot match a token either.
-        word = fields[0].decode("utf-8", errors="replace")
-        targets = []
-        i = exact.get(word)
-        if i is not None and quality[i] < 2:
-            targets.append((i, 2))
-        targets.extend((j, 1) for j in by_lower.get(word, ()) if quality[j] < 1 and j != i)
-        if targets:
-            row = _parse_row(fields[1:], path, number)
-            for j, q in targets:
-                matrix[j] = row
-                quality[j] = q
-
-    if matrix is None or (header is not None and rows == 0):
-        raise UserError("the vectors file holds no vectors; check that it is a GloVe or word2vec text file", path)
-    if header is not None and rows != header[0]:
-        raise UserError(f"the word2vec header announces {header[0]} vectors but the file has {rows} rows "
-                        "(truncated or edited?); fix the header's count or the file", path, header[1])
-    matrix[PAD_ID] = 0.0
-    return matrix, torch.tensor([q > 0 for q in quality], dtype=torch.bool)
-
-
-def vector_coverage(tokens: Iterable[str], vocab: Vocab, found: torch.Tensor) -> tuple[int, int]:
-    """``(covered, total)``: how many of ``tokens`` (running text, repeats counted) map to a vocabulary
-    row with a pretrained vector. Out-of-vocabulary tokens (``<unk>``) count as not covered."""
-    ids = torch.tensor(vocab.encode(list(tokens)), dtype=torch.long)
-    return int(found[ids].sum()) if len(ids) else 0, len(ids)
-
-
-def _dimension(fields: list[bytes], path: PathLike, number: int) -> tuple[int, bool]:
-    """The vector size from the first row, and whether that row is a word2vec ``count dim`` header."""
-    if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
-        d = int(fields[1])
-        if d < 1:
-            raise UserError("the word2vec header gives 0 dimensions; fix the header to 'COUNT DIM'", path, number)
-        return d, True
-    if len(fields) < 2:
-        raise UserError(
-            "first row has a word but no values; expected 'word v1 ... vd' (GloVe) or 'COUNT DIM' (word2vec)",
-            path,
-            number,
-        )
-    return len(fields) - 1, False
-
-
-def _parse_row(values: list[bytes], path: PathLike, number: int) -> torch.Tensor:
-    try:
-        row = torch.tensor([float(v) for v in values], dtype=torch.float32)
-    except ValueError:
-        bad = next(v for v in values if not _is_number(v))
-        raise UserError(
-            f"value {bad.decode('utf-8', 'replace')!r} is not a number; fix or drop this row", path, number
-        ) from None
-    if not torch.isfinite(row).all():
-        raise UserError("row holds an infinite or NaN value; fix or drop this row", path, number)
-    return row
-
-
-def _is_number(value: bytes) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+        if not word or _WHITESPACE.intersection(word):
+            raise UserError(f"word {word!r} is empty or contains whitespace; {_FIX}", path, number)
+        if word in seen:
+            raise UserError(f"word {word!r} repeats line {seen[word]}; {_FIX}", path, number)
+        seen[word] = number
+        words.append(word)
+    return words
 
 
 def _open_binary(path: PathLike, what: str) -> Iterator[bytes]:

@@ -1,77 +1,20 @@
 """Torch-free inputs for the exported graph: vocabularies, subword alignment, windows and pooling maps.
 
-A numpy twin of ``data.batching`` (``encode_sentences``, ``Collator``, unshuffled ``bucketed_batches``) and
-of the lookups of ``data.vocab``: the same index computations, so ``NumpyCollator(items)`` holds exactly
-the values of ``Collator(items)`` (tests/test_export.py compares them on random sentences). Subword
-alignment, windows and context come from the torch-free ``data.windows``, shared with ``data.batching``.
+A numpy twin of ``data.batching`` (``encode_sentences``, ``Collator``, unshuffled ``bucketed_batches``; words
+and characters are looked up by the torch-free ``data.vocab`` itself): the same index computations, so
+``NumpyCollator(items)`` holds exactly the values of ``Collator(items)`` (tests/test_export.py compares them on
+random sentences). Subword alignment, windows and context come from the torch-free ``data.windows``, shared
+with ``data.batching``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from ..data.vocab import CharVocab, Vocab
 from ..data.windows import SubwordAligner, add_context, fit_context, plan_windows
-from ..errors import UserError
-
-PAD_ID, UNK_ID = 0, 1
-
-
-class WordLookup:
-    """``data.vocab.Vocab``'s lookup from its saved file (one word per line, id = line number - 1)."""
-
-    def __init__(self, words: Sequence[str], lowercase: bool) -> None:
-        self.words = list(words)
-        self._index = {w: i for i, w in enumerate(self.words)}
-        self.lowercase = lowercase
-
-    @classmethod
-    def load(cls, path: Path, lowercase: bool) -> "WordLookup":
-        try:
-            lines = path.read_bytes().decode("utf-8").split("\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read the word vocabulary: {exc}", path) from None
-        if lines and lines[-1] == "":
-            lines.pop()
-        words = [line.rstrip("\r") for line in lines]
-        if words[:2] != ["<pad>", "<unk>"]:
-            raise UserError("not a vocabulary file (it must start with <pad>, <unk>); export the model again", path)
-        return cls(words, lowercase)
-
-    def __len__(self) -> int:
-        return len(self.words)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        index, lower = self._index, self.lowercase
-        return [index.get(t.lower() if lower else t, UNK_ID) for t in tokens]
-
-
-class CharLookup:
-    """``data.vocab.CharVocab``'s encoding from its saved JSON."""
-
-    def __init__(self, chars: Sequence[str], max_length: int) -> None:
-        self.chars = list(chars)
-        self.index = {c: i + 2 for i, c in enumerate(self.chars)}
-        self.max_length = max_length
-
-    @classmethod
-    def load(cls, path: Path) -> "CharLookup":
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(list(raw["chars"]), int(raw["max_length"]))
-        except FileNotFoundError:
-            raise UserError("missing char vocabulary; export the model again", path) from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"corrupted char vocabulary: {exc}", path) from None
-
-    def __len__(self) -> int:
-        return len(self.chars) + 2
-
-    def encode(self, tokens: Sequence[str]) -> list[list[int]]:
-        return [[self.index.get(c, UNK_ID) for c in token[: self.max_length]] or [UNK_ID] for token in tokens]
 
 
 @dataclass
@@ -93,8 +36,8 @@ class Encoded:
         return sum(len(p) for p in self.pieces)
 
 
-def encode_sentences(aligner: SubwordAligner, vocab: Optional[WordLookup], sentences: Sequence[Sequence[str]],
-                     chars: Optional[CharLookup] = None, documents: Optional[Sequence[int]] = None,
+def encode_sentences(aligner: SubwordAligner, vocab: Optional[Vocab], sentences: Sequence[Sequence[str]],
+                     chars: Optional[CharVocab] = None, documents: Optional[Sequence[int]] = None,
                      context: int = 0) -> list[Encoded]:
     """``data.batching.encode_sentences`` without tags."""
     pieces = aligner.pieces(sentences)

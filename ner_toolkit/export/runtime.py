@@ -28,7 +28,9 @@ from ..model import directory_checks as checks
 from ..results import Prediction
 from ..tagging import MAX_NBEST, Tagging, to_predictions
 from . import CRF_FILE, FORMAT_VERSION, GRAPH, GRAPH_INT8, MANIFEST, numpy_crf
-from .collate import CharLookup, NumpyBatch, NumpyCollator, SubwordAligner, WordLookup, encode_sentences, sorted_batches
+from ..data.vocab import CharVocab, Vocab
+from ..data.windows import plain_backend
+from .collate import NumpyBatch, NumpyCollator, SubwordAligner, encode_sentences, sorted_batches
 
 
 __all__ = ["OnnxPredictor", "LabelInfo", "MAX_NBEST"]
@@ -59,11 +61,10 @@ class FastTokenizer:
         from tokenizers import Tokenizer
 
         try:
-            self.backend = Tokenizer.from_file(str(path))
+            loaded = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust library's errors are plain Exceptions
             raise UserError(f"cannot load the tokenizer: {str(exc).splitlines()[0] if str(exc) else exc}", path) from None
-        self.backend.no_truncation()
-        self.backend.no_padding()
+        self.backend = plain_backend(loaded)  # without the file's padding and truncation
 
     def __call__(self, batch: Sequence[Sequence[str]], is_split_into_words: bool = True,
                  add_special_tokens: bool = False) -> dict:
@@ -119,9 +120,9 @@ class OnnxPredictor(Tagging):
             raise UserError("labels.json does not match the exported graph; export the model again", d / "labels.json")
         tokenizer = load_tokenizer(d, trust_remote_code, manifest.get("tokenizer", "tokenizers"))
         self.tokenizer = tokenizer
-        self.vocab = WordLookup.load(d / "word_vocab.txt", bool(manifest["lowercase"])) \
-            if manifest.get("fusion", "concat") != "none" else None
-        self.chars = CharLookup.load(d / "char_vocab.json") if manifest.get("chars") else None
+        self.vocab = (Vocab.load(d / "word_vocab.txt", bool(manifest["lowercase"]), d / "word_vocab_pretrained.txt")
+                      if manifest.get("fusion", "concat") != "none" else None)
+        self.chars = CharVocab.load(d / "char_vocab.json") if manifest.get("chars") else None
         c = manifest["collator"]
         self.aligner = SubwordAligner(tokenizer, int(c["max_pieces_per_word"]), int(c["unk_id"]))
         self.collator = NumpyCollator(int(c["cls_id"]), int(c["sep_id"]), int(c["pad_id"]), int(c["max_length"]),

@@ -9,6 +9,8 @@
                          message that says so instead of building a transformers model with random weights
     tokenizer.json, tokenizer_config.json, ...   the tokenizer, as saved by transformers
     word_vocab.txt       the word vocabulary, one word per line (id = line number - 1)
+    word_vocab_pretrained.txt   words only the vectors file had (ids continue word_vocab.txt's; their
+                         float16 vectors are ``fusion.pretrained`` in the weights); only with such words
     char_vocab.json      the character vocabulary (only with model.chars)
     metrics.json         dev/test scores of the saved weights
     README.md            the model card (card.py), rewritten with metrics.json
@@ -42,6 +44,7 @@ from .tagger import Tagger
 CONFIG, LABELS, WEIGHTS, ENCODER_CONFIG, VOCAB, METRICS, CHARS = (
     "config.yaml", "labels.json", "model.safetensors", "encoder/config.json", "word_vocab.txt", "metrics.json",
     "char_vocab.json")
+PRETRAINED_VOCAB = "word_vocab_pretrained.txt"
 ENCODER_DIR = "encoder"
 MARKER = "config.json"  # the top level: the marker now, the encoder's config in directories saved before encoder/
 LEGACY_ENCODER_CONFIG = MARKER
@@ -100,7 +103,7 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
         tokenizer.save_pretrained(str(tmp))
         # After the tokenizer: save_pretrained must not leave an encoder config at the top level.
         (tmp / MARKER).write_text(json.dumps(MARKER_CONTENT, indent=2) + "\n", encoding="utf-8")
-        (vocab or Vocab(["<pad>", "<unk>"])).save(tmp / VOCAB)
+        (vocab or Vocab(["<pad>", "<unk>"])).save(tmp / VOCAB, tmp / PRETRAINED_VOCAB)
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         if chars is not None:
             chars.save(tmp / CHARS)
@@ -206,12 +209,13 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a received config.json the checks let through
         raise UserError(f"cannot rebuild the encoder or tokenizer: {str(exc).splitlines()[0]}", directory) from None
     checks.check_tokenizer(tokenizer, getattr(hf_encoder.config, "vocab_size", None), directory)
-    vocab = Vocab.load(directory / VOCAB, config.model.words.lowercase) if config.model.fusion != "none" else None
+    vocab = (Vocab.load(directory / VOCAB, config.model.words.lowercase, directory / PRETRAINED_VOCAB)
+             if config.model.fusion != "none" else None)
     chars = None
     if uses_chars(config):
         chars = CharVocab(*checks.check_char_vocab(checks.read_json_object(directory / CHARS), directory / CHARS))
-    tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2, constraints,
-                    num_chars=len(chars) if chars else 0)
+    tagger = Tagger(config.model, hf_encoder, len(labels.labels), vocab.trained if vocab else 2, constraints,
+                    num_chars=len(chars) if chars else 0, pretrained_rows=len(vocab) - vocab.trained if vocab else 0)
     expected = tagger.state_dict()
     # The header first: a mismatch is reported before any tensor is read.
     checks.compare_weights(checks.weight_shapes(directory / WEIGHTS),

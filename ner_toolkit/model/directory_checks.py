@@ -284,7 +284,8 @@ def weight_shapes(path: Path) -> dict[str, list[int]]:
 
 def _source_of(key: str, encoder_config: str = "encoder/config.json") -> str:
     """The file whose contents decide the shape of weight ``key``."""
-    for prefix, name in (("fusion.words.", "word_vocab.txt"), ("fusion.chars.", "char_vocab.json"),
+    for prefix, name in (("fusion.words.", "word_vocab.txt"), ("fusion.pretrained", "word_vocab_pretrained.txt"),
+                         ("fusion.chars.", "char_vocab.json"),
                          ("emissions.", "labels.json"), ("crf.", "labels.json"), ("encoder.model.", encoder_config)):
         if key.startswith(prefix):
             return name
@@ -307,6 +308,9 @@ def compare_weights(found: Mapping[str, Sequence[int]], expected: Mapping[str, S
     parts = [f"{what}: {listed(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
     parts += [f"{key} is {list(found[key])} but {_source_of(key, encoder_config)} needs {list(expected[key])}"
               for key in wrong[:3]]
-    sources = sorted({_source_of(k, encoder_config) for k in wrong} or {"config.yaml", "labels.json"})
+    # A pretrained-rows tensor is there or not as word_vocab_pretrained.txt is (other presences: the config).
+    sources = sorted({_source_of(k, encoder_config) for k in wrong}
+                     | {_source_of(k) for k in missing + unexpected if k.startswith("fusion.pretrained")}
+                     or {"config.yaml", "labels.json"})
     raise UserError(f"weights do not match {'/'.join(sources)} ({'; '.join(parts)}); the directory is corrupted "
                     f"or mixed", path)

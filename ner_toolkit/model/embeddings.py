@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..data.vectors import PretrainedVectors
 from ..data.vocab import UNK_ID
 
 
@@ -35,12 +36,17 @@ class WordFusion(nn.Module):
     none: the encoder vectors alone -> (B,T,H) (no word embedding is created).
     """
 
-    def __init__(self, encoder_dim: int, vocab_size: int, cfg: ModelConfig, vectors: Optional[torch.Tensor] = None,
-                 num_chars: int = 0) -> None:
+    def __init__(self, encoder_dim: int, vocab_size: int, cfg: ModelConfig, vectors: Optional[PretrainedVectors] = None,
+                 num_chars: int = 0, pretrained_rows: int = 0) -> None:
+        """``vocab_size``: the training vocabulary (trainable rows); ``pretrained_rows``: words only the vectors
+        file had (ids from ``vocab_size`` on), a float16 buffer that never trains (no gradient could reach
+        them: training never reads those words) and is saved with the weights."""
         super().__init__()
         self.mode = cfg.fusion
         self.words: Optional[nn.Embedding] = None
         self.chars: Optional[CharCNN] = None
+        self.pretrained: Optional[torch.Tensor]
+        self.register_buffer("pretrained", None)
         if self.mode == "none":
             self.output_dim = encoder_dim
             return
@@ -50,9 +56,15 @@ class WordFusion(nn.Module):
         char_dim = self.chars.output_dim if self.chars is not None else 0
         dim = cfg.words.dim
         self.words = nn.Embedding(vocab_size, dim, padding_idx=0)
+        if vectors is not None:
+            pretrained_rows = len(vectors.words)
+        if pretrained_rows:
+            self.pretrained = torch.zeros(pretrained_rows, dim, dtype=torch.float16)
         with torch.no_grad():
             if vectors is not None:
-                self.words.weight.copy_(vectors)
+                self.words.weight.copy_(vectors.matrix)
+                if pretrained_rows:
+                    self.pretrained.copy_(vectors.extra)
             else:
                 # GloVe-like scale: comparable to the LayerNorm'd encoder outputs after dropout.
                 bound = math.sqrt(3.0 / dim)
@@ -76,10 +88,22 @@ class WordFusion(nn.Module):
             # checkpoints save, so a resumed run replaces the same tokens.
             drop = (torch.rand(word_ids.shape, device=word_ids.device) < self.unk_dropout) & (word_ids != 0)
             word_ids = word_ids.masked_fill(drop, UNK_ID)
-        words = self.words(word_ids).to(encoded.dtype)
+        words = self.lookup(word_ids).to(encoded.dtype)
         if self.chars is not None:
             assert char_ids is not None, "a model with chars needs batches with char_ids"
             words = torch.cat([words, self.chars(char_ids).to(encoded.dtype)], dim=-1)
         if self.mode == "concat":
             return torch.cat([encoded, words], dim=-1)
         return self.project_encoder(encoded) + self.project_words(words)
+
+    def lookup(self, word_ids: torch.Tensor) -> torch.Tensor:
+        """(B,T) word ids -> (B,T,dim) vectors: trainable rows below ``words.num_embeddings``, the float16
+        pretrained-only rows above."""
+        assert self.words is not None
+        if self.pretrained is None:
+            return self.words(word_ids)
+        n = self.words.num_embeddings
+        trained = word_ids < n
+        own = self.words(word_ids.masked_fill(~trained, 0))
+        other = self.pretrained[(word_ids - n).clamp(min=0)].to(own.dtype)
+        return torch.where(trained.unsqueeze(-1), own, other)

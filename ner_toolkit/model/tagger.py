@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import LearningRates, ModelConfig
 from ..data.batching import Batch
+from ..data.vectors import PretrainedVectors
 from .bilstm import BiLSTM
 from .crf import CRF
 from .crf.partial import with_unknown_row
@@ -21,11 +22,14 @@ class Tagger(nn.Module):
     """Sequence labeller over batches from ``Collator``; K = number of internal labels."""
 
     def __init__(self, cfg: ModelConfig, hf_encoder: nn.Module, num_labels: int, vocab_size: int,
-                 constraints: Optional[Constraints], vectors: Optional[torch.Tensor] = None, num_chars: int = 0) -> None:
+                 constraints: Optional[Constraints], vectors: Optional[PretrainedVectors] = None, num_chars: int = 0,
+                 pretrained_rows: int = 0) -> None:
+        """``vocab_size``: the training vocabulary's rows; ``pretrained_rows``: the vectors file's other words
+        (``WordFusion``), taken from ``vectors`` when it is given."""
         super().__init__()
         self.encoder = Encoder(hf_encoder, cfg.encoder.pooling, cfg.encoder.freeze, cfg.encoder.dropout,
                                cfg.encoder.layers)
-        self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors, num_chars)
+        self.fusion = WordFusion(self.encoder.output_dim, vocab_size, cfg, vectors, num_chars, pretrained_rows)
         self.dropout = nn.Dropout(cfg.dropout)
         features = self.fusion.output_dim
         self.lstm: Optional[BiLSTM] = None

@@ -21,7 +21,8 @@ from ..data.batching import (Collator, Encoded, batch_indices, bucketed_batches,
                              micro_batches)
 from ..heap import release_free_memory, trimming
 from ..devices import resolve_device
-from ..data.vocab import CharVocab, Vocab, load_vectors, vector_coverage
+from ..data.vectors import load_vectors, vector_coverage
+from ..data.vocab import CharVocab, Vocab
 from ..data.schemes import reading_tables
 from ..errors import UserError
 from ..evaluate import evaluate_spans, format_report
@@ -161,10 +162,13 @@ def prepare(config: Config) -> Setup:
         w = config.model.words
         vocab = Vocab.build(train_data.tokens.strings(), w.min_freq, w.lowercase)
         if w.vectors:
-            vectors, found = load_vectors(w.vectors, vocab, w.dim)
-            covered, total = vector_coverage(train_data.tokens.strings(), vocab, found)
-            print(f"vectors: {int(found.sum())}/{len(vocab) - 2} vocabulary words found in {w.vectors}; "
-                  f"they cover {covered}/{total} training tokens ({covered / max(total, 1):.1%})", file=sys.stderr)
+            vectors = load_vectors(w.vectors, vocab, w.dim, w.vectors_words == "all", w.max_vectors)
+            vocab = vocab.with_pretrained(vectors.words)
+            covered, total = vector_coverage(train_data.tokens.strings(), vocab, vectors.found)
+            print(f"vectors: {int(vectors.found.sum())}/{vocab.trained - 2} vocabulary words found in {w.vectors}; "
+                  f"they cover {covered}/{total} training tokens ({covered / max(total, 1):.1%})"
+                  + (f"; {len(vectors.words):,} more words of the file kept for words training never sees "
+                     f"({vectors.extra_bytes / 2**20:.1f} MiB in float16)" if vectors.words else ""), file=sys.stderr)
     chars = None
     if config.model.chars.enabled:
         if config.model.fusion == "none":
@@ -173,7 +177,7 @@ def prepare(config: Config) -> Setup:
         chars = CharVocab.build(train_data.tokens.strings(), c.min_freq, c.max_length)
     PHASES.add("vocabularies and word vectors", time.perf_counter() - vocab_started)
     with PHASES("tagger build"):
-        tagger = Tagger(config.model, hf_encoder, len(labels.labels), len(vocab) if vocab else 2,
+        tagger = Tagger(config.model, hf_encoder, len(labels.labels), vocab.trained if vocab else 2,
                         labels.constraints(), vectors, num_chars=len(chars) if chars else 0).to(device)
         tagger.encoder.enable_token_dropout(config.model.encoder.token_dropout, tokenizer)
         if partial is not None:

@@ -70,7 +70,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -422,7 +421,7 @@ def run_ours(s: Settings) -> dict[str, Any]:
               if line.strip()]
     train_seconds = sum(record["seconds"] for record in epochs)
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text(encoding="utf-8"))
-    saved = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    encoder, vectors = _ours_inputs(run_dir / "config.yaml")
 
     predict = [python, ROOT / "predict.py", "--model", run_dir, "--precision", "bf16",
                "--batch-size", str(a.predict_batch_size)]
@@ -448,17 +447,26 @@ def run_ours(s: Settings) -> dict[str, Any]:
         "best_epoch": metrics.get("epoch"),
         "wall_seconds": round(train.wall + full.wall, 1),
         "details": {"config": a.ours_config, "sets": a.ours_set, "quantize": a.ours_quantize,
-                    "precision_predict": "bf16", "encoder_in_config": _yaml_value(saved, "name_or_path"),
-                    "vectors_in_config": _yaml_value(saved, "vectors"), "git": _git_head(),
+                    "precision_predict": "bf16", "encoder": encoder, "vectors": vectors,
+                    "same_encoder": _same_path(encoder, a.encoder), "same_vectors": _same_path(vectors, a.vectors),
+                    "peer_vectors": str(a.vectors),
+                    "git": _git_head(),
                     "dev_f1_per_epoch": [round(100 * r["dev"]["f1"], 2) if isinstance(r.get("dev"), dict)
                                          and "f1" in r["dev"] else None for r in epochs]},
     }
 
 
-def _yaml_value(text: str, key: str) -> Optional[str]:
-    """The first ``key: value`` of a saved config (for the record: which encoder and vectors ours used)."""
-    match = re.search(rf"^\s*{key}:\s*(\S.*?)\s*$", text, re.M)
-    return match.group(1) if match else None
+def _ours_inputs(saved_config: Path) -> tuple[Optional[str], Optional[str]]:
+    """The encoder and word-vectors paths of the config train.py saved (what ours really used)."""
+    import yaml  # a ner_toolkit dependency: this script runs in the project's virtualenv
+
+    model = (yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}).get("model") or {}
+    return (model.get("encoder") or {}).get("name_or_path"), (model.get("words") or {}).get("vectors")
+
+
+def _same_path(used: Optional[str], peers: Path) -> bool:
+    """Whether a path of ours' config (relative to the repository, where train.py runs) is the peers' file."""
+    return used is not None and (ROOT / used).resolve() == peers.resolve()
 
 
 def _git_head() -> str:
@@ -564,6 +572,12 @@ def table(results: Sequence[dict[str, Any]]) -> str:
         rows.append(f"{c['train_sentences']:,} training sentences x {c['epochs']} epochs, seed {c['seed']}, "
                     f"{c['threads']} threads; dev {c['dev_sentences']:,} and test {c['test_sentences']:,} sentences; "
                     f"prediction batches of {c['predict_batch_size']}; encoder {Path(c['encoder']).name}")
+    for r in results:
+        if r["system"] == "ours" and not r["details"].get("same_encoder", True):
+            rows.append(f"ours' encoder is {r['details']['encoder']}, not the peers' {r['settings']['encoder']}")
+        if r["system"] == "ours" and not r["details"].get("same_vectors", True):
+            used = r["details"]["vectors"] or "none (no word vectors)"
+            rows.append(f"ours' word vectors are {used}, not Flair's {r['details']['peer_vectors']}")
     short = [f"{r['system']} {r['train']['epochs_run']}" for r in results
              if r["train"]["epochs_run"] != r["settings"]["epochs"]]
     if short:

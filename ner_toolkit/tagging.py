@@ -9,16 +9,23 @@ from typing import Any, Iterator, Optional, Sequence, Union, overload
 
 from .data.schemes import convert, to_spans
 from .data.text import Document
+from .data.validate import check_text, check_tokens
 from .results import Entity, Prediction, Span, entities
 
 MAX_NBEST = 50  # k-best memory grows with K x tags x length per sentence; past 50 paths differ in noise only
 
 
 def check_token_lists(sentences: Any) -> None:
-    """Raw strings where token lists belong would be tagged one character per token: refuse them."""
-    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-        raise TypeError("Predictor.predict takes a list of token lists (e.g. [['Peter', 'Blackburn']]); "
-                        "for raw text use Predictor.predict_text(text) or predict_text([text, ...])")
+    """A list of token lists of ``str``, each text valid (``data.validate``); raw strings where token lists
+    belong would be tagged one character per token, and bytes or numbers would reach the tokenizers
+    library: each is refused with a ``TypeError`` naming what is expected (``InvalidText`` for surrogates)."""
+    if isinstance(sentences, (str, bytes, bytearray)) or not hasattr(sentences, "__len__") \
+            or not hasattr(sentences, "__getitem__"):
+        raise TypeError(f"Predictor.predict takes a list of token lists (e.g. [['Peter', 'Blackburn']]), not "
+                        f"{type(sentences).__name__}; for raw text use Predictor.predict_text(text) or "
+                        "predict_text([text, ...])")
+    for i, sentence in enumerate(sentences):
+        check_tokens(sentence, f"sentence {i}")
 
 
 def to_predictions(items: Sequence[Any], host: dict[str, list], labels: Any, nbest: int,
@@ -118,11 +125,14 @@ class Tagging:
         ``original[start:end]``; its ``score`` is the span's probability under the CRF.
         """
         single = isinstance(texts, str)
+        if isinstance(texts, (bytes, bytearray)):
+            check_text(texts, "predict_text's text")  # TypeError: decode it first
         batch = [texts] if single else list(texts)
         for i, text in enumerate(batch):
-            if not isinstance(text, str):
-                raise TypeError(f"predict_text takes a string or a list of strings; item {i} is "
+            if isinstance(text, (list, tuple)):
+                raise TypeError(f"predict_text takes a string or a list of strings; text {i} is "
                                 f"{type(text).__name__} (token lists go to Predictor.predict)")
+            check_text(text, "the text" if single else f"text {i}")
         documents = [Document.from_text(text, tokenizer or self.word_tokenizer) for text in batch]
         found = [entities(d, p) for d, p in zip(documents, self.predict_documents(documents))]
         return found[0] if single else found

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 from ner_toolkit.data.plaintext import check_readable, decoded_lines, open_binary
-from ner_toolkit.data.schemes import tag_problem
+from ner_toolkit.data.schemes import entity_type_problem, tag_problem
 from ner_toolkit.data.text import MisalignedPolicy, Document, align_spans, bio_tags, get_tokenizer
+from ner_toolkit.data.validate import InvalidJSON, InvalidText, decode_json, load_json
 from ner_toolkit.errors import PathLike, UserError
 
 __all__ = ["AlignmentReport", "ExpandedSpan", "SkippedSpan", "read_jsonl"]
@@ -77,7 +77,7 @@ class AlignmentReport:
 
 def read_jsonl(path: PathLike, tokenizer: str, misaligned: MisalignedPolicy = "expand",
                tag_names: Optional[Sequence[str]] = None,
-               report: Optional[AlignmentReport] = None) -> Iterator[Document]:
+               report: Optional[AlignmentReport] = None, unknown_tag: Optional[str] = None) -> Iterator[Document]:
     """One ``Document`` per record of ``path`` (``-``: stdin), in file order; see the module docstring.
 
     Text records are tokenised with ``tokenizer``; their gold spans become BIO ``labels`` and, as given
@@ -87,13 +87,15 @@ def read_jsonl(path: PathLike, tokenizer: str, misaligned: MisalignedPolicy = "e
     covering no token, offsets missing their text) is a UserError. Other keys of a record go to
     ``fields``; a Label Studio task's keys (``id``, ``meta``) too, and ``data``'s other than the text
     under ``fields["data"]``. A Label Studio array export is read whole; a task's line is the line it
-    starts on, and messages also name it ``task N``.
+    starts on, and messages also name it ``task N``. ``unknown_tag``: a token row's tag that marks a token
+    nobody annotated (partial labels, kept as it is); None: no such tag. Every string of a record is
+    checked (``data.validate``): text that cannot be tokenised is a UserError naming the line.
     """
     get_tokenizer(tokenizer)
     if misaligned not in _POLICIES:
         raise ValueError(f"misaligned must be one of {', '.join(_POLICIES)}, not {misaligned!r}")
     check_readable(path, "JSONL")
-    return _Reader(path, tokenizer, misaligned, tag_names, report).documents()
+    return _Reader(path, tokenizer, misaligned, tag_names, report, unknown_tag).documents()
 
 
 def _kind(value: Any) -> str:
@@ -107,8 +109,10 @@ def _is_int(value: Any) -> bool:
 
 class _Reader:
     def __init__(self, path: PathLike, tokenizer: str, policy: MisalignedPolicy,
-                 tag_names: Optional[Sequence[str]], report: Optional[AlignmentReport]) -> None:
+                 tag_names: Optional[Sequence[str]], report: Optional[AlignmentReport],
+                 unknown_tag: Optional[str] = None) -> None:
         self.path, self.tokenizer, self.policy, self.tag_names, self.report = path, tokenizer, policy, tag_names, report
+        self.unknown_tag = unknown_tag
         self.line, self.where = 0, ""   # the record being read, for messages
 
     def error(self, message: str) -> UserError:
@@ -126,14 +130,15 @@ class _Reader:
                     return
                 self.line = number
                 try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise self.error(f"invalid JSON: {e.msg} (column {e.colno}); write one JSON object per line") from None
+                    record = load_json(text)
+                except InvalidJSON as e:
+                    raise self.error(f"{e}; write one JSON object per line" if e.syntax else str(e)) from None
+                except InvalidText as e:
+                    raise self.error(str(e)) from None
                 yield self.record(record)
 
     def _array(self, doc: str, first_line: int) -> Iterator[Document]:
         """The tasks of a JSON array, decoded one at a time so each gets the line it starts on."""
-        decoder = json.JSONDecoder()
 
         def skip(at: int) -> int:
             return _JSON_SPACE.match(doc, at).end()  # type: ignore[union-attr]
@@ -148,10 +153,13 @@ class _Reader:
             self.line += doc.count("\n", counted, pos)
             counted = pos
             try:
-                record, end = decoder.raw_decode(doc, pos)
-            except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON: {e.msg} (column {e.colno}); fix the JSON array of tasks",
-                                self.path, first_line + e.lineno - 1) from None
+                record, end = decode_json(doc, pos)
+            except InvalidJSON as e:
+                line = self.line if e.line is None else first_line + e.line - 1
+                raise UserError(f"{e}; fix the JSON array of tasks" if e.syntax else f"task {index}: {e}", self.path,
+                                line) from None
+            except InvalidText as e:
+                raise UserError(f"task {index}: {e}", self.path, self.line) from None
             self.where = f"task {index}: "
             yield self.record(record)
             self.where, pos = "", skip(end)
@@ -246,6 +254,9 @@ class _Reader:
             if _CONLL_SPACE.search(label):
                 raise self.error(f"{name}: label {label!r} holds whitespace, which a tag column cannot hold; "
                                  f"rename it (e.g. {'_'.join(label.split())})")
+            problem = entity_type_problem(label)
+            if problem:
+                raise self.error(f"{name}: {problem}")
         if given is not None and text[start:end] != given and 0 <= start:
             converted = _from_utf16(text, start, end)
             if converted is not None and text[converted[0]:converted[1]] == given:
@@ -320,7 +331,7 @@ class _Reader:
         elif not all(isinstance(t, str) for t in tags):
             raise self.error(f"{tag_key!r} must hold all tag names (strings) or all tag ids (integers); "
                              "write them one way")
-        problem = next(filter(None, map(tag_problem, tags)), None)
+        problem = next(filter(None, (tag_problem(t) for t in tags if t != self.unknown_tag)), None)
         if problem:
             raise self.error(problem)
         return Document.from_tokens(tokens, tags, self.line, fields)

@@ -24,6 +24,7 @@ _PREFIXES: dict[str, tuple[str, ...]] = {
     "BMES": ("B", "M", "E", "S"),
 }
 _ALL_PREFIXES = ("B", "I", "E", "S", "M")
+UNKNOWN = "?"  # the default data.unknown_tag: partial labels' tag for a token nobody annotated
 
 
 class SchemeError(ValueError):
@@ -52,6 +53,9 @@ def tag_problem(tag: str) -> Optional[str]:
         return None
     if not tag:
         return 'empty tag; use "O" for tokens outside any entity'
+    if tag == UNKNOWN:
+        return (f'tag "{tag}" marks a token nobody annotated (partial labels, data.unknown_tag), which only '
+                "training data may hold; give its tag")
     prefix, dash, type_ = tag.partition("-")
     if not dash:
         return (f'tag "{tag}" has no "PREFIX-" part; write entity tags as B-{tag}, I-{tag}, ... '
@@ -62,6 +66,21 @@ def tag_problem(tag: str) -> Optional[str]:
     if not type_:
         return f'tag "{tag}" has an empty entity type; write it as {prefix}-TYPE, e.g. {prefix}-PER'
     return None
+
+
+def entity_type_problem(label: str) -> Optional[str]:
+    """None if ``label`` can name an entity type (a character span's label: its tokens become
+    ``B-label``, ``I-label``), else a one-line reason with the fix. ``O``, the unknown tag and whole
+    tags (``B-LOC``) are tag syntax, not types: they would silently become types ``O``, ``B-LOC``."""
+    if label == "O":
+        return 'label "O" is not an entity type: text outside every span is O already; leave the span out'
+    if label == UNKNOWN:
+        return (f'label "{label}" is not an entity type (it is the tag of unannotated tokens, which character '
+                "spans cannot mark); name the span's type or leave it out")
+    prefix, dash, type_ = label.partition("-")
+    if dash and type_ and prefix in _ALL_PREFIXES:
+        return f'label "{label}" is a tag, not an entity type; write the type alone ("{type_}")'
+    return tag_problem(f"B-{label}")
 
 
 @lru_cache(maxsize=8192)

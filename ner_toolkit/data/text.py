@@ -12,7 +12,7 @@ Word tokenisers (the model directory's ``data.word_tokenizer`` names the one it 
   hyphenated words kept whole, and what CoNLL-2003 keeps whole that plain Treebank rules split
   (``F.C.``, a leading list number ``3.``, ``C$``, ``S&P``, ``cannot``, ``---``). NLTK's
   ``NLTKWordTokenizer`` (the improved Treebank tokenizer) does the splitting; it needs no downloaded
-  data.
+  data. Deterministic whatever the machine's load: see ``data.treebank``.
 - ``chars``: every non-whitespace character is a token (Chinese, Japanese, Thai and other text
   without spaces between words, as character-level corpora such as Resume NER are labelled).
 """
@@ -22,7 +22,9 @@ import bisect
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Optional, Sequence
+from typing import Callable, Iterable, Literal, Optional, Sequence
+
+from ner_toolkit.data.treebank import conll_offsets
 
 Offsets = list[tuple[int, int]]
 Tokenizer = Callable[[str], Offsets]
@@ -30,8 +32,6 @@ TOKENIZERS = ("whitespace", "conll", "chars")
 MisalignedPolicy = Literal["expand", "skip", "error"]
 
 _NON_SPACE = re.compile(r"\S+")
-# The Treebank tokenizer rewrites double quotes as `` or '' in its output; the text holds any of these.
-_QUOTE_TOKENS = ("``", "''", '"')
 
 
 def _whitespace(text: str) -> Offsets:
@@ -42,127 +42,7 @@ def _chars(text: str) -> Offsets:
     return [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
 
 
-_treebank: Any = None
-_sentences: Any = None
-# Punkt (NLTK's sentence splitter) untrained, with the abbreviations of news text that it would
-# otherwise take for sentence ends; lower case, final period dropped, as Punkt stores them.
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "gen", "col", "lt", "sgt", "capt", "rep", "sen",
-    "gov", "pres", "rev", "hon", "messrs", "u.s", "u.k", "u.n", "e.u", "u.s.a", "inc", "corp", "co", "ltd",
-    "plc", "bros", "dept", "univ", "assn", "vs", "etc", "approx", "no", "nos", "vol", "fig", "p", "pp", "ed",
-    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "a.m", "p.m", "e.g",
-    "i.e", "cf", "al", "est", "ave", "blvd", "rd", "ft", "mt", "ga", "fla", "calif", "mass", "ill", "wash",
-}
-# Dotted initials (F.C., N.J., F.B.I.) as Punkt types: abbreviations too, never sentence ends by themselves.
-_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")
-# A "sentence" that is only a list number ("3." of "3. Hever Golf Rose") belongs to the text after it.
-_LIST_NUMBER = re.compile(r"\d{1,3}\.")
-# Strings the Treebank rules split that CoNLL-2003 keeps whole: dash and star rules (---, **), currencies
-# (C$, US$, HK$), ampersand names (S&P, AT&T) and "cannot". Joined back when their pieces touch.
-_KEEP_WHOLE = re.compile(r"-{2,}|\*{2,}|[A-Z]{1,3}\$|[A-Z]{1,4}&[A-Z]{1,4}|[Cc]annot|CANNOT")
-_KEEP_WHOLE_PIECES = 16  # the most tokens one such string is rejoined from (a longer dash rule: several)
-# What may follow a sentence-final period that the Treebank rules split off.
-_CLOSERS = frozenset(")]}>\"'") | frozenset(_QUOTE_TOKENS)
-
-
-class _Abbreviations(set):
-    """Punkt's abbreviation types: the list above, and any dotted initials."""
-
-    def __contains__(self, word: object) -> bool:
-        return super().__contains__(word) or (isinstance(word, str) and bool(_DOTTED.fullmatch(word)))
-
-
-_ABBREVIATION_TYPES = _Abbreviations(_ABBREVIATIONS)
-
-
-def _is_initials(token: str) -> bool:
-    """``token`` is dotted initials with their final period: ``U.S.``, ``F.C.``."""
-    return token.endswith(".") and bool(_DOTTED.fullmatch(token[:-1]))
-
-
-def _rejoin(text: str, out: Offsets, first: int) -> None:
-    """Join touching tokens ``out[first:]`` that together are one of ``_KEEP_WHOLE``, in place."""
-    joined: Offsets = []
-    i = first
-    while i < len(out):
-        last = i
-        while last + 1 < len(out) and last - i + 1 < _KEEP_WHOLE_PIECES and out[last][1] == out[last + 1][0]:
-            last += 1
-        while last > i and not _KEEP_WHOLE.fullmatch(text, out[i][0], out[last][1]):
-            last -= 1
-        joined.append((out[i][0], out[last][1]))
-        i = last + 1
-    out[first:] = joined
-
-
-def _sentence_spans(text: str) -> Offsets:
-    spans: Offsets = []
-    for start, end in _sentences.span_tokenize(text):
-        if spans and _LIST_NUMBER.fullmatch(text[spans[-1][0]:spans[-1][1]]):
-            spans[-1] = (spans[-1][0], end)
-        else:
-            spans.append((start, end))
-    return spans
-
-
-def _conll(text: str) -> Offsets:
-    """Treebank tokens of ``text``, aligned back to it.
-
-    The Treebank rules split a period off only at the end of the string (so that ``U.S.`` and
-    ``rep.`` stay whole), as CoNLL-2003 was tokenised one sentence at a time: Punkt cuts the text
-    into sentences first. NLTK's output is the text's characters except for double quotes it
-    rewrites (`` or ''), so each token is found at the cursor, after whitespace.
-    """
-    global _treebank, _sentences
-    if _treebank is None:
-        from nltk.tokenize import NLTKWordTokenizer
-        from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
-
-        parameters = PunktParameters()
-        parameters.abbrev_types = _ABBREVIATION_TYPES
-        _treebank, _sentences = NLTKWordTokenizer(), PunktSentenceTokenizer(parameters)
-    out: Offsets = []
-    for sent_start, sent_end in _sentence_spans(text):
-        sentence = text[sent_start:sent_end]
-        first = len(out)
-        pos = 0
-        for token in _treebank.tokenize(sentence):
-            while pos < len(sentence) and sentence[pos].isspace():
-                pos += 1
-            if sentence.startswith(token, pos):
-                end = pos + len(token)
-            elif token in _QUOTE_TOKENS and sentence.startswith(_QUOTE_TOKENS, pos):
-                end = pos + next(len(q) for q in _QUOTE_TOKENS if sentence.startswith(q, pos))
-            else:
-                # A rewrite this alignment does not know: the characters up to the next place the
-                # token is found become tokens of their own (whitespace-split), never lost.
-                found = sentence.find(token, pos)
-                gap_end = found if found >= 0 else len(sentence)
-                out.extend((sent_start + pos + s, sent_start + pos + e)
-                           for s, e in _whitespace(sentence[pos:gap_end]))
-                pos = gap_end
-                if found < 0:
-                    continue
-                end = found + len(token)
-            out.append((sent_start + pos, sent_start + end))
-            pos = end
-        # Characters the tokenizer did not return: tokens of their own, never lost.
-        out.extend((sent_start + pos + s, sent_start + pos + e) for s, e in _whitespace(sentence[pos:]))
-        _rejoin(text, out, first)
-        # The Treebank rules split the final period off before closing brackets and quotes too:
-        # "(U.S.)" -> ( U.S . ). The period of dotted initials stays with them: ( U.S. ), as in CoNLL-2003
-        # (which splits other abbreviations there: Co . ").
-        closers = len(out)
-        while closers > first and text[slice(*out[closers - 1])] in _CLOSERS:
-            closers -= 1
-        period, word = closers - 1, closers - 2
-        if (closers < len(out) and word >= first and text[slice(*out[period])] == "."
-                and out[word][1] == out[period][0] and _is_initials(text[out[word][0]:out[period][1]])):
-            out[word:closers] = [(out[word][0], out[period][1])]
-    return out
-
-
-_BY_NAME: dict[str, Tokenizer] = {"whitespace": _whitespace, "conll": _conll, "chars": _chars}
+_BY_NAME: dict[str, Tokenizer] = {"whitespace": _whitespace, "conll": conll_offsets, "chars": _chars}
 
 
 def get_tokenizer(name: str) -> Tokenizer:

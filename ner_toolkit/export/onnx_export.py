@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -215,6 +216,30 @@ def max_difference(graph: Path, net: EmissionNet, batch: Batch) -> float:
     return float(np.abs(got - ref)[mask].max())
 
 
+def check_replaceable(output: Path) -> None:
+    """The export is written beside ``output`` and renamed onto it (``atomic_directory``): an existing
+    directory that is a mount point cannot be renamed (EBUSY), which would fail after the whole export.
+    Refused before the work instead."""
+    if output.is_dir() and _is_mount_point(output):
+        raise UserError("--output is a mount point, which cannot be replaced (the export is written beside it and "
+                        "renamed into place); export into a new directory inside it, e.g. OUTPUT/export", output)
+
+
+def _is_mount_point(path: Path) -> bool:
+    if os.path.ismount(path):
+        return True
+    # A bind mount from the same filesystem shares its parent's device: only the mount table knows it.
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            table = fh.read()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    unescape = re.compile(r"\\([0-7]{3})")  # mountinfo writes space, tab, newline and \ as octal escapes
+    return any(len(fields) > 4 and unescape.sub(lambda m: chr(int(m.group(1), 8)), fields[4]) == real
+               for fields in (line.split(" ") for line in table.splitlines()))
+
+
 def export_model(model_dir: Union[str, os.PathLike], output: Union[str, os.PathLike], quantize: Optional[str] = None,
                  trust_remote_code: bool = False, exporter_choice: str = "auto") -> dict:
     """Write the export directory ``output`` atomically; returns a summary (sizes, check results).
@@ -225,6 +250,7 @@ def export_model(model_dir: Union[str, os.PathLike], output: Union[str, os.PathL
         raise ValueError(f"exporter_choice must be auto, {' or '.join(EXPORTERS)}; got {exporter_choice!r}")
     if quantize is not None and quantize not in QUANTIZE:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}", "--quantize")
+    check_replaceable(Path(output))
     model = load_model(model_dir, "cpu", trust_remote_code=trust_remote_code)
     tagger, cfg = model.tagger.eval(), model.config
     enc = cfg.model.encoder

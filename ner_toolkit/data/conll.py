@@ -9,6 +9,7 @@ sentence in memory.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import sys
@@ -39,6 +40,7 @@ _BOM = b"\xef\xbb\xbf"
 # `split` use): a no-break or ideographic space is a character of some corpora's tokens.
 _FIELD = re.compile(r"[^ \t\n\r\f\v]+")
 _TRAILING_BLANKS = " \t\r\f\v"
+_AHEAD = 10_000  # lines read ahead at most for the column count of a file that starts with empty labels
 
 
 @dataclass
@@ -91,7 +93,8 @@ def read_conll(path: PathLike, token_column: int = 0, label_column: int = -1,
     ``labels`` is None when the file has a single column. A missing or unreadable
     path is reported now, not at the first ``next()``. ``-`` reads standard input.
     ``missing_label``: when the label is the last column, a token line whose label is empty (one
-    column short, e.g. ``word<TAB>``) gets this label (partial annotation) instead of being an error.
+    column short, e.g. ``word<TAB>``) gets this label (partial annotation) instead of being an error;
+    the first token line too, when it ends with a tab and a later line shows the full column count.
     """
     _check_readable(path)
     return _iter_items(path, token_column, label_column, missing_label)
@@ -187,7 +190,11 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
                 separator=separator,
             )
 
-        for number, text in enumerate(_decoded_lines(handle, path), start=1):
+        numbered: Iterator[tuple[int, str]] = enumerate(_decoded_lines(handle, path), start=1)
+        full = 0  # with missing_label: the column count of the first line with a label, read ahead
+        if missing_label is not None:
+            full, numbered = _columns_ahead(numbered)
+        for number, text in numbered:
             fields = _FIELD.findall(text)
             if not fields or fields[0] == DOCSTART:
                 if lines:
@@ -196,6 +203,9 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
                 yield Passthrough(text, number)
                 continue
             if n_columns == 0:
+                if (missing_label is not None and len(fields) == full - 1 and _empty_last(text)
+                        and label_column % full == full - 1 and token_column % full != full - 1):
+                    fields.append(missing_label)  # word<TAB> first: the count is the full lines'
                 n_columns, first_line = len(fields), number
                 separator = "\t" if "\t" in text else " "
                 tok_i = _resolve_column(token_column, "token", n_columns, path, number)
@@ -204,8 +214,10 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
                   and tok_i < n_columns - 1):
                 fields.append(missing_label)
             elif len(fields) != n_columns:
+                hint = (f" (an empty label on line {first_line}? write it as word<TAB>)"
+                        if missing_label is not None and len(fields) == n_columns + 1 else "")
                 raise UserError(
-                    f"expected {n_columns} columns as on line {first_line}, found {len(fields)}; "
+                    f"expected {n_columns} columns as on line {first_line}, found {len(fields)}{hint}; "
                     "give every token line the same columns (a token may not contain spaces); for raw text, "
                     "one document per line, use predict.py --input-format text",
                     path,
@@ -216,6 +228,28 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
             numbers.append(number)
         if lines:
             yield flush()
+
+
+def _empty_last(text: str) -> bool:
+    """The line ends with a tab (blanks after it aside): its last column is there, and empty."""
+    return text.rstrip(" \r\f\v").endswith("\t")
+
+
+def _columns_ahead(numbered: Iterator[tuple[int, str]]) -> tuple[int, Iterator[tuple[int, str]]]:
+    """The column count of the first token line that does not end with a tab (0 if none within
+    ``_AHEAD`` lines), and the lines again, those read ahead included: a first line ``word<TAB>`` has an
+    empty label, which only a later line's count can tell from a file of one column."""
+    ahead: list[tuple[int, str]] = []
+    full = 0
+    for number, text in numbered:
+        ahead.append((number, text))
+        fields = _FIELD.findall(text)
+        if fields and fields[0] != DOCSTART and not _empty_last(text):
+            full = len(fields)
+            break
+        if len(ahead) >= _AHEAD:
+            break
+    return full, itertools.chain(ahead, numbered)
 
 
 def _decoded_lines(handle: BinaryIO, path: PathLike) -> Iterator[str]:

@@ -57,10 +57,11 @@ def resolve_word_tokenizer(cfg: DataConfig) -> str:
     assert cfg.train is not None
     if is_jsonl(cfg.train, cfg):
         texts = (d.text for d in islice(read_jsonl(cfg.train, "whitespace", "skip", cfg.tag_names,
-                                                   AlignmentReport(cfg.train)), 2000))
+                                                   AlignmentReport(cfg.train), cfg.unknown_tag), 2000))
         return detect_tokenizer(texts)
-    sentences = (s.tokens for s in islice(read_conll(cfg.train, cfg.token_column, cfg.label_column), 2000)
-                 if isinstance(s, Sentence))
+    # Read as read_labelled reads it: an empty label column is a partial label, not a missing column.
+    items = read_conll(cfg.train, cfg.token_column, cfg.label_column, missing_label=cfg.unknown_tag)
+    sentences = (s.tokens for s in islice(items, 2000) if isinstance(s, Sentence))
     return detect_tokenizer(t for tokens in sentences for t in tokens)
 
 
@@ -105,16 +106,15 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     data = LabelledFile(path, one_line_each=True)
     report = AlignmentReport(path)
     unlabelled: list[int] = []
-    for doc in read_jsonl(path, cfg.word_tokenizer, cfg.misaligned, cfg.tag_names, report):
+    for doc in read_jsonl(path, cfg.word_tokenizer, cfg.misaligned, cfg.tag_names, report, cfg.unknown_tag):
         if doc.labels is None:
             unlabelled.append(doc.line)
             continue
         if not doc.tokens:
             continue  # an empty text: nothing to learn or score
-        for tag in doc.labels:
-            problem = tag_problem(tag)
-            if problem:
-                raise UserError(problem, path, doc.line)
+        if key != "data.train" and cfg.unknown_tag in doc.labels:
+            raise UserError(f"`{key}` holds the unknown tag {cfg.unknown_tag!r}: only training data may be partially "
+                            f"labelled (dev and test are scored against every tag)", path, doc.line)
         data.tokens.append(doc.tokens)
         data.gold.append(doc.labels)
         data.first_lines.append(doc.line)
@@ -129,6 +129,13 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
         raise UserError(f"no labelled records found (`{key}` as JSONL needs text + entities, or tokens + ner_tags)",
                         path)
     return data
+
+
+def check_annotated(train: LabelledFile, unknown_tag: str) -> None:
+    """Some training tag must be known: a file of unknown tags alone would train a model that tags O everywhere."""
+    if not any(tag != unknown_tag for tags in train.gold for tag in tags):
+        raise UserError(f"every tag of `data.train` is the unknown tag {unknown_tag!r} (no token is annotated): "
+                        "nothing to learn; annotate some tokens, entities and O alike", train.path)
 
 
 def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
@@ -211,6 +218,7 @@ def read_training_data(cfg: DataConfig, decoder: str) -> tuple[LabelledFile, Opt
     from ..evaluate import warn_unseen
 
     train = read_labelled(cfg.train, cfg, "data.train")
+    check_annotated(train, cfg.unknown_tag)
     dev = read_labelled(cfg.dev, cfg, "data.dev") if cfg.dev else None
     test = read_labelled(cfg.test, cfg, "data.test") if cfg.test else None
     scheme = input_scheme(train, cfg)

@@ -55,6 +55,7 @@ def _tokenizer(args: Any) -> int:
         if not Path(name).is_file():
             raise UserError("input file not found; check --input", name)
     check_no_clash([Read("--input", name) for name in args.input], [Write("--output", args.output, tree=True)])
+    _check_formats(args.input, args.format)
     from ..pretraining.vocab import train_vocabulary
 
     train_vocabulary(args.input, args.vocab_size, args.output, args.format, args.token_column,
@@ -73,6 +74,7 @@ def _train(args: Any, argv: list[str]) -> int:
         if not Path(name).is_file():
             raise UserError("data file not found; check `data.files`", name)
     _check_paths(config, args.config)
+    _check_formats(config.data.files, config.data.format)
     from .. import distributed
     from ..pretraining.trainer import pretrain
 
@@ -103,3 +105,13 @@ def _check_paths(config: Any, config_path: Optional[str]) -> None:
     writes += [Write(f"the output directory's {name}/", root / name, tree=True)
                for name in ("encoder", "pretraining_model", "checkpoints")]
     check_no_clash(reads, writes)
+
+
+def _check_formats(files: list[str], fmt: str) -> None:
+    """With format auto, each file's format is decided now: a file that cannot be told (raw text of lines
+    with equal word counts) fails before any work, not inside the vocabulary trainer or the data loader."""
+    if fmt == "auto":
+        from ..pretraining.data import detect_format
+
+        for name in files:
+            detect_format(Path(name))

@@ -26,10 +26,16 @@ IGNORE = -100           # label of positions that are not predicted (torch's cro
 
 
 def detect_format(path: Path) -> str:
-    """``conll`` when the file starts with -DOCSTART- or its first 200 non-blank lines (at least 3) all
-    have the same number (>= 2) of columns, else ``text``."""
+    """``conll`` when the file starts with -DOCSTART-, or its first 200 non-blank lines (at least 3) all have
+    the same number (>= 2) of columns and the last column holds tags (``O``, ``B-PER``, ``?``; empty after
+    a tab, as partial labels are written); ``text`` when lines differ in word count, or hold one word, or
+    are fewer than 3. Raw text whose lines all have the same number of words would read as a token
+    column (11 of 12 words dropped): when the last words are not tags it cannot tell, and says so."""
+    from ..data.schemes import tag_problem
+
     counts: set[int] = set()
     seen = 0
+    tags = True  # every last column so far is a tag
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for line in fh:
             fields = line.split()
@@ -37,13 +43,22 @@ def detect_format(path: Path) -> str:
                 continue
             if seen == 0 and fields[0] == "-DOCSTART-":
                 return "conll"
+            if line.rstrip(" \r\n\f\v").endswith("\t"):
+                fields.append("")  # word<TAB>: an empty label column
             counts.add(len(fields))
+            tags = tags and (not fields[-1] or fields[-1] == "?" or tag_problem(fields[-1]) is None)
             seen += 1
             if len(counts) > 1:
                 return "text"
             if seen >= 200:
                 break
-    return "conll" if seen >= 3 and min(counts) >= 2 else "text"
+    if seen < 3 or min(counts) < 2:
+        return "text"
+    if tags:
+        return "conll"
+    raise UserError(f"cannot tell raw text from CoNLL columns: each of the first {seen} lines has {min(counts)} "
+                    "words and the last is not a tag; give the format (ner-pretrain tokenizer --format text|conll, "
+                    "or data.format in the config)", path)
 
 
 def read_documents(files: Sequence[str], fmt: str = "auto", token_column: int = 0,

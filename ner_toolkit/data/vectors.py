@@ -126,7 +126,8 @@ def load_vectors(path: PathLike, vocab: Vocab, dim: Optional[int] = None, extend
 
 
 class _Rows:
-    """A growing float16 (n, d) array: the extra rows of a 400,000-word file in half the memory of float32."""
+    """A growing float16 (n, d) array: the extra rows of a 400,000-word file in half the memory of float32.
+    Grown and trimmed in place (``ndarray.resize``: a realloc), so the peak is the rows plus at most half."""
 
     def __init__(self, d: int = 0) -> None:
         self.data = np.empty((1024 if d else 0, d), dtype=np.float16)
@@ -134,12 +135,13 @@ class _Rows:
 
     def append(self, row: np.ndarray) -> None:
         if self.n == len(self.data):
-            self.data = np.resize(self.data, (2 * len(self.data), self.data.shape[1]))
+            self.data.resize((len(self.data) * 3 // 2, self.data.shape[1]), refcheck=False)
         self.data[self.n] = row
         self.n += 1
 
     def array(self) -> np.ndarray:
-        return np.ascontiguousarray(self.data[: self.n])
+        self.data.resize((self.n, self.data.shape[1]), refcheck=False)
+        return self.data
 
 
 def vector_coverage(tokens: Iterable[str], vocab: Vocab, found: torch.Tensor) -> tuple[int, int]:

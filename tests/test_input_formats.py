@@ -37,6 +37,7 @@ def data_config(train: Path, *overrides: str):
     ("-DOCSTART-\t-X-\n\nPeter\t\nBlackburn\t\n\nParis\tB-LOC\n", [["?", "?"], ["B-LOC"]]),
     ("Peter\tNNP\t\nwent\tVBD\tO\n", [["?", "O"]]),
     ("Peter\tB-PER\t\nwent\tO\t\n", [["B-PER", "O"]]),  # trailing tabs after a label: still two columns
+    ("Peter\t\nwent\tO\t\n", [["?", "O"]]),  # every line ends with a tab: the widest line is complete
 ])
 def test_empty_label_column_reads_as_unknown_first_line_included(tmp_path, text, gold):
     train = write(tmp_path / "train.txt", text)

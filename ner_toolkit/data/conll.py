@@ -236,17 +236,19 @@ def _empty_last(text: str) -> bool:
 
 
 def _columns_ahead(numbered: Iterator[tuple[int, str]]) -> tuple[int, Iterator[tuple[int, str]]]:
-    """The column count of the first token line that does not end with a tab (0 if none within
-    ``_AHEAD`` lines), and the lines again, those read ahead included: a first line ``word<TAB>`` has an
-    empty label, which only a later line's count can tell from a file of one column."""
+    """The column count of the first token line that does not end with a tab (else the most columns of
+    the lines read, ``_AHEAD`` at most), and the lines again, those read ahead included: a first line
+    ``word<TAB>`` has an empty label, which only a later line's count can tell from a file of one column."""
     ahead: list[tuple[int, str]] = []
     full = 0
     for number, text in numbered:
         ahead.append((number, text))
         fields = _FIELD.findall(text)
-        if fields and fields[0] != DOCSTART and not _empty_last(text):
-            full = len(fields)
-            break
+        if fields and fields[0] != DOCSTART:
+            if not _empty_last(text):
+                full = len(fields)
+                break
+            full = max(full, len(fields))  # every line so far ends with a tab: the widest is complete
         if len(ahead) >= _AHEAD:
             break
     return full, itertools.chain(ahead, numbered)

@@ -24,7 +24,7 @@ UNIT = Range(0.0, 1.0)
 @dataclass
 class PretrainData:
     files: Optional[list[str]] = _f(None, "raw text files (one sentence per line, a blank line between documents) or CoNLL files (their token column); required")
-    format: Literal["auto", "text", "conll"] = _f("auto", "text | conll | auto (conll when a file starts with -DOCSTART-, or its first 200 non-blank lines, at least 3, all have the same number of columns, at least 2; each file's format is reported)")
+    format: Literal["auto", "text", "conll"] = _f("auto", "text | conll | auto (conll when a file starts with -DOCSTART-, or its first 200 non-blank lines, at least 3, all have the same number of columns, at least 2, and their last column holds tags (O, B-PER, ?); uniform lines whose last words are not tags are refused: give the format; each file's format is reported)")
     token_column: int = _f(0, "CoNLL files: index of the token column (negative counts from the end)")
     heldout: float = _f(0.05, "fraction of the documents held out for the MLM/SOP metrics (at least one document when > 0; 0 = no held-out metrics)", RATE)
     max_seq_length: int = _f(128, "subwords per pair, [CLS] and two [SEP] included", size(MAX_SIZE, 8))

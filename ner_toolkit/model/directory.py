@@ -2,7 +2,9 @@
 
     config.yaml          the resolved experiment config
     labels.json          internal labels (CRF order), the internal scheme and the scheme written on output
-    model.safetensors    all weights, encoder included
+    model.safetensors    all weights, encoder included; its header records sha256 digests of the labels (in
+                         CRF order) and of config.yaml's model section, checked on load (directories saved
+                         before the digests load unchecked)
     encoder/config.json  the encoder's HF config (architecture only)
     config.json          a marker, not an encoder config: its ``model_type`` names ner_toolkit, so that
                          ``transformers.pipeline(model=DIR)`` / ``AutoModel.from_pretrained(DIR)`` fail with a
@@ -95,7 +97,11 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
         save_config(config, tmp / CONFIG)
         (tmp / LABELS).write_text(json.dumps(asdict(labels), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        # The config as load_model will read it back: the digest is of the file, not of this object.
+        raw, _ = parse_yaml((tmp / CONFIG).read_text(encoding="utf-8"), str(tmp / CONFIG))
+        digests = {checks.LABELS_DIGEST: checks.labels_digest(labels.labels, labels.tag_scheme),
+                   checks.CONFIG_DIGEST: checks.model_config_digest(raw)}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", **digests})
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp / WEIGHTS, 0o666 & ~umask)  # safetensors writes 0600; the rest of the directory is shared
@@ -221,6 +227,9 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
     checks.compare_weights(checks.weight_shapes(directory / WEIGHTS),
                            {k: list(v.shape) for k, v in expected.items()}, directory / WEIGHTS,
                            encoder_path.relative_to(directory).as_posix())
+    # The shapes fit; the digests tell whether labels.json and config.yaml are the ones saved with the weights.
+    checks.check_digests(checks.weight_metadata(directory / WEIGHTS), labels.labels, labels.tag_scheme, raw,
+                         directory, WEIGHTS)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -6,6 +6,8 @@ code: custom code (``auto_map``) is refused unless the caller passes the user's 
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -280,6 +282,58 @@ def weight_shapes(path: Path) -> dict[str, list[int]]:
             return {key: list(fh.get_slice(key).get_shape()) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"corrupted weights file: {exc}", path) from None
+
+
+# Digests ``save_model`` writes into the weights' safetensors header: what gives the weights' rows their
+# meaning travels with them. The shapes cannot tell a labels.json that lists the same labels in another
+# order (every tag renamed, the scheme's constraints scrambled) from the right one; the ONNX runtime knows
+# this too and checks its labels against what the export recorded (export.json's num_labels: the count).
+LABELS_DIGEST = "ner_toolkit.labels_sha256"
+CONFIG_DIGEST = "ner_toolkit.model_config_sha256"
+
+
+def _sha256_json(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def labels_digest(labels: Sequence[str], tag_scheme: str) -> str:
+    """The labels in CRF order with their scheme (not output_scheme: how tags are written, not what a row is)."""
+    return _sha256_json({"labels": list(labels), "tag_scheme": normalize_scheme(tag_scheme)})
+
+
+def model_config_digest(raw_config: Mapping[str, Any]) -> str:
+    """config.yaml's ``model`` mapping as written (not with this version's defaults filled in, so a later
+    version with new options still matches), less ``encoder.trust_remote_code``, which loading never reads."""
+    model = copy.deepcopy(raw_config.get("model")) if isinstance(raw_config.get("model"), dict) else {}
+    if isinstance(model.get("encoder"), dict):
+        model["encoder"].pop("trust_remote_code", None)
+    return _sha256_json(model)
+
+
+def weight_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors header, without reading the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"corrupted weights file: {exc}", path) from None
+
+
+def check_digests(metadata: Mapping[str, str], labels: Sequence[str], tag_scheme: str,
+                  raw_config: Mapping[str, Any], directory: Path, weights: str = "model.safetensors") -> None:
+    """labels.json and config.yaml are the ones the weights were saved with. A digest the header lacks (a
+    directory saved before digests existed) is not checked."""
+    saved = metadata.get(LABELS_DIGEST)
+    if saved is not None and saved != labels_digest(labels, tag_scheme):
+        raise UserError(f"does not match {weights}, which was saved with other labels or the same labels in "
+                        f"another order (each label is a row of the weights); {_FIX}", directory / "labels.json")
+    saved = metadata.get(CONFIG_DIGEST)
+    if saved is not None and saved != model_config_digest(raw_config):
+        raise UserError(f"its `model` section is not the one {weights} was saved with (the network would read "
+                        f"the weights differently); {_FIX}", directory / "config.yaml")
 
 
 def _source_of(key: str, encoder_config: str = "encoder/config.json") -> str:

@@ -9,14 +9,16 @@ Endpoints (all JSON; every error is ``{"error": "..."}``, never a traceback):
   ``{label, start, end, text, score, token_start, token_end}`` (character offsets into the text, end
   exclusive; for tokens input the text is the tokens joined by single spaces), and for tokens input also
   ``"tags"``: one tag per token, in the training data's scheme.
-- ``GET /health``: ``{"status": "ok"}`` (503 while shutting down). ``GET /metadata``: the model and the
-  server's settings. ``GET /stats``: requests, batches, batch sizes (``serve_batching.BatchStats``), and
-  each model process's pid and restarts (``workers``).
+- ``GET /health``: ``{"status": "ok"}``; 503 while shutting down or while no model can answer (its process
+  keeps dying, or its model directory no longer loads). ``GET /metadata``: the model a model process
+  loaded (after a restart: the one it loaded then) and the server's settings. ``GET /stats``: requests,
+  batches, batch sizes (``serve_batching.BatchStats``), and each model process's pid, restarts and state
+  (``workers``).
 
 Status codes: 400 malformed JSON (or not UTF-8); 413 body over ``max_body_bytes``, more than ``max_texts``
 texts/sentences, or more than ``max_tokens`` tokens in one request (all three are "too large": split the
 request); 422 a well-formed body of the wrong shape; 404 unknown route; 405 wrong method; 503 shutting
-down; 500 an internal error (logged to stderr with its traceback).
+down, or no model available (with ``Retry-After``); 500 an internal error (logged to stderr with its traceback).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, AsyncIterator, Optional
@@ -36,7 +39,7 @@ from starlette.routing import Route
 
 from .data.text import TOKENIZERS, Document
 from .results import Entity, entities
-from .serve_batching import AsyncModel, Batcher, ShuttingDown
+from .serve_batching import AsyncModel, Batcher, ModelUnavailable, ShuttingDown
 
 log = logging.getLogger("ner_toolkit.serve")
 
@@ -157,35 +160,54 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
                metadata: Optional[dict] = None) -> Starlette:
     """The API around ``predictor`` (a ``Predictor``, or anything with its ``labels``, ``word_tokenizer``,
     ``batch_size``, ``device``, ``precision`` and ``predict_documents``, or ``serve_batching.AsyncModel``'s
-    ``submit`` in its place: ``serve_worker.ModelProcess``), or
-    around a list of copies of one model, which then tag batches side by side; ``metadata``: extra fields for ``GET /metadata`` (model directory,
-    config digest, ...)."""
+    ``submit`` in its place: ``serve_worker.ModelProcess``), or around a list of copies of one model, which
+    then tag batches side by side; ``metadata``: extra fields for ``GET /metadata`` (model directory,
+    version, ...; a model's own ``identity`` takes precedence)."""
     copies = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
-    predictor = copies[0]
     batcher = Batcher([c if isinstance(c, AsyncModel) else c.predict_documents for c in copies], max_batch,
                       max_wait_ms / 1000.0)
-    info = predictor.labels
-    described = {
-        **(metadata or {}),
-        "labels": list(info.labels),
-        "types": sorted(info.types),
-        "tag_scheme": info.tag_scheme,
-        "output_scheme": info.output_scheme,
-        "word_tokenizer": predictor.word_tokenizer,
-        "tokenizers": list(TOKENIZERS),
-        "limits": asdict(limits),
-        "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": predictor.batch_size,
-                     "workers": len(copies)},
-        "device": str(predictor.device),
-        "precision": predictor.precision,
-    }
+
+    def live() -> Any:
+        """The model that answers: the first one ready (a model process describes what it loaded last)."""
+        return next((c for c in copies if getattr(c, "state", "ready") == "ready"), copies[0])
+
+    def described() -> dict:
+        model = live()
+        info = model.labels
+        return {
+            **(metadata or {}),
+            **getattr(model, "identity", {}),
+            "labels": list(info.labels),
+            "types": sorted(info.types),
+            "tag_scheme": info.tag_scheme,
+            "output_scheme": info.output_scheme,
+            "word_tokenizer": model.word_tokenizer,
+            "tokenizers": list(TOKENIZERS),
+            "limits": asdict(limits),
+            "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": model.batch_size,
+                         "workers": len(copies)},
+            "device": str(model.device),
+            "precision": model.precision,
+        }
+
+    def unavailable() -> Optional[ModelUnavailable]:
+        """Why no model can answer now, or None (``health``: a dead model process is found and replaced)."""
+        down = batcher.unavailable()
+        problems = [c.health() for c in copies if hasattr(c, "health")]
+        if down is None and problems and all(problems):
+            down = ModelUnavailable(str(problems[0]), 1.0)
+        return down
+
+    def refused(exc: ModelUnavailable) -> JSONResponse:
+        return _error(503, f"no model can answer: {exc.reason}",
+                      {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
     async def predict(request: Request) -> JSONResponse:
         try:
             kind, items, tokenizer = parse_predict(parse_json(await read_body(request, limits.max_body_bytes)),
                                                    limits)
             if kind == "texts":
-                name = tokenizer or predictor.word_tokenizer
+                name = tokenizer or live().word_tokenizer
                 # The conll tokeniser is Python work in proportion to the body: off the event loop.
                 documents = (await asyncio.to_thread(_documents_of_texts, items, name) if items else [])
                 check_tokens(sum(len(d) for d in documents), limits)
@@ -199,6 +221,8 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
             predictions = await batcher.submit(documents)
         except ShuttingDown:
             return _error(503, "the server is shutting down; retry on another instance")
+        except ModelUnavailable as exc:
+            return refused(exc)
         found = [[_entity(e) for e in entities(d, p)] for d, p in zip(documents, predictions)]
         if kind == "texts":
             return JSONResponse({"entities": found})
@@ -207,13 +231,19 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
     async def health(request: Request) -> JSONResponse:
         if batcher.closing:
             return JSONResponse({"status": "shutting down"}, status_code=503)
+        down = unavailable()
+        if down is not None:
+            refusal = refused(down)
+            return JSONResponse({"status": "unavailable", "error": f"no model can answer: {down.reason}"},
+                                status_code=503, headers={"Retry-After": refusal.headers["retry-after"]})
         return JSONResponse({"status": "ok"})
 
     async def describe(request: Request) -> JSONResponse:
-        return JSONResponse(described)
+        return JSONResponse(described())
 
     async def stats(request: Request) -> JSONResponse:
-        workers = [{"pid": c.pid, "restarts": c.restarts} for c in copies if hasattr(c, "restarts")]
+        workers = [{"pid": c.pid, "restarts": c.restarts, "state": c.state}
+                   for c in copies if hasattr(c, "restarts")]
         return JSONResponse({**batcher.stats.to_dict(), "queued": batcher.queued, "workers": workers})
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -234,8 +264,11 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
             yield
         finally:
             # uvicorn runs this after the connections in flight have closed; anything still queued
-            # is tagged before the worker stops.
+            # is tagged before the worker stops, then the model processes go.
             await batcher.close()
+            for copy in copies:
+                if hasattr(copy, "aclose"):
+                    await copy.aclose()
 
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health, methods=["GET"]),

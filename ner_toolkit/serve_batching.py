@@ -7,6 +7,10 @@ more until ``max_wait`` seconds after the oldest arrived. The batch then runs as
 one model process each) up to that many batches run at once, each model taking one batch at a time
 (none is thread-safe); the event loop keeps accepting requests meanwhile, and they form the next batch.
 Each text is its own document, so a text's result does not depend on its batch-mates.
+
+A model that cannot take batches for a while (``ModelUnavailable``: its process keeps dying, or its model
+does not load) is set aside until its wait is over; its batch goes back to the head of the queue for the
+other models, or, when none is left, every waiting request is refused with that reason (a 503).
 """
 from __future__ import annotations
 
@@ -39,6 +43,15 @@ Model = Union[PredictFn, AsyncModel]  # a plain function runs on a thread of its
 
 class ShuttingDown(Exception):
     """The server is draining: no new work is taken."""
+
+
+class ModelUnavailable(Exception):
+    """A model cannot take batches now (its process keeps dying, or its model does not load): a 503.
+    ``retry_after``: seconds until it is tried again."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
 
 
 @dataclass
@@ -102,6 +115,7 @@ class Batcher:
         self._task: Optional[asyncio.Task] = None
         self._closing = False
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._parked: dict[int, ModelUnavailable] = {}  # id(model) -> why it is set aside, until its wait ends
 
     @property
     def queued(self) -> int:
@@ -110,6 +124,12 @@ class Batcher:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    def unavailable(self) -> Optional[ModelUnavailable]:
+        """Why no model can take a batch now (every one is set aside), or None."""
+        if self._parked and len(self._parked) == len(self.models):
+            return min(self._parked.values(), key=lambda exc: exc.retry_after)
+        return None
 
     async def start(self) -> None:
         """Start the worker on the running loop (the server's lifespan startup)."""
@@ -137,6 +157,9 @@ class Batcher:
             raise ShuttingDown()
         if self._task.done():  # the worker died: a bug, never hang the request
             raise RuntimeError("the batching worker has stopped")
+        down = self.unavailable()
+        if down is not None:
+            raise down
         loop = asyncio.get_running_loop()
         job = _Job(documents, loop.create_future(), loop.time())
         self._pending.append(job)
@@ -224,8 +247,32 @@ class Batcher:
 
         try:
             await self._answer(batch, model, call, started, release)
+        except ModelUnavailable as exc:
+            released = True  # set aside: back among the free models when its wait is over
+            self._park(model, exc, batch)
         finally:
             release()
+
+    def _park(self, model: Model, exc: ModelUnavailable, batch: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        self._parked[id(model)] = exc
+        loop.call_later(max(exc.retry_after, 0.05), self._unpark, model)
+        jobs = [job for job in batch if not job.future.done()]
+        if len(self._parked) < len(self.models):
+            self._pending.extendleft(reversed(jobs))  # first in line again, for another model
+            assert self._wake is not None
+            self._wake.set()
+            return
+        jobs += self._pending
+        self._pending.clear()
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(exc)
+
+    def _unpark(self, model: Model) -> None:
+        assert self._free is not None
+        if self._parked.pop(id(model), None) is not None:
+            self._free.put_nowait(model)
 
     async def _answer(self, batch: list[_Job], model: Model, call: "asyncio.Future[list[Prediction]]",
                       started: float, release: Callable[[], None]) -> None:
@@ -235,6 +282,8 @@ class Batcher:
             predictions = await call
             if len(predictions) != size:
                 raise RuntimeError(f"{len(predictions)} predictions for {size} documents")
+        except ModelUnavailable:
+            raise  # not the batch's fault: ``_finish`` sets the model aside
         except Exception as exc:
             self.stats.failed_batches += 1
             if len(batch) > 1:

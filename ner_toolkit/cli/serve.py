@@ -9,11 +9,9 @@ chose). SIGTERM or Ctrl-C: stop accepting, finish the requests in flight and que
 from __future__ import annotations
 
 import errno
-import hashlib
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UserError
@@ -107,15 +105,6 @@ def url(host: str, sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def config_digest(model_dir: Path) -> Optional[str]:
-    from ..model.directory import CONFIG
-
-    try:
-        return hashlib.sha256((model_dir / CONFIG).read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     _check(args)
@@ -139,8 +128,8 @@ def run(argv: list[str]) -> int:
                                quantize=args.quantize, compile=args.compile),
                           args.workers, args.threads or default_threads(args.workers))
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
-    metadata = {"model_dir": str(model_dir), "config_sha256": config_digest(model_dir),
-                "version": _version()}
+    # The model directory and its config's sha256 come from each model process: what it loaded.
+    metadata = {"version": _version()}
     sock = bind(args.host, args.port)
     app = create_app(models, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
                      metadata=metadata)

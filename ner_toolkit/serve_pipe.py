@@ -17,7 +17,7 @@ import asyncio
 import pickle
 import socket
 import struct
-from typing import Any, Optional
+from typing import Any
 
 _HEADER = struct.Struct("!Q")
 _READ_LIMIT = 1 << 24  # StreamReader's buffer before it pauses the socket: frames of megabytes read in few steps
@@ -96,13 +96,6 @@ class Channel:
         except (ConnectionError, OSError) as exc:
             raise ChannelClosed(str(exc)) from None
         return pickle.loads(data)
-
-    async def request(self, obj: Optional[Any] = None) -> Any:
-        """The reply to a frame already ``write``-n (or to ``obj``, written now)."""
-        if obj is not None:
-            self.write(obj)
-        await self.drain()
-        return await self.read()
 
     def close(self) -> None:
         self._writer.close()

@@ -15,10 +15,13 @@ Endpoints (all JSON; every error is ``{"error": "..."}``, never a traceback):
   batches, batch sizes (``serve_batching.BatchStats``), and each model process's pid, restarts and state
   (``workers``).
 
-Status codes: 400 malformed JSON (or not UTF-8); 413 body over ``max_body_bytes``, more than ``max_texts``
-texts/sentences, or more than ``max_tokens`` tokens in one request (all three are "too large": split the
-request); 422 a well-formed body of the wrong shape; 404 unknown route; 405 wrong method; 503 shutting
-down, or no model available (with ``Retry-After``); 500 an internal error (logged to stderr with its traceback).
+Status codes: 400 malformed JSON (or not UTF-8); 408 a body not received within ``body_timeout``; 413 body
+over ``max_body_bytes``, more than ``max_texts`` texts/sentences, or more than ``max_tokens`` tokens in one
+request (all three are "too large": split the request; raw texts are counted before they are tokenised, and
+their characters are capped at ``CHARS_PER_TOKEN`` times ``max_tokens``); 422 a well-formed body of the
+wrong shape; 404 unknown route (a trailing slash included: no redirect); 405 wrong method; 503 shutting
+down, or no model available (with ``Retry-After``); 500 an internal error (logged to stderr with its
+traceback).
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ from typing import Any, AsyncIterator, Optional
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .data.text import TOKENIZERS, Document
@@ -48,11 +51,22 @@ _ENTITY_FIELDS = tuple(f.name for f in fields(Entity))
 _SPACE = re.compile(r"[ \t\n\r\f\v]")  # as the JSONL reader: what a CoNLL token column cannot hold
 
 
+# Raw text is word-tokenised in Python, and the conll tokeniser's cost follows the tokens it makes: text of
+# short pieces ("a;a;...") makes one per character (~13 us each on a busy 2-core machine). So a request's
+# characters are capped before that work, at this many per allowed token (natural text has 4-7): at the
+# default limits at most ~2 s of CPU, against 0.25 s for 20,000 tokens of news text.
+CHARS_PER_TOKEN = 8
+
+
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 1 << 20
     max_texts: int = 256
     max_tokens: int = 20_000
+
+    @property
+    def max_chars(self) -> int:
+        return CHARS_PER_TOKEN * self.max_tokens
 
 
 class RequestError(Exception):
@@ -67,14 +81,25 @@ def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONRes
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: Optional[float] = None) -> bytes:
     """The body, refused (413) as soon as it is known to exceed ``limit``: before reading when the
-    Content-Length says so, else while streaming (a chunked body has none)."""
+    Content-Length says so, else while streaming (a chunked body has none); 408 when it has not all come
+    within ``timeout`` seconds (a client that sends slowly or stops holds a connection and a request slot)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"the body is {int(declared)} bytes; the limit is {limit} (--max-body-bytes)")
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            left = None if deadline is None else deadline - loop.time()
+            chunk = await asyncio.wait_for(stream.__anext__(), left)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestError(408, f"the body did not arrive within {timeout:g} s (--body-timeout)") from None
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"the body exceeds the limit of {limit} bytes (--max-body-bytes)")
@@ -152,17 +177,39 @@ def _entity(e: Entity) -> dict:
     return {name: getattr(e, name) for name in _ENTITY_FIELDS}
 
 
-def _documents_of_texts(texts: list[str], tokenizer: str) -> list[Document]:
-    return [Document.from_text(t, tokenizer) for t in texts]
+def check_texts(texts: list[str], tokenizer: str, limits: Limits) -> None:
+    """Refuse (413) raw texts over ``max_tokens`` before any is tokenised, from counts taken at C speed:
+    no word tokeniser joins words across whitespace, so the whitespace-separated words are at most as many
+    as the tokens (exactly as many for ``whitespace``; ``chars`` gives one token per other character). The
+    characters are capped too: the conll tokeniser's cost follows them, not the words."""
+    if tokenizer == "chars":
+        check_tokens(sum(len("".join(t.split())) for t in texts), limits)
+        return
+    check_tokens(sum(len(t.split()) for t in texts), limits)
+    chars = sum(len(t) for t in texts)
+    if tokenizer != "whitespace" and chars > limits.max_chars:
+        raise RequestError(413, f"{chars} characters of text in one request; the limit is {limits.max_chars} "
+                                f"({CHARS_PER_TOKEN} per token of --max-tokens): split the request")
+
+
+def _documents_of_texts(texts: list[str], tokenizer: str, limits: Limits) -> list[Document]:
+    """The texts tokenised one by one, stopping (413) once the tokens pass ``max_tokens``."""
+    documents, total = [], 0
+    for text in texts:
+        documents.append(Document.from_text(text, tokenizer))
+        total += len(documents[-1])
+        check_tokens(total, limits)
+    return documents
 
 
 def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Limits,
-               metadata: Optional[dict] = None) -> Starlette:
+               metadata: Optional[dict] = None, body_timeout: Optional[float] = None) -> Starlette:
     """The API around ``predictor`` (a ``Predictor``, or anything with its ``labels``, ``word_tokenizer``,
     ``batch_size``, ``device``, ``precision`` and ``predict_documents``, or ``serve_batching.AsyncModel``'s
     ``submit`` in its place: ``serve_worker.ModelProcess``), or around a list of copies of one model, which
     then tag batches side by side; ``metadata``: extra fields for ``GET /metadata`` (model directory,
-    version, ...; a model's own ``identity`` takes precedence)."""
+    version, ...; a model's own ``identity`` takes precedence); ``body_timeout``: seconds a request body may
+    take to arrive (None: no limit)."""
     copies = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
     batcher = Batcher([c if isinstance(c, AsyncModel) else c.predict_documents for c in copies], max_batch,
                       max_wait_ms / 1000.0)
@@ -202,19 +249,22 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
         return _error(503, f"no model can answer: {exc.reason}",
                       {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
 
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(request: Request) -> Response:
         try:
-            kind, items, tokenizer = parse_predict(parse_json(await read_body(request, limits.max_body_bytes)),
-                                                   limits)
+            body = await read_body(request, limits.max_body_bytes, body_timeout)
+            kind, items, tokenizer = parse_predict(parse_json(body), limits)
             if kind == "texts":
                 name = tokenizer or live().word_tokenizer
+                check_texts(items, name, limits)  # before the tokenising, which costs in proportion
                 # The conll tokeniser is Python work in proportion to the body: off the event loop.
-                documents = (await asyncio.to_thread(_documents_of_texts, items, name) if items else [])
-                check_tokens(sum(len(d) for d in documents), limits)
+                documents = (await asyncio.to_thread(_documents_of_texts, items, name, limits) if items else [])
             else:
                 documents = [Document.from_tokens(sentence) for sentence in items]
         except RequestError as exc:
             return _error(exc.status, exc.message)
+        except ClientDisconnect:
+            log.info("%s:%s left before sending the whole body", *(request.client or ("?", "?")))
+            return Response(status_code=400)  # nobody reads it
         if not documents:
             return JSONResponse({"entities": []} if kind == "texts" else {"entities": [], "tags": []})
         try:
@@ -254,8 +304,10 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
         return _error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers)
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette re-raises after this response, so uvicorn logs the traceback to stderr.
-        return _error(500, "internal server error; the server log has the details")
+        # Starlette re-raises after this response: serve_layers.RequestIds (or bare uvicorn) logs the traceback.
+        rid = getattr(request.state, "request_id", None)
+        return _error(500, "internal server error; the server log has the details"
+                           + (f" (request id {rid})" if rid else ""))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -263,8 +315,8 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
         try:
             yield
         finally:
-            # uvicorn runs this after the connections in flight have closed; anything still queued
-            # is tagged before the worker stops, then the model processes go.
+            # uvicorn runs this after the connections in flight have closed (or its deadline has cut them
+            # off); anything still queued is tagged before the worker stops, then the model processes go.
             await batcher.close()
             for copy in copies:
                 if hasattr(copy, "aclose"):
@@ -275,5 +327,7 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
                 Route("/metadata", describe, methods=["GET"]), Route("/stats", stats, methods=["GET"])],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan)
+    # "/health/" is a 404, never a redirect to whatever host the client's Host header names.
+    app.router.redirect_slashes = False
     app.state.batcher = batcher
     return app

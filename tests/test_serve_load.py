@@ -1,5 +1,6 @@
 """``ner-serve`` under load: concurrent clients with mixed request sizes up to the body limit, CPU hogs beside
-the server, and no answer may be a 5xx or come from a restarted model process.
+the server, and no answer may be a 5xx or come from a restarted model process; SIGTERM drains what is in flight, and
+the process exits by the ``--graceful-timeout`` deadline even while a client keeps its body unfinished.
 
 A slow pipe is not a dead model: a batch larger than the socket buffer, or a reply that arrives in parts, must
 be read and written whole, never taken for a death (restart, retry, 500). Loopback only, bounded in requests
@@ -10,6 +11,8 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +21,8 @@ from typing import Iterator
 
 import pytest
 
-from test_serve import Server, sentences, stats
+from test_serve import Server, request, sentences, stats
+from test_serve_limits import post_head, read_answer
 
 CLIENTS = 16
 REQUESTS = 300  # in all, shared by the clients
@@ -114,3 +118,34 @@ def test_mixed_load_beside_cpu_hogs_no_5xx_no_restart(trained, hogs) -> None:
     finally:
         s.stop()
 
+
+def test_sigterm_drains_then_exits_by_the_deadline_with_a_body_unfinished(trained) -> None:
+    grace = 2.0
+    # A long batch wait keeps the request below queued in the batcher when the signal comes.
+    s = Server(trained.model_dir, "--threads", "1", "--graceful-timeout", str(grace), "--max-wait-ms", "1000"
+               ).wait_ready()
+    stuck = socket.create_connection(("127.0.0.1", s.port))
+    try:
+        stuck.sendall(post_head(1000) + b'{"texts": [')  # and never the rest
+        results: list = []
+        queued = threading.Thread(target=lambda: results.append(
+            request(s.port, "POST", "/predict", {"tokens": sentences(4)})))
+        queued.start()
+        deadline = time.monotonic() + 10
+        while stats(s.port)["queued"] < 1:
+            assert time.monotonic() < deadline, "the request never queued"
+            time.sleep(0.02)
+        signalled = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        rc = s.proc.wait(grace + 30)
+        took = time.monotonic() - signalled
+        queued.join(10)
+        assert rc == 0, "\n".join(s.lines)
+        assert took < grace + 8, f"exited {took:.1f} s after SIGTERM"
+        assert len(results) == 1 and results[0][0] == 200 and len(results[0][1]["tags"]) == 4
+        status, _, answer = read_answer(stuck, 5)  # cut off by the deadline: told so, not left hanging
+        assert status == 503 and "shutting down" in answer["error"]
+        assert not any("Traceback" in line for line in s.lines), "\n".join(s.lines)
+    finally:
+        stuck.close()
+        s.stop()

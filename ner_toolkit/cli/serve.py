@@ -4,11 +4,16 @@ batching; the API is described in ``ner_toolkit/serve.py``.
 The model loads before the port is bound, so a bad model directory (exit 2, one ``error:`` line) never
 leaves a half-started server; a port in use is exit 2 as well, checked before the (slow) model load. Once listening, one line on stderr:
 ``serving DIR on http://HOST:PORT (max batch N, max wait M ms)`` (``--port 0``: the port the system
-chose). SIGTERM or Ctrl-C: stop accepting, finish the requests in flight and queued, exit 0.
+chose). SIGTERM or Ctrl-C: stop accepting, finish the requests in flight and queued, exit 0; requests still
+running after ``--graceful-timeout`` seconds (a client that never finishes its body) are cut off.
+
+Each connection is bounded (``serve_http``, ``serve_layers``): its request head in size and time, its body in
+size and time, and the requests at once across connections (503 beyond ``--max-concurrency``).
 """
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import socket
 import sys
@@ -19,6 +24,11 @@ from . import _Parser
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_WAIT_MS = 0.0  # as Triton: no added delay; requests queued while the model is busy still batch
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024  # nginx's large_client_header_buffers: 4 x 8k
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0  # the default 1 MiB body at 17 KB/s
+DEFAULT_MAX_CONCURRENCY = 128
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
 
 def _parser() -> _Parser:
@@ -60,6 +70,21 @@ def _parser() -> _Parser:
     p.add_argument("--max-tokens", type=int, default=limits.max_tokens,
                    help=f"most words in one request (after word tokenisation); more: 413 "
                         f"(default {limits.max_tokens})")
+    p.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES,
+                   help=f"largest request line and headers together; larger: 431 (default "
+                        f"{DEFAULT_MAX_HEADER_BYTES})")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
+                   help=f"seconds a request's line and headers may take to arrive; longer: 408 and the "
+                        f"connection closes (default {DEFAULT_HEADER_TIMEOUT:g})")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
+                   help=f"seconds a request body may take to arrive in full; longer: 408 (default "
+                        f"{DEFAULT_BODY_TIMEOUT:g})")
+    p.add_argument("--max-concurrency", type=int, default=DEFAULT_MAX_CONCURRENCY,
+                   help=f"most POST requests in progress at once; more: 503 with Retry-After (default "
+                        f"{DEFAULT_MAX_CONCURRENCY}; GET /health, /metadata, /stats are not counted)")
+    p.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT,
+                   help=f"on SIGTERM or Ctrl-C, seconds to let the requests in progress finish before they are "
+                        f"cut off and the server exits (default {DEFAULT_GRACEFUL_TIMEOUT:g})")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let the model directory run its own Python code (auto_map); only for a directory you "
@@ -70,10 +95,16 @@ def _parser() -> _Parser:
 def _check(args: Any) -> None:
     if args.threads < 0:
         raise UserError(f"--threads must be 0 (automatic) or more, got {args.threads}", "--threads")
-    for name in ("workers", "max_batch", "batch_size", "max_body_bytes", "max_texts", "max_tokens"):
+    for name in ("workers", "max_batch", "batch_size", "max_body_bytes", "max_texts", "max_tokens",
+                 "max_header_bytes", "max_concurrency"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be at least 1, got {getattr(args, name)}", flag)
+    for name in ("header_timeout", "body_timeout", "graceful_timeout"):
+        value = getattr(args, name)
+        if not 0 < value <= 86_400:  # NaN fails too
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be more than 0 and at most 86400 seconds, got {value:g}", flag)
     if not 0 <= args.max_wait_ms <= 60_000:
         raise UserError(f"--max-wait-ms must be from 0 to 60000, got {args.max_wait_ms:g}", "--max-wait-ms")
     if not 0 <= args.port <= 65535:
@@ -109,6 +140,7 @@ def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     _check(args)
     try:
+        import httptools  # noqa: F401  (the request-head bounds are built on uvicorn's httptools protocol)
         import starlette  # noqa: F401
         import uvicorn
     except ImportError as exc:
@@ -116,7 +148,8 @@ def run(argv: list[str]) -> int:
 
     from ..model.directory import resolve_model_dir
     from ..serve import Limits, create_app
-    from ..serve_linger import lingering_close
+    from ..serve_http import bounded_protocol
+    from ..serve_layers import stack
     from ..serve_worker import default_threads, start_models
 
     model_dir = resolve_model_dir(args.model).resolve()
@@ -128,16 +161,21 @@ def run(argv: list[str]) -> int:
                                quantize=args.quantize, compile=args.compile),
                           args.workers, args.threads or default_threads(args.workers))
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
-    # The model directory and its config's sha256 come from each model process: what it loaded.
-    metadata = {"version": _version()}
+    # model_dir and config_sha256 come from each model process: what it loaded.
+    metadata = {"version": _version(),
+                "connections": {"max_header_bytes": args.max_header_bytes, "header_timeout": args.header_timeout,
+                                "body_timeout": args.body_timeout, "max_concurrency": args.max_concurrency,
+                                "graceful_timeout": args.graceful_timeout}}
     sock = bind(args.host, args.port)
     app = create_app(models, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
-                     metadata=metadata)
+                     metadata=metadata, body_timeout=args.body_timeout)
     ready = (f"serving {model_dir} on {url(args.host, sock)} "
              f"(max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms)")
-    # Outermost, so that every answer sent before the body was read (413, 404, 500, ...) drains it.
-    config = uvicorn.Config(lingering_close(app, limits.max_body_bytes), log_level="warning",
-                            access_log=args.access_log, lifespan="on", timeout_graceful_shutdown=None)
+    _log_to_stderr()
+    config = uvicorn.Config(stack(app, limits.max_body_bytes, args.max_concurrency), log_level="warning",
+                            access_log=args.access_log, lifespan="on",
+                            http=bounded_protocol(args.max_header_bytes, args.header_timeout),
+                            timeout_graceful_shutdown=args.graceful_timeout)
     server = _ready_server(config, ready)
     # uvicorn handles SIGTERM/SIGINT while serving (graceful drain), then restores the handlers it found
     # and raises the signal again: ignored here, so that a drained server exits 0 rather than as killed.
@@ -151,6 +189,22 @@ def run(argv: list[str]) -> int:
         for model in models:  # after the drain: the batcher has run everything queued
             model.close()
     return 0 if server.started else 1
+
+
+def _log_to_stderr() -> None:
+    """The server's own lines (a restarted model, a 5xx with its request id, a client gone mid-body) on
+    stderr, as uvicorn writes its own."""
+    from uvicorn.logging import DefaultFormatter
+
+    logger = logging.getLogger("ner_toolkit.serve")
+    if any(getattr(h, "ner_serve", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=False))
+    handler.ner_serve = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _version() -> Optional[str]:

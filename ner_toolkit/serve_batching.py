@@ -110,12 +110,13 @@ class Batcher:
         self.stats = BatchStats()
         self._pending: deque[_Job] = deque()
         self._wake: Optional[asyncio.Event] = None
-        self._free: Optional[asyncio.Queue[Model]] = None
+        self._free: Optional[asyncio.Queue[Optional[Model]]] = None  # None: stop (see close)
         self._running: set[asyncio.Task] = set()
         self._task: Optional[asyncio.Task] = None
         self._closing = False
         self._executor: Optional[ThreadPoolExecutor] = None
-        self._parked: dict[int, ModelUnavailable] = {}  # id(model) -> why it is set aside, until its wait ends
+        # id(model) -> (why it is set aside, time.monotonic() when it is back)
+        self._parked: dict[int, tuple[ModelUnavailable, float]] = {}
 
     @property
     def queued(self) -> int:
@@ -128,7 +129,8 @@ class Batcher:
     def unavailable(self) -> Optional[ModelUnavailable]:
         """Why no model can take a batch now (every one is set aside), or None."""
         if self._parked and len(self._parked) == len(self.models):
-            return min(self._parked.values(), key=lambda exc: exc.retry_after)
+            exc, back = min(self._parked.values(), key=lambda parked: parked[1])
+            return ModelUnavailable(exc.reason, max(0.0, back - time.monotonic()))  # the wait left, not the first
         return None
 
     async def start(self) -> None:
@@ -147,6 +149,9 @@ class Batcher:
             return
         assert self._wake is not None
         self._wake.set()
+        if self.unavailable() is not None:
+            assert self._free is not None
+            self._free.put_nowait(None)  # every model is set aside: the worker must not wait for one
         await self._task
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -173,6 +178,10 @@ class Batcher:
             # A batch is collected only once a model is free for it: requests arriving while every model
             # is busy join the queue, and the next batch takes them all.
             model = await self._free.get()
+            if model is None:  # closing with every model set aside: their requests were refused already
+                if self._running:
+                    await asyncio.gather(*self._running)
+                return
             batch = [job for job in await self._collect() if not job.future.done()]  # cancelled: no tagging
             if not batch:
                 if not self._pending and self._closing:  # nothing left: wait for the batches still running
@@ -255,8 +264,9 @@ class Batcher:
 
     def _park(self, model: Model, exc: ModelUnavailable, batch: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
-        self._parked[id(model)] = exc
-        loop.call_later(max(exc.retry_after, 0.05), self._unpark, model)
+        wait = max(exc.retry_after, 0.05)
+        self._parked[id(model)] = (exc, time.monotonic() + wait)
+        loop.call_later(wait, self._unpark, model)
         jobs = [job for job in batch if not job.future.done()]
         if len(self._parked) < len(self.models):
             self._pending.extendleft(reversed(jobs))  # first in line again, for another model

@@ -2,9 +2,10 @@
 describes the model it loaded (``/metadata``), a directory that no longer loads (gone, or labels.json
 reordered against the weights) is a 503 naming why and an unhealthy ``/health``, never a 500 or tags
 from scrambled labels, and the restarts behind that are bounded (backoff) and recover once the directory is
-back."""
+back. The batcher sets a model that is down aside and gives its batches to the others."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -13,6 +14,8 @@ import signal
 import time
 from pathlib import Path
 from typing import Callable
+
+import pytest
 
 from test_model_digest import reorder_labels
 from test_serve import Server, request, sentences, stats
@@ -121,3 +124,46 @@ def test_the_server_refuses_reordered_labels_before_listening(trained, tmp_path:
     s.reader.join(10)
     assert_user_error(rc, "\n".join(s.lines), str(live / "labels.json"))
     assert not s.ready.is_set()
+
+
+class _Model:
+    """An AsyncModel for the batcher: answers "p-" + each document, or refuses as a model that is down."""
+
+    def __init__(self, down: bool) -> None:
+        self.down, self.calls = down, 0
+
+    def submit(self, documents: list) -> "asyncio.Future[list]":
+        from ner_toolkit.serve_batching import ModelUnavailable
+
+        self.calls += 1
+        future = asyncio.get_running_loop().create_future()
+        if self.down:
+            future.set_exception(ModelUnavailable("down for the test", 30.0))
+        else:
+            future.set_result([f"p-{d}" for d in documents])
+        return future
+
+
+def test_a_model_that_is_down_is_set_aside_and_its_batch_goes_to_another() -> None:
+    from ner_toolkit.serve_batching import Batcher, ModelUnavailable
+
+    async def main() -> None:
+        down, up = _Model(down=True), _Model(down=False)
+        batcher = Batcher([down, up], max_batch=4, max_wait=0)
+        await batcher.start()
+        got = await asyncio.gather(*(batcher.submit([f"d{i}"]) for i in range(12)))
+        assert got == [[f"p-d{i}"] for i in range(12)]
+        assert down.calls == 1 and batcher.unavailable() is None  # tried once, then left alone
+        await batcher.close()
+
+        alone = _Model(down=True)
+        batcher = Batcher([alone], max_batch=4, max_wait=0)
+        await batcher.start()
+        for _ in range(3):  # the first finds it down; the others are refused without trying it
+            with pytest.raises(ModelUnavailable) as info:
+                await batcher.submit(["d"])
+            assert info.value.reason == "down for the test" and 29 < info.value.retry_after <= 30
+        assert alone.calls == 1
+        await asyncio.wait_for(batcher.close(), 5)  # a drain does not wait for a model set aside
+
+    asyncio.run(main())

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import re
@@ -41,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .data.text import TOKENIZERS, Document
+from .data.validate import InvalidJSON, InvalidText, load_json
 from .results import Entity, entities
 from .serve_batching import AsyncModel, Batcher, ModelUnavailable, ShuttingDown
 
@@ -108,16 +108,19 @@ async def read_body(request: Request, limit: int, timeout: Optional[float] = Non
 
 
 def parse_json(body: bytes) -> Any:
+    """The body's JSON value through the toolkit's one text check (``data.validate``): undecodable JSON (syntax,
+    integers past Python's digit limit, nesting) is 400; a string no text can be (an unpaired surrogate from a
+    ``\\ud800`` escape) is 422 naming where it is."""
     if not body.strip():
         raise RequestError(400, 'empty body; send a JSON object such as {"texts": ["..."]}')
     try:
-        return json.loads(body)
+        return load_json(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise RequestError(400, "the body is not UTF-8 text; send JSON") from None
-    except json.JSONDecodeError as exc:
+    except InvalidJSON as exc:
         raise RequestError(400, f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise RequestError(400, "malformed JSON: nested too deeply") from None
+    except InvalidText as exc:
+        raise RequestError(422, str(exc)) from None
 
 
 def _kind(value: Any) -> str:

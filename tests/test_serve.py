@@ -241,6 +241,10 @@ BAD = [
     ({"tokens": [["Peter", 3]]}, 422, "list of strings"),
     ({"tokens": [["Peter Blackburn"]]}, 422, "whitespace"),
     ({"tokens": [["Peter", ""]]}, 422, "empty"),
+    # Valid JSON that no text can be, and JSON Python will not decode (issue 28): one check for all input.
+    (b'{"texts": ["Peter \\ud800 Blackburn"]}', 422, "surrogate"),
+    (b'{"tokens": [["Peter", "\\udfff"]]}', 422, "surrogate"),
+    (b'{"texts": ["a"], "n": ' + b"9" * 5000 + b"}", 400, "digits"),
 ]
 
 

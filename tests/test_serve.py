@@ -4,6 +4,7 @@ One server process (module fixture) serves most tests; SIGTERM and start-up fail
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -263,12 +264,32 @@ def test_unknown_routes_and_methods_get_json_errors(server: Server) -> None:
     assert request(server.port, "GET", "/health") == (200, {"status": "ok"})  # still serving
 
 
-def test_internal_errors_are_json_500_and_spare_their_batch_mates(predictor, capfd) -> None:
-    """A model call that raises: 500 with a JSON body (the traceback goes to the log), and the requests
-    batched with it are retried alone and answered."""
+@contextlib.contextmanager
+def in_thread(app: Any) -> Iterator[int]:
+    """``app`` served by uvicorn in a thread of this process on a loopback port (yielded), stopped after."""
     import uvicorn
 
     from ner_toolkit.cli.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not uv.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.02)
+        yield sock.getsockname()[1]
+    finally:
+        uv.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def test_internal_errors_are_json_500_and_spare_their_batch_mates(predictor, capfd) -> None:
+    """A model call that raises: 500 with a JSON body (the traceback goes to the log), and the requests
+    batched with it are retried alone and answered."""
     from ner_toolkit.serve import Limits, create_app
 
     def predict_documents(documents):
@@ -281,26 +302,13 @@ def test_internal_errors_are_json_500_and_spare_their_batch_mates(predictor, cap
                                  precision=predictor.precision, predict_documents=predict_documents)
     # max batch 2, a long wait: the two requests below share one model call.
     app = create_app(stub, max_batch=2, max_wait_ms=2000, limits=Limits())
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not uv.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
+    with in_thread(app) as port:
         (bad_status, bad), (good_status, good) = concurrently(port, [{"texts": ["boom"]},
                                                                       {"texts": ["Peter Blackburn"]}])
         assert bad_status == 500 and set(bad) == {"error"} and "Traceback" not in bad["error"]
         assert good_status == 200
         assert_same_entities(good["entities"], [predictor.predict_text("Peter Blackburn")])
         assert app.state.batcher.stats.failed_batches >= 1
-    finally:
-        uv.should_exit = True
-        thread.join(20)
-        sock.close()
     assert "RuntimeError: boom in the model" in capfd.readouterr().err  # logged with its traceback
 
 

@@ -12,14 +12,13 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 import types
 from typing import Iterator
 
 import pytest
 
-from test_serve import Server, request, sentences
+from test_serve import Server, in_thread, request, sentences
 
 HEAD_BYTES = 8192
 HEAD_TIMEOUT = 1.0
@@ -227,9 +226,6 @@ def test_every_answer_carries_a_request_id(server: Server) -> None:
 
 
 def test_an_internal_error_is_logged_once_with_its_request_id(predictor, caplog) -> None:
-    import uvicorn
-
-    from ner_toolkit.cli.serve import bind
     from ner_toolkit.serve import Limits, create_app
     from ner_toolkit.serve_layers import stack
 
@@ -240,24 +236,12 @@ def test_an_internal_error_is_logged_once_with_its_request_id(predictor, caplog)
                                  batch_size=predictor.batch_size, device=predictor.device,
                                  precision=predictor.precision, predict_documents=predict_documents)
     app = create_app(stub, max_batch=4, max_wait_ms=0, limits=Limits())
-    sock = bind("127.0.0.1", 0)
-    uv = uvicorn.Server(uvicorn.Config(stack(app, Limits().max_body_bytes, 8), log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not uv.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.02)
-        conn = http.client.HTTPConnection("127.0.0.1", sock.getsockname()[1], timeout=30)
+    with in_thread(stack(app, Limits().max_body_bytes, 8)) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("POST", "/predict", body=b'{"texts": ["Peter"]}', headers={"X-Request-Id": "boom-1"})
         response = conn.getresponse()
         answer = json.loads(response.read())
         conn.close()
-    finally:
-        uv.should_exit = True
-        thread.join(20)
-        sock.close()
     assert response.status == 500 and "boom-1" in answer["error"] and response.getheader("x-request-id") == "boom-1"
     records = [r for r in caplog.records if "boom-1" in r.getMessage()]
     assert len(records) == 1 and records[0].exc_info is not None, [r.getMessage() for r in caplog.records]

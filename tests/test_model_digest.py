@@ -83,3 +83,18 @@ def test_a_directory_saved_before_the_digests_loads_unchecked(model_copy: Path, 
     assert predict_main(["--model", str(model_copy), str(sample_data.dev), "--output", str(tmp_path / "a")]) == 0
     reorder_labels(model_copy)  # nothing to check it against: loads, as before
     assert predict_main(["--model", str(model_copy), str(sample_data.dev), "--output", str(tmp_path / "b")]) == 0
+
+
+def test_weights_files_are_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    """safetensors writes its metadata from a hash map, in an order that changes with each process; the
+    model directory's weights must not (resumed runs are compared bit for bit)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch; from pathlib import Path; from ner_toolkit.model.directory import save_weights; "
+              "save_weights({'w': torch.arange(6.0).view(2, 3), 'b': torch.ones(2, dtype=torch.float16)}, "
+              "Path(sys.argv[1]), {f'key{i}': str(i) for i in range(8)} | {'format': 'pt'})")
+    for i in range(4):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{i}.safetensors")], check=True)
+    files = {(tmp_path / f"{i}.safetensors").read_bytes() for i in range(4)}
+    assert len(files) == 1

@@ -91,8 +91,6 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
 
     ``training``: the run's provenance for the model card (``card.training_info``: command line, data files).
     """
-    from safetensors.torch import save_file
-
     with atomic_directory(directory) as tmp:
         save_config(config, tmp / CONFIG)
         (tmp / LABELS).write_text(json.dumps(asdict(labels), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -101,7 +99,7 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
         raw, _ = parse_yaml((tmp / CONFIG).read_text(encoding="utf-8"), str(tmp / CONFIG))
         digests = {checks.LABELS_DIGEST: checks.labels_digest(labels.labels, labels.tag_scheme),
                    checks.CONFIG_DIGEST: checks.model_config_digest(raw)}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", **digests})
+        save_weights(state, tmp / WEIGHTS, {"format": "pt", **digests})
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp / WEIGHTS, 0o666 & ~umask)  # safetensors writes 0600; the rest of the directory is shared
@@ -115,6 +113,24 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
             chars.save(tmp / CHARS)
         (tmp / CARD).write_text(build_card(to_dict(config), asdict(labels), metrics, training, str(directory)),
                                 encoding="utf-8")
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """A safetensors file whose header lists ``metadata`` in sorted order: safetensors writes it from a hash
+    map, in an order that changes from process to process, and a model directory's bytes must not (a resumed
+    run's weights equal the uninterrupted run's bit for bit)."""
+    from safetensors.torch import save
+
+    data = save(state, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])  # the tensors' entries keep the writer's (sorted) order
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert len(text) <= size, "a reordered header cannot be longer"
+    with open(path, "wb") as fh:
+        fh.write(data[:8])
+        fh.write(text.ljust(size))  # safetensors pads its header with spaces too
+        fh.write(memoryview(data)[8 + size:])
 
 
 def write_metrics(directory: Union[str, os.PathLike], metrics: dict, training: Optional[dict] = None) -> None:

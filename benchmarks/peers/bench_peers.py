@@ -17,7 +17,7 @@ The systems (all on ../shared/models/all-MiniLM-L6-v2 and CoNLL-2003 from ../sha
 
 * ours:  ``train.py --config configs/conll03_minilm.yaml`` (MiniLM + GloVe 50-d + char CNN -> BiLSTM -> CRF,
   the config's own rates and precision; the model kept is its best epoch on dev), then
-  ``predict.py --precision bf16`` (or ``--ours-quantize int8``) on the test file.
+  ``predict.py --precision bf16`` (or ``--ours-quantize int8``: fp32 with int8 weights) on the test file.
 * hf:    ``AutoModelForTokenClassification`` on the MiniLM directory, the run_ner recipe as a plain loop
   (hf_token_classification.py): softmax head, labels on each word's first subword, AdamW 5e-5, linear decay
   after 10 % warmup, batch 32, weight decay 0, gradient clipping 1.0; the model kept is the last epoch's.
@@ -44,15 +44,18 @@ What is measured (one process at a time, never two systems at once):
   the peers from a timer around their batch loops (hf: its loop; flair: a trainer plugin timing each epoch
   from ``before_training_epoch`` to ``after_training_epoch``).
 * prediction sentences/s: test sentences / seconds of tagging, model load and start-up excluded, batches of
-  ``--predict-batch-size`` (64, predict.py's default) sentences. ours: predict.py does not report its
-  timing, so it is the wall of ``predict.py`` on the test file minus the wall of the same command on a file
-  holding only the first test sentence (the faster of two such load-only runs, after which the model files
-  are in the page cache for the full run too); this counts reading and writing the CoNLL files. The peers:
-  a timer in the helper from token lists in memory to tag lists in memory (sentences sorted by length into
-  batches, as ours and Flair do).
+  ``--predict-batch-size`` (64, predict.py's default) sentences; the fastest of ``--predict-repeats`` (3)
+  rounds, timed as the peers' helpers time themselves: from token lists in memory to tag lists in memory
+  (sentences sorted by length into batches, as all three do): ours by ours_predict.py (``Predictor.predict``,
+  bf16). ours is also timed end to end, as users run it, and that figure is printed under the table: the wall
+  of ``predict.py`` on the test file minus the wall of the same command, run right before it, on a file
+  holding only the first test sentence (this counts reading and writing the CoNLL files); its output is the
+  one scored.
+  The speed of a shared host drifts over minutes: ``--remeasure-predict`` measures the trained systems again
+  with their rounds taking turns (ours, hf, flair, ours, ...), so a slow spell falls on all of them.
 * peak RSS: ``ru_maxrss`` of the training process from ``os.wait4`` on that one child (the same for all
   three; it covers the whole process: start-up, data, training, dev scoring, saving).
-* wall: the training process's wall plus the prediction process's (ours: the full predict.py run).
+* wall: the training process's wall plus the kept prediction round's (ours: the full predict.py run).
 * noise: the CPU time other processes of the machine used during each measured child (/proc/stat's busy time
   less the child's own rusage) is kept in the JSON; a system for which it passes 5 % of the machine's CPU time
   is flagged under the table, since its speeds are then too low. A child whose resident memory passes
@@ -80,302 +83,11 @@ from typing import Any, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SYSTEMS = ("ours", "hf", "flair")
-TORCH = "torch==2.13.0"  # first, alone: the CPU build from local disk (a bare torch requirement pulls CUDA)
-FLAIR = "flair==0.15.1"
-BUSY_SHARE = 0.05  # other processes' share of the CPUs during a measured run above which its speeds are flagged
-TABLE_HEADER = ("| system | test F1 | dev F1 | training sentences/s | prediction sentences/s "
-                "| peak RSS training (MB) | wall |")
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-@dataclass
-class Block:
-    """One sentence of a CoNLL file (its raw lines) with the -DOCSTART- lines that came right before it."""
-
-    prefix: list[str]
-    lines: list[str]
-
-    @property
-    def tokens(self) -> list[str]:
-        return [line.split()[0] for line in self.lines]
-
-    @property
-    def tags(self) -> list[str]:
-        return [line.split()[-1] for line in self.lines]
-
-
-def read_blocks(path: Path) -> list[Block]:
-    """The sentences of an original CoNLL-2003 file, in order."""
-    blocks: list[Block] = []
-    prefix: list[str] = []
-    lines: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for raw in fh:
-            line = raw.rstrip("\n")
-            if not line.strip():
-                if lines:
-                    blocks.append(Block(prefix, lines))
-                    prefix, lines = [], []
-            elif line.startswith("-DOCSTART-"):
-                prefix.append(line)
-            else:
-                lines.append(line)
-    if lines:
-        blocks.append(Block(prefix, lines))
-    return blocks
-
-
-def to_iob2(tags: Sequence[str]) -> list[str]:
-    """Tags read as conlleval reads them (an I-X after O or after another type starts a span; B-X always
-    does), written in IOB2. Lossless for IOB1 and IOB2; for ill-formed input it keeps conlleval's spans."""
-    out: list[str] = []
-    previous = "O"
-    for tag in tags:
-        if tag == "O":
-            out.append(tag)
-        else:
-            prefix, type_ = tag.split("-", 1)
-            starts = prefix == "B" or previous == "O" or previous.split("-", 1)[1] != type_
-            out.append(("B-" if starts else "I-") + type_)
-        previous = tag
-    return out
-
-
-def write_original(path: Path, blocks: Sequence[Block]) -> None:
-    """The sentences in the original layout (all columns, IOB1, -DOCSTART- lines kept): ours' input."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for block in blocks:
-            for line in block.prefix:
-                fh.write(line + "\n\n")
-            fh.write("\n".join(block.lines) + "\n\n")
-
-
-def write_token_tag(path: Path, blocks: Sequence[Block]) -> None:
-    """``token tag`` in IOB2, one blank line after each sentence: the peers' input."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for block in blocks:
-            for token, tag in zip(block.tokens, to_iob2(block.tags)):
-                fh.write(f"{token} {tag}\n")
-            fh.write("\n")
-
-
-@dataclass
-class Data:
-    ours: dict[str, Path]    # train/dev/test/first in the original layout
-    peers: dict[str, Path]   # train/dev/test as token tag (IOB2)
-    counts: dict[str, int]   # sentences per split
-
-
-def prepare_data(source: Path, out: Path, limits: dict[str, Optional[int]], write: bool = True) -> Data:
-    """The benchmark's splits, written into OUT/data when ``write`` (deterministic: rewritten on every run)."""
-    ours_dir, peers_dir = out / "data" / "ours", out / "data" / "peers"
-    if write:
-        ours_dir.mkdir(parents=True, exist_ok=True)
-        peers_dir.mkdir(parents=True, exist_ok=True)
-    data = Data({}, {}, {})
-    for split in ("train", "dev", "test"):
-        blocks = read_blocks(source / f"{split}.txt")
-        limit = limits[split]
-        if limit is not None:
-            if limit < 1:
-                sys.exit(f"error: --{split}-sentences must be at least 1")
-            blocks = blocks[:limit]
-        data.counts[split] = len(blocks)
-        data.ours[split], data.peers[split] = ours_dir / f"{split}.txt", peers_dir / f"{split}.txt"
-        if split == "test":
-            data.ours["first"] = ours_dir / "test_first_sentence.txt"
-        if write:
-            write_original(data.ours[split], blocks)
-            write_token_tag(data.peers[split], blocks)
-            if split == "test":
-                write_original(data.ours["first"], blocks[:1])
-    return data
-
-
-def read_columns(path: Path) -> list[list[list[str]]]:
-    """The token lines of a CoNLL file, split into columns, per sentence (-DOCSTART- lines left out)."""
-    sentences: list[list[list[str]]] = []
-    current: list[list[str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if not parts or parts[0] == "-DOCSTART-":
-                if current:
-                    sentences.append(current)
-                    current = []
-                continue
-            current.append(parts)
-    if current:
-        sentences.append(current)
-    return sentences
-
-
-def write_scored_file(source: Path, target: Path, gold_file: Path) -> None:
-    """ours' predict.py output (the original columns + its IOB1 prediction) as ``token gold pred`` in IOB2,
-    the gold taken from the peers' file after checking that every token is the same."""
-    predicted, gold = read_columns(source), read_columns(gold_file)
-    if len(predicted) != len(gold):
-        raise SystemExit(f"error: {source} holds {len(predicted)} sentences, {gold_file} {len(gold)}")
-    with open(target, "w", encoding="utf-8") as fh:
-        for pred_rows, gold_rows in zip(predicted, gold):
-            if [r[0] for r in pred_rows] != [r[0] for r in gold_rows]:
-                raise SystemExit(f"error: {source}: the tokens differ from {gold_file}'s near "
-                                 f"{' '.join(r[0] for r in gold_rows[:8])}")
-            for row, gold_row, tag in zip(pred_rows, gold_rows, to_iob2([r[-1] for r in pred_rows])):
-                fh.write(f"{row[0]} {gold_row[-1]} {tag}\n")
-            fh.write("\n")
-
-
-# ---------------------------------------------------------------------------------------------- children
-
-@dataclass
-class Child:
-    """A finished child process: its wall seconds, its own peak RSS (os.wait4's ru_maxrss), its CPU seconds
-    and the CPU seconds that other processes of the machine used meanwhile (they slow the child down)."""
-
-    wall: float
-    peak_rss_mb: float
-    cpu_seconds: float
-    foreign_cpu_seconds: float
-
-    def record(self) -> dict[str, float]:
-        share = self.foreign_cpu_seconds / max(self.wall * (os.cpu_count() or 1), 1e-9)
-        return {"wall_seconds": round(self.wall, 2), "peak_rss_mb": round(self.peak_rss_mb),
-                "cpu_seconds": round(self.cpu_seconds, 1), "foreign_cpu_seconds": round(self.foreign_cpu_seconds, 1),
-                "foreign_cpu_share": round(share, 3)}
-
-
-def busy_cpu_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (/proc/stat; 0 where there is none)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def child_env(threads: int) -> dict[str, str]:
-    """The environment of every measured child: offline, the same thread count, no tokenizer threads."""
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    env.pop("VIRTUAL_ENV", None)
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def run_child(command: Sequence[Any], log: Path, env: dict[str, str], max_rss_mb: float, cwd: Path = ROOT) -> Child:
-    """Run one command to completion, its output to ``log``; exit with the log's tail when it fails, and kill
-    it when its resident memory passes ``max_rss_mb`` (checked 4 times a second)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"  $ {' '.join(map(str, command))}", flush=True)
-    with open(log, "w", encoding="utf-8") as fh:
-        fh.write("$ " + " ".join(map(str, command)) + "\n")
-        fh.flush()
-        busy, started = busy_cpu_seconds(), time.perf_counter()
-        proc = subprocess.Popen([str(c) for c in command], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                stdin=subprocess.DEVNULL)
-        killed = None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # this child's own rusage once it has ended
-            if pid:
-                break
-            rss = _rss_mb(proc.pid)
-            if killed is None and rss > max_rss_mb:
-                killed = rss
-                proc.kill()
-            time.sleep(0.25)
-        wall = time.perf_counter() - started
-        busy = busy_cpu_seconds() - busy
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-    if killed is not None:
-        sys.exit(f"error: killed at {killed:,.0f} MB resident (--max-rss-mb {max_rss_mb:,.0f}) after {wall:.0f} s; "
-                 f"the log: {log}")
-    if proc.returncode != 0:
-        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(True)[-30:])
-        sys.exit(f"{tail}\nerror: exit status {proc.returncode} after {wall:.0f} s; the whole log: {log}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return Child(wall, usage.ru_maxrss / 1024, cpu, max(busy - cpu, 0.0))
-
-
-def score(scorer: Path, predictions: Path) -> dict[str, float]:
-    """Micro span P/R/F1 (percent) by ner-evaluate, conlleval-compatible."""
-    json_path = predictions.with_suffix(".scores.json")
-    subprocess.run([str(scorer), str(predictions), "--json", str(json_path)], check=True, stdout=subprocess.DEVNULL)
-    micro = json.loads(json_path.read_text(encoding="utf-8"))["micro"]
-    return {key: round(100 * micro[key], 2) for key in ("f1", "precision", "recall")}
-
-
-# ------------------------------------------------------------------------------------------------ venvs
-
-def main_python() -> Path:
-    """The project's interpreter (its .venv when there is one)."""
-    candidate = ROOT / ".venv" / "bin" / "python"
-    return candidate if candidate.exists() else Path(sys.executable)
-
-
-def main_package_version(name: str) -> str:
-    out = subprocess.run([str(main_python()), "-c", f"import importlib.metadata as m; print(m.version({name!r}))"],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
-
-def peer_requirements(system: str) -> list[list[str]]:
-    """pip install steps of a peer's virtualenv, in order (torch alone first)."""
-    if system == "hf":
-        return [[TORCH], [f"transformers=={main_package_version('transformers')}"]]
-    return [[TORCH], [FLAIR, "gensim"]]
-
-
-def ensure_venv(system: str, venvs: Path) -> dict[str, Any]:
-    """The peer's virtualenv VENVS/<system>, created and installed once; returns its record
-    (python path, install seconds, what pip installed)."""
-    venv = venvs / system
-    marker = venv / "installed.json"
-    wanted = peer_requirements(system)
-    if marker.exists():
-        record = json.loads(marker.read_text(encoding="utf-8"))
-        if record.get("requirements") == wanted:
-            return record
-        print(f"[{system}] {venv} was built for {record.get('requirements')}, now {wanted}: rebuilding", flush=True)
-    if venv.exists():
-        shutil.rmtree(venv)  # a half-built one from an interrupted run, or an outdated one
-    print(f"[{system}] creating {venv}", flush=True)
-    started = time.perf_counter()
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    steps = []
-    for requirement in wanted:
-        t0 = time.perf_counter()
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *requirement], check=True)
-        steps.append({"pip install": " ".join(requirement), "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"[{system}] pip install {' '.join(requirement)}: {steps[-1]['seconds']:.0f} s", flush=True)
-    freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
-    (venv / "freeze.txt").write_text(freeze, encoding="utf-8")
-    record = {"python": str(python), "requirements": wanted,
-              "install_seconds": round(time.perf_counter() - started, 1), "steps": steps,
-              "packages": {line.split("==")[0].lower(): line.split("==")[1]
-                           for line in freeze.splitlines() if "==" in line}}
-    marker.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"[{system}] virtualenv ready in {record['install_seconds']:.0f} s", flush=True)
-    return record
-
+sys.path.insert(0, str(HERE))  # its sibling modules, run as a script or imported
+from peer_children import child_env, ensure_venv, main_python, run_child, score  # noqa: E402
+from peer_data import Data, prepare_data  # noqa: E402
+from peer_predict import measure_predict, remeasure_predict  # noqa: E402
+from peer_table import SYSTEMS, load_results, table  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- systems
 
@@ -423,31 +135,17 @@ def run_ours(s: Settings) -> dict[str, Any]:
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text(encoding="utf-8"))
     encoder, vectors = _ours_inputs(run_dir / "config.yaml")
 
-    predict = [python, ROOT / "predict.py", "--model", run_dir, "--precision", "bf16",
-               "--batch-size", str(a.predict_batch_size)]
-    if a.ours_quantize != "none":
-        predict += ["--quantize", a.ours_quantize]
-    load_only = [run_child(predict + [data.ours["first"], "--output", run_dir / "load_only.pred.conll"],
-                           run_dir / "logs" / f"predict_load_only_{i}.log", env, a.max_rss_mb) for i in (1, 2)]
-    full = run_child(predict + [data.ours["test"], "--output", run_dir / "test.predict_py.conll"],
-                     run_dir / "logs" / "predict_test.log", env, a.max_rss_mb)
-    write_scored_file(run_dir / "test.predict_py.conll", run_dir / "test.pred.conll", data.peers["test"])
-    startup = min(child.wall for child in load_only)
-    tag_seconds = max(full.wall - startup, 1e-3)
+    predicted = measure_predict(s, ["ours"])["ours"]
     return {
         "train": {"seconds": round(train_seconds, 2), "epochs_run": len(epochs),
                   "sentences_per_second": train_rate(data.counts["train"], len(epochs), train_seconds),
                   "how": "sum of the per-epoch 'seconds' in metrics.jsonl (batch loop only)", **train.record()},
-        "predict": {"seconds": round(tag_seconds, 2), "load_seconds": round(startup, 2),
-                    "sentences_per_second": round(data.counts["test"] / tag_seconds, 2),
-                    "how": "wall of predict.py on the test file minus the faster of two load-only runs "
-                           "(predict.py on the first test sentence), so start-up and model load are excluded",
-                    **full.record(), "load_only_runs": [child.record() for child in load_only]},
+        "predict": predicted,
         "dev_f1": round(100 * metrics["dev"]["micro"]["f1"], 2) if metrics.get("dev") else None,
         "best_epoch": metrics.get("epoch"),
-        "wall_seconds": round(train.wall + full.wall, 1),
+        "wall_seconds": round(train.wall + predicted["wall_seconds"], 1),
         "details": {"config": a.ours_config, "sets": a.ours_set, "quantize": a.ours_quantize,
-                    "precision_predict": "bf16", "encoder": encoder, "vectors": vectors,
+                    "precision_predict": "bf16" if a.ours_quantize == "none" else "fp32", "encoder": encoder, "vectors": vectors,
                     "same_encoder": _same_path(encoder, a.encoder), "same_vectors": _same_path(vectors, a.vectors),
                     "peer_vectors": str(a.vectors),
                     "git": _git_head(),
@@ -496,23 +194,17 @@ def run_peer(s: Settings, system: str) -> dict[str, Any]:
                        "--batch-size", 32, "--lr", 5e-5, "--warmup", 0.1, *extra],
                       run_dir / "logs" / "train.log", env, a.max_rss_mb)
     stats = json.loads((run_dir / "train_stats.json").read_text(encoding="utf-8"))
-    full = run_child([python, helper, "predict", "--model", run_dir / "model", "--input", data.peers["test"],
-                      "--output", run_dir / "test.pred.conll", "--threads", a.threads,
-                      "--batch-size", a.predict_batch_size, "--stats", run_dir / "predict_stats.json"],
-                     run_dir / "logs" / "predict_test.log", env, a.max_rss_mb)
-    pstats = json.loads((run_dir / "predict_stats.json").read_text(encoding="utf-8"))
+    predicted = measure_predict(s, [system])[system]
     return {
         "train": {"seconds": round(stats["train_seconds"], 2), "epochs_run": stats["epochs"],
                   "sentences_per_second": train_rate(data.counts["train"], stats["epochs"], stats["train_seconds"]),
                   "how": stats["how"], **train.record()},
-        "predict": {"seconds": round(pstats["tag_seconds"], 2), "load_seconds": round(pstats["load_seconds"], 2),
-                    "sentences_per_second": round(data.counts["test"] / pstats["tag_seconds"], 2),
-                    "how": pstats["how"], **full.record()},
+        "predict": predicted,
         "dev_f1": score(scorer_path(), run_dir / "dev.pred.conll")["f1"],
-        "wall_seconds": round(train.wall + full.wall, 1),
+        "wall_seconds": round(train.wall + predicted["wall_seconds"], 1),
         "details": {"recipe": stats["recipe"], "versions": stats["versions"], "vectors_prep_seconds": prep_seconds,
                     "venv_install_seconds": venv["install_seconds"], "venv_steps": venv["steps"],
-                    "prediction_notes": pstats.get("notes")},
+                    "prediction_notes": predicted.pop("notes", None)},
     }
 
 
@@ -534,73 +226,6 @@ def run_system(s: Settings, system: str) -> dict[str, Any]:
               "test": score(scorer_path(), run_dir / "test.pred.conll"),
               **result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     return result
-
-
-# ------------------------------------------------------------------------------------------------ table
-
-def _wall(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-def table(results: Sequence[dict[str, Any]]) -> str:
-    """The markdown table of the results, in SYSTEMS order, with the settings they share under it."""
-    rows = [TABLE_HEADER, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    noisy: list[str] = []
-    for r in sorted(results, key=lambda r: SYSTEMS.index(r["system"])):
-        name = r["system"]
-        if name == "ours":
-            name += f" ({r['details']['quantize']})" if r["details"]["quantize"] != "none" else " (bf16)"
-        if name == "flair" and (r.get("own_settings") or {}).get("decoder_lr") is not None:
-            name += f" (decoder lr {r['own_settings']['decoder_lr']:g})"
-        dev = f"{r['dev_f1']:.2f}" if r.get("dev_f1") is not None else "-"
-        busy = max(r["train"].get("foreign_cpu_share", 0.0), r["predict"].get("foreign_cpu_share", 0.0))
-        if busy > BUSY_SHARE:
-            name += " \\*"
-            noisy.append(f"{r['system']} {100 * busy:.0f}%")
-        rows.append(f"| {name} | {r['test']['f1']:.2f} | {dev} | {r['train']['sentences_per_second']:.1f} | "
-                    f"{r['predict']['sentences_per_second']:.1f} | {r['train']['peak_rss_mb']:,} | "
-                    f"{_wall(r['wall_seconds'])} |")
-    settings = [json.dumps(r["settings"], sort_keys=True) for r in results]
-    if results:
-        c = results[0]["settings"]
-        rows.append("")
-        rows.append(f"{c['train_sentences']:,} training sentences x {c['epochs']} epochs, seed {c['seed']}, "
-                    f"{c['threads']} threads; dev {c['dev_sentences']:,} and test {c['test_sentences']:,} sentences; "
-                    f"prediction batches of {c['predict_batch_size']}; encoder {Path(c['encoder']).name}")
-    for r in results:
-        if r["system"] == "ours" and not r["details"].get("same_encoder", True):
-            rows.append(f"ours' encoder is {r['details']['encoder']}, not the peers' {r['settings']['encoder']}")
-        if r["system"] == "ours" and not r["details"].get("same_vectors", True):
-            used = r["details"]["vectors"] or "none (no word vectors)"
-            rows.append(f"ours' word vectors are {used}, not Flair's {r['details']['peer_vectors']}")
-    short = [f"{r['system']} {r['train']['epochs_run']}" for r in results
-             if r["train"]["epochs_run"] != r["settings"]["epochs"]]
-    if short:
-        rows.append(f"epochs actually trained (early stopping): {', '.join(short)}")
-    versions = [f"{r['system']}: " + ", ".join(f"{k} {v}" for k, v in r["details"]["versions"].items())
-                for r in results if "versions" in r["details"]]
-    if versions:
-        rows.append("; ".join(versions) + " (the peers' own virtualenvs)")
-    if noisy:
-        rows.append(f"\\* other processes kept the CPUs busy during a measured run ({', '.join(noisy)} of the "
-                    f"machine's CPU time): its speeds are too low; run it again on an idle machine (--force)")
-    if len(set(settings)) > 1:
-        rows.append("WARNING: these results were run with different settings; see the JSONs")
-    return "\n".join(rows)
-
-
-def load_results(out: Path, systems: Sequence[str]) -> list[dict[str, Any]]:
-    found = []
-    for system in systems:
-        path = out / "results" / f"{system}.json"
-        if path.exists():
-            found.append(json.loads(path.read_text(encoding="utf-8")))
-    return found
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -627,11 +252,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra --set for ours' train.py (repeatable)")
     ap.add_argument("--ours-quantize", choices=("none", "int8"), default="none",
-                    help="int8: predict.py --quantize int8 (with --precision bf16)")
+                    help="int8: predict with dynamic int8 weights (predict.py --quantize int8, fp32 activations)")
     ap.add_argument("--max-rss-mb", type=float, default=16000, help="kill a child whose resident memory passes this")
     ap.add_argument("--flair-decoder-lr", type=float, default=None,
                     help="Flair fine_tune's decoder_learning_rate: another rate for the BiLSTM, CRF and the "
                          "embeddings' reprojection (default: none, the 5e-5 of the recipe for every parameter)")
+    ap.add_argument("--predict-repeats", type=int, default=3,
+                    help="prediction is measured this many times per system, the fastest kept (default 3)")
+    ap.add_argument("--remeasure-predict", action="store_true",
+                    help="only measure prediction again, for the trained --systems, their rounds taking turns")
     ap.add_argument("--force", action="store_true", help="run systems whose results JSON exists again")
     ap.add_argument("--table", action="store_true", help="only print the table from OUT/results/*.json")
     ap.add_argument("--install-only", action="store_true", help="only create the peers' virtualenvs")
@@ -675,6 +304,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             sys.exit(f"error: {path} not found")
     limits = {"train": args.train_sentences, "dev": args.dev_sentences, "test": args.test_sentences}
     settings = Settings(args, prepare_data(args.data, args.out, limits, write=False), args.out)
+    if args.remeasure_predict:
+        remeasure_predict(settings, args.systems)
+        print()
+        print(table(load_results(args.out, SYSTEMS)))
+        return
     todo = []
     for system in args.systems:  # every clash is found before anything is written or run
         path = args.out / "results" / f"{system}.json"

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_io import forbid_network, read_conll, set_threads, write_json, write_predictions  # noqa: E402
+from peer_io import (  # noqa: E402
+    forbid_network, read_conll, set_threads, write_json, write_predict_stats, write_predictions)
 
 
 def versions() -> dict[str, str]:
@@ -152,11 +153,10 @@ def predict(args: argparse.Namespace) -> None:
     tags = tag(tagger, [tokens for tokens, _ in sentences], args.batch_size)
     tagged = time.perf_counter()
     write_predictions(args.output, sentences, tags)
-    write_json(args.stats, {
-        "load_seconds": loaded - started, "tag_seconds": tagged - loaded, "sentences": len(sentences),
-        "threads": torch.get_num_threads(), "versions": versions(),
-        "how": f"perf_counter around Sentence objects + SequenceTagger.predict(mini_batch_size={args.batch_size}) "
-               f"+ spans to IOB2 tags, fp32; SequenceTagger.load excluded"})
+    write_predict_stats(args.stats, started, loaded, tagged, len(sentences),
+                        f"perf_counter around Sentence objects + SequenceTagger.predict(mini_batch_size="
+                        f"{args.batch_size}) + spans to IOB2 tags, fp32; SequenceTagger.load excluded",
+                        versions=versions())
 
 
 def main() -> None:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer_io import Sentence, forbid_network, read_conll, set_threads, write_json, write_predictions  # noqa: E402
+from peer_io import (  # noqa: E402
+    Sentence, forbid_network, read_conll, set_threads, write_json, write_predict_stats, write_predictions)
 
 MAX_LENGTH = 512
 
@@ -144,7 +145,6 @@ def train(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     set_threads(args.threads)
@@ -157,12 +157,10 @@ def predict(args: argparse.Namespace) -> None:
     tags, missing = tag(model, tokenizer, [tokens for tokens, _ in sentences], args.batch_size)
     tagged = time.perf_counter()
     write_predictions(args.output, sentences, tags)
-    write_json(args.stats, {
-        "load_seconds": loaded - started, "tag_seconds": tagged - loaded, "sentences": len(sentences),
-        "threads": torch.get_num_threads(), "versions": versions(),
-        "notes": {"words_without_subword": missing},
-        "how": f"perf_counter from token lists in memory to tags in memory, batches of {args.batch_size} "
-               f"length-sorted sentences, fp32; tokenizer and model load excluded"})
+    write_predict_stats(args.stats, started, loaded, tagged, len(sentences),
+                        f"perf_counter from token lists in memory to tags in memory, batches of {args.batch_size} "
+                        f"length-sorted sentences, fp32; tokenizer and model load excluded",
+                        versions=versions(), notes={"words_without_subword": missing})
 
 
 def main() -> None:

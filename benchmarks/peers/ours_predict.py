@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
-from peer_io import forbid_network, read_conll, set_threads, write_json  # noqa: E402
+from peer_io import forbid_network, read_conll, set_threads, write_predict_stats  # noqa: E402
 
 
 def main() -> None:
@@ -34,8 +34,6 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     set_threads(args.threads)
-    import torch
-
     from ner_toolkit.predict import Predictor
 
     sentences = [tokens for tokens, _ in read_conll(args.input)]
@@ -46,13 +44,10 @@ def main() -> None:
     tags = predictor.predict(sentences)
     tagged = time.perf_counter()
     assert [len(t) for t in tags] == [len(s) for s in sentences], "token counts in != out"
-    write_json(args.stats, {
-        "load_seconds": loaded - started, "tag_seconds": tagged - loaded, "sentences": len(sentences),
-        "threads": torch.get_num_threads(),
-        "how": f"perf_counter from token lists in memory to tags in memory (Predictor.predict, {args.precision}"
-               f"{', int8 weights' if args.quantize else ''}), "
-               f"batches of {args.batch_size}; model load excluded"})
-
+    write_predict_stats(args.stats, started, loaded, tagged, len(sentences),
+                        f"perf_counter from token lists in memory to tags in memory (Predictor.predict, "
+                        f"{args.precision}{', int8 weights' if args.quantize else ''}), batches of "
+                        f"{args.batch_size}; model load excluded")
 
 if __name__ == "__main__":
     main()

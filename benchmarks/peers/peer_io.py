@@ -75,3 +75,13 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def write_predict_stats(path: Path, started: float, loaded: float, tagged: float, sentences: int, how: str,
+                        **extra: Any) -> None:
+    """The stats JSON of one timed prediction (perf_counter marks: start, model loaded, all tagged), as
+    bench_peers.py reads it for every system."""
+    import torch
+
+    write_json(path, {"load_seconds": loaded - started, "tag_seconds": tagged - loaded, "sentences": sentences,
+                      "threads": torch.get_num_threads(), **extra, "how": how})

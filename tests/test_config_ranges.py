@@ -113,6 +113,7 @@ OUT_OF_RANGE = [
     ("model.encoder.dropout", 1.5, "in [0, 1)"),
     ("model.encoder.token_dropout", 1.0, "in [0, 1)"),
     ("model.words.unk_dropout", math.nan, "finite"),
+    ("model.words.max_vectors", 0, "from 1 to"),
     ("training.ema", 1.0, "in [0, 1)"),
     ("training.warmup", 1.0, "in [0, 1)"),
 ]

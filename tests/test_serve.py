@@ -418,6 +418,11 @@ def test_a_port_in_use_exits_2(trained) -> None:
     (["--max-batch", "0"], "--max-batch"),
     (["--max-wait-ms", "-1"], "--max-wait-ms"),
     (["--port", "70000"], "--port"),
+    (["--max-header-bytes", "0"], "--max-header-bytes"),
+    (["--max-concurrency", "0"], "--max-concurrency"),
+    (["--header-timeout", "0"], "--header-timeout"),
+    (["--body-timeout", "nan"], "--body-timeout"),
+    (["--graceful-timeout", "100000"], "--graceful-timeout"),
 ])
 def test_bad_settings_are_refused_before_the_model_loads(tmp_path: Path, flags: list, flag: str) -> None:
     from ner_toolkit.cli.serve import run

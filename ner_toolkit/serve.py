@@ -248,9 +248,11 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
             down = ModelUnavailable(str(problems[0]), 1.0)
         return down
 
+    def retry_after(exc: ModelUnavailable) -> dict:
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+
     def refused(exc: ModelUnavailable) -> JSONResponse:
-        return _error(503, f"no model can answer: {exc.reason}",
-                      {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+        return _error(503, f"no model can answer: {exc.reason}", retry_after(exc))
 
     async def predict(request: Request) -> Response:
         try:
@@ -286,9 +288,8 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
             return JSONResponse({"status": "shutting down"}, status_code=503)
         down = unavailable()
         if down is not None:
-            refusal = refused(down)
             return JSONResponse({"status": "unavailable", "error": f"no model can answer: {down.reason}"},
-                                status_code=503, headers={"Retry-After": refusal.headers["retry-after"]})
+                                status_code=503, headers=retry_after(down))
         return JSONResponse({"status": "ok"})
 
     async def describe(request: Request) -> JSONResponse:

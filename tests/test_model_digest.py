@@ -40,7 +40,7 @@ def model_copy(trained, tmp_path: Path) -> Path:
 
 
 def test_training_records_the_digests(trained) -> None:
-    metadata = checks.weight_metadata(trained.model_dir / "model.safetensors")
+    metadata = checks.weight_header(trained.model_dir / "model.safetensors")[1]
     raw = json.loads((trained.model_dir / "labels.json").read_text(encoding="utf-8"))
     assert metadata[checks.LABELS_DIGEST] == checks.labels_digest(raw["labels"], raw["tag_scheme"])
     assert set(metadata) >= {checks.LABELS_DIGEST, checks.CONFIG_DIGEST}

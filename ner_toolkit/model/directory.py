@@ -240,12 +240,11 @@ def load_model(path: Union[str, os.PathLike], device: Union[str, torch.device] =
                     num_chars=len(chars) if chars else 0, pretrained_rows=len(vocab) - vocab.trained if vocab else 0)
     expected = tagger.state_dict()
     # The header first: a mismatch is reported before any tensor is read.
-    checks.compare_weights(checks.weight_shapes(directory / WEIGHTS),
-                           {k: list(v.shape) for k, v in expected.items()}, directory / WEIGHTS,
+    shapes, metadata = checks.weight_header(directory / WEIGHTS)
+    checks.compare_weights(shapes, {k: list(v.shape) for k, v in expected.items()}, directory / WEIGHTS,
                            encoder_path.relative_to(directory).as_posix())
     # The shapes fit; the digests tell whether labels.json and config.yaml are the ones saved with the weights.
-    checks.check_digests(checks.weight_metadata(directory / WEIGHTS), labels.labels, labels.tag_scheme, raw,
-                         directory, WEIGHTS)
+    checks.check_digests(metadata, labels.labels, labels.tag_scheme, raw, directory, WEIGHTS)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:

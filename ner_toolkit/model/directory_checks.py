@@ -273,13 +273,14 @@ def check_char_vocab(raw: Mapping[str, Any], path: Path) -> tuple[list[str], int
     return chars, max_length
 
 
-def weight_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor names and shapes from a safetensors header, without reading the tensors."""
+def weight_header(path: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Tensor names and shapes, and the string metadata, from a safetensors header, without reading the
+    tensors."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
-            return {key: list(fh.get_slice(key).get_shape()) for key in fh.keys()}
+            return {key: list(fh.get_slice(key).get_shape()) for key in fh.keys()}, dict(fh.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"corrupted weights file: {exc}", path) from None
 
@@ -309,17 +310,6 @@ def model_config_digest(raw_config: Mapping[str, Any]) -> str:
     if isinstance(model.get("encoder"), dict):
         model["encoder"].pop("trust_remote_code", None)
     return _sha256_json(model)
-
-
-def weight_metadata(path: Path) -> dict[str, str]:
-    """The string metadata of a safetensors header, without reading the tensors."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"corrupted weights file: {exc}", path) from None
 
 
 def check_digests(metadata: Mapping[str, str], labels: Sequence[str], tag_scheme: str,

@@ -41,7 +41,7 @@ def send_frame(sock: socket.socket, obj: Any) -> None:
         raise ChannelClosed(str(exc)) from None
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+def _recv_exactly(sock: socket.socket, size: int) -> bytearray:
     buf = bytearray(size)
     view, got = memoryview(buf), 0
     while got < size:
@@ -52,7 +52,7 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
         if n == 0:
             raise ChannelClosed("end of stream")
         got += n
-    return bytes(buf)
+    return buf  # pickle.loads and struct read it as it is: no copy of a megabyte frame
 
 
 def recv_frame(sock: socket.socket) -> Any:

@@ -48,9 +48,10 @@ def plain_backend(tokenizer: Any) -> Any:
     """The Rust ``tokenizers.Tokenizer`` of a fast tokenizer, that encodes one word as the tokenizer does for
     that word alone: a private copy without the padding and truncation a published ``tokenizer.json`` may fix
     for whole inputs (all-MiniLM-L6-v2 ships ``Fixed(128)`` padding, which made every word 128 ids); the
-    backend itself when it sets neither. Special tokens of the post-processor are left out by the call (``add_special_tokens=False``); the
-    normaliser, pre-tokeniser, added tokens and model are the tokenizer's own. None for a slow tokenizer
-    (or a backend that cannot be copied): the transformers call then pads and truncates only on request."""
+    backend itself when it sets neither. Special tokens of the post-processor are left out by the call
+    (``add_special_tokens=False``); the normaliser, pre-tokeniser, added tokens and model are the tokenizer's
+    own. None for a slow tokenizer (or a backend that cannot be copied): the transformers call then pads and
+    truncates only on request."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is None:
         backend = tokenizer if type(tokenizer).__module__.startswith("tokenizers") else None

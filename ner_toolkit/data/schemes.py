@@ -27,6 +27,14 @@ _ALL_PREFIXES = ("B", "I", "E", "S", "M")
 UNKNOWN = "?"  # the default data.unknown_tag: partial labels' tag for a token nobody annotated
 
 
+def scheme_names(internal_only: bool = False) -> tuple[str, ...]:
+    """The scheme names a config or CLI accepts (canonical names, then aliases); ``internal_only``: those a
+    model can use inside its CRF."""
+    if internal_only:
+        return ("BIO", "BIOES", "IOB2", "IOBES")
+    return SCHEMES + tuple(_ALIASES)
+
+
 class SchemeError(ValueError):
     """A tag, tag sequence or scheme name the user has to fix; the message says how."""
 

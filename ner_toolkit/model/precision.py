@@ -10,8 +10,7 @@ from typing import ContextManager, Optional
 import torch
 
 from ..errors import UserError
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .modes import PRECISIONS
 
 
 def check_precision(precision: str, device: torch.device, source: str = "training.precision") -> None:

@@ -23,9 +23,8 @@ from typing import Iterator, Optional
 import torch
 from torch import nn
 
+from .modes import QUANTIZATIONS
 from .tagger import Tagger
-
-QUANTIZATIONS = ("none", "int8")
 
 
 def check_quantize(quantize: Optional[str], device: torch.device | str, precision: str = "fp32") -> None:

@@ -290,7 +290,7 @@ def in_thread(app: Any) -> Iterator[int]:
 def test_internal_errors_are_json_500_and_spare_their_batch_mates(predictor, capfd) -> None:
     """A model call that raises: 500 with a JSON body (the traceback goes to the log), and the requests
     batched with it are retried alone and answered."""
-    from ner_toolkit.serve import Limits, create_app
+    from ner_toolkit.serve.app import Limits, create_app
 
     def predict_documents(documents):
         if any("boom" in d.text for d in documents):

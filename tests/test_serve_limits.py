@@ -226,8 +226,8 @@ def test_every_answer_carries_a_request_id(server: Server) -> None:
 
 
 def test_an_internal_error_is_logged_once_with_its_request_id(predictor, caplog) -> None:
-    from ner_toolkit.serve import Limits, create_app
-    from ner_toolkit.serve_layers import stack
+    from ner_toolkit.serve.app import Limits, create_app
+    from ner_toolkit.serve.layers import stack
 
     def predict_documents(documents):
         raise RuntimeError("boom in the model")

@@ -133,7 +133,7 @@ class _Model:
         self.down, self.calls = down, 0
 
     def submit(self, documents: list) -> "asyncio.Future[list]":
-        from ner_toolkit.serve_batching import ModelUnavailable
+        from ner_toolkit.serve.batching import ModelUnavailable
 
         self.calls += 1
         future = asyncio.get_running_loop().create_future()
@@ -145,7 +145,7 @@ class _Model:
 
 
 def test_a_model_that_is_down_is_set_aside_and_its_batch_goes_to_another() -> None:
-    from ner_toolkit.serve_batching import Batcher, ModelUnavailable
+    from ner_toolkit.serve.batching import Batcher, ModelUnavailable
 
     async def main() -> None:
         down, up = _Model(down=True), _Model(down=False)

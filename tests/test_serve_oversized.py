@@ -19,7 +19,7 @@ import pytest
 
 from test_serve import Server, request, sentences
 
-from ner_toolkit.serve_linger import LINGER_FACTOR, LINGER_SECONDS
+from ner_toolkit.serve.linger import LINGER_FACTOR, LINGER_SECONDS
 
 LIMIT = 1 << 20  # --max-body-bytes (the default, set here so that a new default does not change these tests)
 MiB = 1 << 20

@@ -27,7 +27,7 @@ def test_a_model_process_takes_batches_larger_than_the_socket_buffers(trained) -
     """Under uvloop the socket is non-blocking once the loop watches it: a 1 MB batch is written in parts
     and a reply of many tags read in parts, and neither is a death (restart) or an error."""
     from ner_toolkit.data.text import Document
-    from ner_toolkit.serve_worker import ModelProcess
+    from ner_toolkit.serve.worker import ModelProcess
 
     model = ModelProcess(dict(directory=str(trained.model_dir)), threads=1).start()
     try:
@@ -44,7 +44,7 @@ def test_a_model_process_takes_batches_larger_than_the_socket_buffers(trained) -
 
 
 def test_a_frame_in_small_pieces_with_pauses_is_read_whole() -> None:
-    from ner_toolkit.serve_pipe import _HEADER, Channel, _dumps
+    from ner_toolkit.serve.pipe import _HEADER, Channel, _dumps
 
     parent, child = socket.socketpair()
     payload = {"tags": [["B-PER", "I-PER", "O"]] * 2000}
@@ -71,7 +71,7 @@ def test_a_frame_in_small_pieces_with_pauses_is_read_whole() -> None:
 
 
 def test_a_batch_larger_than_the_socket_buffers_goes_and_comes_back_whole() -> None:
-    from ner_toolkit.serve_pipe import Channel, recv_frame, send_frame
+    from ner_toolkit.serve.pipe import Channel, recv_frame, send_frame
 
     parent, child = socket.socketpair()
     batch = ["x" * 1000] * 8000  # 8 MB: many times what the kernel buffers hold
@@ -97,7 +97,7 @@ def test_a_batch_larger_than_the_socket_buffers_goes_and_comes_back_whole() -> N
 
 
 def test_only_the_end_of_the_stream_closes_the_channel() -> None:
-    from ner_toolkit.serve_pipe import _HEADER, Channel, ChannelClosed, _dumps
+    from ner_toolkit.serve.pipe import _HEADER, Channel, ChannelClosed, _dumps
 
     parent, child = socket.socketpair()
 

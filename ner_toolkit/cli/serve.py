@@ -32,7 +32,7 @@ DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
 
 def _parser() -> _Parser:
-    from ..serve import Limits
+    from ..serve.app import Limits
 
     limits = Limits()
     p = _Parser(prog="ner-serve", description="Serve a trained model over HTTP: POST /predict, GET /health, "
@@ -147,10 +147,10 @@ def run(argv: list[str]) -> int:
         raise UserError(f"ner-serve needs {exc.name}: pip install 'ner_toolkit[serve]'", "ner-serve") from None
 
     from ..model.directory import resolve_model_dir
-    from ..serve import Limits, create_app
-    from ..serve_http import bounded_protocol
-    from ..serve_layers import stack
-    from ..serve_worker import default_threads, start_models
+    from ..serve.app import Limits, create_app
+    from ..serve.http import bounded_protocol
+    from ..serve.layers import stack
+    from ..serve.worker import default_threads, start_models
 
     model_dir = resolve_model_dir(args.model).resolve()
     if args.port != 0:

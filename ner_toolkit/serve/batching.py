@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol, Sequence, Union, runtime_checkable
 
-from .data.text import Document
-from .results import Prediction
+from ..data.text import Document
+from ..results import Prediction
 
 log = logging.getLogger("ner_toolkit.serve")
 

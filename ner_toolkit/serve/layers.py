@@ -18,7 +18,7 @@ import re
 import uuid
 from typing import Optional
 
-from .serve_linger import ASGIApp, Message, Receive, Scope, Send, lingering_close
+from .linger import ASGIApp, Message, Receive, Scope, Send, lingering_close
 
 log = logging.getLogger("ner_toolkit.serve")
 

@@ -39,10 +39,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .data.text import TOKENIZERS, Document
-from .data.validate import InvalidJSON, InvalidText, load_json
-from .results import Entity, entities
-from .serve_batching import AsyncModel, Batcher, ModelUnavailable, ShuttingDown
+from ..data.text import TOKENIZERS, Document
+from ..data.validate import InvalidJSON, InvalidText, load_json
+from ..results import Entity, entities
+from .batching import AsyncModel, Batcher, ModelUnavailable, ShuttingDown
 
 log = logging.getLogger("ner_toolkit.serve")
 

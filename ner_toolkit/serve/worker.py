@@ -33,11 +33,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .data.text import Document
-from .errors import UserError
-from .results import Prediction
-from .serve_batching import ModelUnavailable
-from .serve_pipe import Channel, ChannelClosed, recv_frame, send_frame
+from ..data.text import Document
+from ..errors import UserError
+from ..results import Prediction
+from .batching import ModelUnavailable
+from .pipe import Channel, ChannelClosed, recv_frame, send_frame
 
 log = logging.getLogger("ner_toolkit.serve")
 
@@ -63,7 +63,7 @@ def _child(sock: socket.socket, load: dict, threads: Optional[int]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
-    from .predict import Predictor
+    from ..predict import Predictor
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """``ner-serve`` answers before the request body is read (413, 404) and still reaches the client.
 
 The server reads and drops the rest of the body after such an answer, up to ``LINGER_FACTOR`` times the body
-limit or ``LINGER_SECONDS``, then closes (``serve_linger``). The bodies here are megabytes: on loopback the
+limit or ``LINGER_SECONDS``, then closes (``serve.linger``). The bodies here are megabytes: on loopback the
 kernel's socket buffers hold about 4 MB, so a smaller body reaches them in full even from a server that
 never reads it, and its 413 gets through by luck.
 """

@@ -1,4 +1,4 @@
-"""Frames between ``ner-serve`` and its model processes (``serve_pipe``) on the event loop the server uses
+"""Frames between ``ner-serve`` and its model processes (``serve.pipe``) on the event loop the server uses
 (uvloop when installed, as uvicorn picks it): a frame in any number of parts, or larger than any socket
 buffer, is one message; only the end of the stream is a closed channel. And a real model process takes
 such batches without being taken for dead."""

@@ -1,5 +1,5 @@
 """``ner-serve``: an HTTP server (Starlette + uvicorn) tagging texts with a trained model, with dynamic
-batching; the API is described in ``ner_toolkit/serve.py``.
+batching; the API is described in ``ner_toolkit/serve/app.py``.
 
 The model loads before the port is bound, so a bad model directory (exit 2, one ``error:`` line) never
 leaves a half-started server; a port in use is exit 2 as well, checked before the (slow) model load. Once listening, one line on stderr:
@@ -7,7 +7,7 @@ leaves a half-started server; a port in use is exit 2 as well, checked before th
 chose). SIGTERM or Ctrl-C: stop accepting, finish the requests in flight and queued, exit 0; requests still
 running after ``--graceful-timeout`` seconds (a client that never finishes its body) are cut off.
 
-Each connection is bounded (``serve_http``, ``serve_layers``): its request head in size and time, its body in
+Each connection is bounded (``serve.http``, ``serve.layers``): its request head in size and time, its body in
 size and time, and the requests at once across connections (503 beyond ``--max-concurrency``).
 """
 from __future__ import annotations

@@ -12,7 +12,7 @@ Endpoints (all JSON; every error is ``{"error": "..."}``, never a traceback):
 - ``GET /health``: ``{"status": "ok"}``; 503 while shutting down or while no model can answer (its process
   keeps dying, or its model directory no longer loads). ``GET /metadata``: the model a model process
   loaded (after a restart: the one it loaded then) and the server's settings. ``GET /stats``: requests,
-  batches, batch sizes (``serve_batching.BatchStats``), and each model process's pid, restarts and state
+  batches, batch sizes (``batching.BatchStats``), and each model process's pid, restarts and state
   (``workers``).
 
 Status codes: 400 malformed JSON (or not UTF-8); 408 a body not received within ``body_timeout``; 413 body
@@ -208,8 +208,8 @@ def _documents_of_texts(texts: list[str], tokenizer: str, limits: Limits) -> lis
 def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Limits,
                metadata: Optional[dict] = None, body_timeout: Optional[float] = None) -> Starlette:
     """The API around ``predictor`` (a ``Predictor``, or anything with its ``labels``, ``word_tokenizer``,
-    ``batch_size``, ``device``, ``precision`` and ``predict_documents``, or ``serve_batching.AsyncModel``'s
-    ``submit`` in its place: ``serve_worker.ModelProcess``), or around a list of copies of one model, which
+    ``batch_size``, ``device``, ``precision`` and ``predict_documents``, or ``batching.AsyncModel``'s
+    ``submit`` in its place: ``worker.ModelProcess``), or around a list of copies of one model, which
     then tag batches side by side; ``metadata``: extra fields for ``GET /metadata`` (model directory,
     version, ...; a model's own ``identity`` takes precedence); ``body_timeout``: seconds a request body may
     take to arrive (None: no limit)."""
@@ -308,7 +308,7 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
         return _error(exc.status_code, messages.get(exc.status_code, str(exc.detail)), exc.headers)
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette re-raises after this response: serve_layers.RequestIds (or bare uvicorn) logs the traceback.
+        # Starlette re-raises after this response: layers.RequestIds (or bare uvicorn) logs the traceback.
         rid = getattr(request.state, "request_id", None)
         return _error(500, "internal server error; the server log has the details"
                            + (f" (request id {rid})" if rid else ""))

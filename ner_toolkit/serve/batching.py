@@ -32,7 +32,7 @@ PredictFn = Callable[[Sequence[Document]], list[Prediction]]
 
 @runtime_checkable
 class AsyncModel(Protocol):
-    """A model answering on the event loop (``serve_worker.ModelProcess``): ``submit`` starts the batch at
+    """A model answering on the event loop (``worker.ModelProcess``): ``submit`` starts the batch at
     once and returns a future of its predictions."""
 
     def submit(self, documents: Sequence[Document]) -> "asyncio.Future[list[Prediction]]": ...

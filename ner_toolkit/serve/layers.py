@@ -4,7 +4,7 @@
   one, else a new one), and every 5xx is logged with it: one line, or for an internal error its traceback
   (logged once, here, rather than again by uvicorn). A request still running when the graceful-shutdown
   deadline cancels it gets a 503, not a traceback.
-- ``LingeringClose`` (``serve_linger``): an answer sent before the body was read drains the body first.
+- ``LingeringClose`` (``serve.linger``): an answer sent before the body was read drains the body first.
 - ``ConcurrencyLimit`` (innermost): at most ``limit`` requests that may carry a body (anything but GET and
   HEAD) at once; beyond that a 503 at once, inside the lingering close so that the client reads it. (Not
   uvicorn's ``limit_concurrency``: its 503 is plain text, counts connections, and closes without draining.)

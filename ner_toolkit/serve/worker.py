@@ -4,7 +4,7 @@ Python runs one thread at a time (the GIL), so a model thread inside the server 
 with the event loop: every request parsed, every response written and every Python step of tagging
 (collation, decoding, building predictions) waits for the other. In a child process the model keeps a
 core to itself while the server process handles HTTP; a batch crosses a socket pair as a pickled frame of
-documents and comes back as pickled predictions (``serve_pipe``: frames of any size, in any number of parts).
+documents and comes back as pickled predictions (``serve.pipe``: frames of any size, in any number of parts).
 
 ``ModelProcess`` looks to ``serve.create_app`` like a predictor (``labels``, ``word_tokenizer``,
 ``batch_size``, ``device``, ``precision``, and ``identity``: the model directory and its config's sha256;

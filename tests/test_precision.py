@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ner_toolkit.errors import UserError
+from ner_toolkit.errors import UserError, one_line_logging
 from ner_toolkit.model import precision
 
 X86_NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n\n"
@@ -36,8 +36,9 @@ def test_native_bf16_is_read_from_the_cpu_flags(cpuinfo, text, native):
 def test_emulated_bf16_is_noted_once_and_still_allowed(cpuinfo, capsys):
     cpuinfo(X86_NO_BF16)
     cpu = torch.device("cpu")
-    precision.check_precision("bf16", cpu)
-    precision.check_precision("bf16", cpu, "--precision")
+    with one_line_logging():  # the commands' stderr (a library user's logging decides for itself)
+        precision.check_precision("bf16", cpu)
+        precision.check_precision("bf16", cpu, "--precision")
     err = capsys.readouterr().err.splitlines()
     assert err == ["note: training.precision bf16 on a CPU without AVX512-BF16/AMX (or the ARM BF16 extension) "
                    "is emulated and usually slower than fp32"]
@@ -46,7 +47,8 @@ def test_emulated_bf16_is_noted_once_and_still_allowed(cpuinfo, capsys):
 @pytest.mark.parametrize("text, asked", [(X86_BF16, "bf16"), (None, "bf16"), (X86_NO_BF16, "fp32")])
 def test_no_note_where_bf16_is_native_unknown_or_not_asked(cpuinfo, capsys, text, asked):
     cpuinfo(text)
-    precision.check_precision(asked, torch.device("cpu"))
+    with one_line_logging():
+        precision.check_precision(asked, torch.device("cpu"))
     assert capsys.readouterr().err == ""
 
 

@@ -14,7 +14,7 @@ import threading
 import warnings
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from ..errors import UserError, causes
+from ..errors import UserError, causes, one_line_logging
 from ..interrupts import Terminated
 from ..interrupts import install as install_interrupt_handlers
 
@@ -40,7 +40,8 @@ def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> i
 
     try:
         # guarded_stdout: stdout on a full disk is one error line, also for its last flush.
-        with warnings.catch_warnings(), guarded_stdout():
+        # one_line_logging: the library's warnings and progress on stderr, one line each, as always.
+        with warnings.catch_warnings(), guarded_stdout(), one_line_logging():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             return main(list(sys.argv[1:] if argv is None else argv))
     except UserError as exc:

@@ -12,7 +12,7 @@ after one warning: compiling is a speed option, never a reason for a run to fail
 """
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -20,6 +20,8 @@ from typing import Any, Callable
 import torch
 
 from ..data.batching import Batch
+
+log = logging.getLogger(__name__)
 
 
 class CompiledEmissions:
@@ -51,8 +53,7 @@ class CompiledEmissions:
                 if not self.failed:
                     self.failed = True
                     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                    print(f"warning: torch.compile failed ({first_line}); the network runs eager",
-                          file=sys.stderr)
+                    log.warning(f"torch.compile failed ({first_line}); the network runs eager")
             return self.eager(batch)
         if _graphs_compiled() != graphs:
             self.compile_seconds += time.perf_counter() - started

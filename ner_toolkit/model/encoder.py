@@ -7,8 +7,8 @@ from its own ``config.json`` and weights.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,6 +19,8 @@ from ..config import EncoderConfig
 from ..data.batching import Batch
 from ..errors import UserError
 from .directory_checks import check_sizes
+
+log = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 # BPE tokenizers that need a leading space to tokenize a word as inside a sentence.
@@ -133,11 +135,11 @@ def load_pretrained(cls: Any, name: str, **kwargs: Any) -> nn.Module:
             hf_logging.enable_progress_bar()
     unused, missing = sorted(info.get("unexpected_keys") or ()), sorted(info.get("missing_keys") or ())
     if unused:
-        print(f"encoder: {len(unused)} weights of {name} that the tagger does not use are left out "
-              f"({_key_groups(unused)})", file=sys.stderr)
+        log.info(f"encoder: {len(unused)} weights of {name} that the tagger does not use are left out "
+                 f"({_key_groups(unused)})")
     if missing:
-        print(f"warning: encoder: {len(missing)} weights are not in {name} and start random "
-              f"({_key_groups(missing)}); is it the checkpoint of another architecture?", file=sys.stderr)
+        log.warning(f"encoder: {len(missing)} weights are not in {name} and start random "
+                    f"({_key_groups(missing)}); is it the checkpoint of another architecture?")
     return model
 
 

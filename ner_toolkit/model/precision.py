@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
+import logging
 from pathlib import Path
 from typing import ContextManager, Optional
 
@@ -11,6 +11,8 @@ import torch
 
 from ..errors import UserError
 from .modes import PRECISIONS
+
+log = logging.getLogger(__name__)
 
 
 def check_precision(precision: str, device: torch.device, source: str = "training.precision") -> None:
@@ -53,8 +55,8 @@ def _note_emulated_bf16(source: str) -> None:
     global _noted
     if not _noted:
         _noted = True
-        print(f"note: {source} bf16 on a CPU without AVX512-BF16/AMX (or the ARM BF16 extension) is emulated "
-              f"and usually slower than fp32", file=sys.stderr)
+        log.info(f"note: {source} bf16 on a CPU without AVX512-BF16/AMX (or the ARM BF16 extension) is emulated "
+                 f"and usually slower than fp32")
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:

@@ -14,6 +14,7 @@ the global batch's means. Rank 0 alone evaluates and writes; each rank's RNG sta
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sys
@@ -39,6 +40,8 @@ from .curves import plot_pretraining_curves
 from .data import (IGNORE, Batch, Example, Masking, Pair, Vocabulary, collate, make_pairs, mask_pair, plan_batches,
                    read_documents, steps_per_epoch)
 from .model import build_model, forward, parameter_groups, save_encoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -235,8 +238,8 @@ class Pretrainer:
             self._restore()  # every rank
         if main and resume:  # lines past the checkpoint are computed again
             write_metrics_log(metrics_path, [r for r in read_metrics(metrics_path) if r.get("step", 0) <= self.state.step])
-            print(f"resuming at step {self.state.step} of {self.total_steps} (epoch {self.state.epoch}, "
-                  f"batch {self.state.batches_done})", file=sys.stderr)
+            log.info(f"resuming at step {self.state.step} of {self.total_steps} (epoch {self.state.epoch}, "
+                     f"batch {self.state.batches_done})")
         if main and not resume:
             for old in checkpoints(self.out / "checkpoints"):
                 old.unlink()  # a fresh run never resumes from an old run's checkpoints
@@ -264,19 +267,18 @@ class Pretrainer:
 
     def _describe(self) -> None:
         kinds = ", ".join(f"{self.corpus.formats.count(k)} {k}" for k in ("text", "conll") if k in self.corpus.formats)
-        print(f"data: {len(self.corpus.formats)} file(s) read as {kinds} (data.format {self.config.data.format})",
-              file=sys.stderr)
-        print(f"pretraining on {len(self.corpus.train)} pairs ({self.corpus.documents - self.corpus.heldout_documents}"
-              f" documents), held out {len(self.corpus.heldout)} pairs ({self.corpus.heldout_documents} documents); "
-              f"{self.total_steps} steps{f' on {self.dist.world} processes' if self.dist.enabled else ''}",
-              file=sys.stderr)
+        log.info(f"data: {len(self.corpus.formats)} file(s) read as {kinds} (data.format {self.config.data.format})")
+        trained = self.corpus.documents - self.corpus.heldout_documents
+        log.info(f"pretraining on {len(self.corpus.train)} pairs ({trained} documents), held out "
+                 f"{len(self.corpus.heldout)} pairs ({self.corpus.heldout_documents} documents); "
+                 f"{self.total_steps} steps{f' on {self.dist.world} processes' if self.dist.enabled else ''}")
 
     def _finish(self, metrics_path: Path) -> Optional[dict]:
         """Rank 0 at the end: the curves, the two model directories, the summary line; the last held-out scores."""
         records = read_metrics(metrics_path)
         note = plot_pretraining_curves(records, self.out / "pretraining_curves.png")
         if note:
-            print(f"note: {note}", file=sys.stderr)
+            log.info(f"note: {note}")
         save_encoder(self.model, self.tokenizer, self.activation, self.out / "encoder", self.out / "pretraining_model")
         final = records[-1]["heldout"] if records else None
         shown = (f"held-out MLM accuracy {100 * final['mlm_accuracy']:.1f}%, SOP accuracy "

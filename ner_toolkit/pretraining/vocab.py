@@ -7,13 +7,15 @@ accents are kept (``do_lower_case=False``, ``keep_accents=True``): a tagger read
 from __future__ import annotations
 
 import io
-import sys
+import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..atomic import atomic_directory
 from ..errors import UserError
 from .data import iter_sentences
+
+log = logging.getLogger(__name__)
 
 SPECIALS = ["[CLS]", "[SEP]", "[MASK]"]
 MAX_SENTENCES = 10_000_000  # SentencePiece samples this many sentences of a larger corpus
@@ -57,5 +59,5 @@ def train_vocabulary(inputs: Sequence[str], vocab_size: int, output: str, fmt: s
         tokenizer = AlbertTokenizer.from_pretrained(str(tmp / "spiece.model"), do_lower_case=False, keep_accents=True)
         tokenizer.save_pretrained(str(tmp))
         size = len(tokenizer)
-    print(f"vocabulary of {size} pieces from {counter[0]} sentences in {output}", file=sys.stderr)
+    log.info(f"vocabulary of {size} pieces from {counter[0]} sentences in {output}")
     return size

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..data.text import Document
-from ..errors import UserError
+from ..errors import UserError, one_line_logging
 from ..results import Prediction
 from .batching import ModelUnavailable
 from .pipe import Channel, ChannelClosed, recv_frame, send_frame
@@ -63,10 +63,17 @@ def _child(sock: socket.socket, load: dict, threads: Optional[int]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
-    from ..predict import Predictor
-
     if threads is not None:
         torch.set_num_threads(threads)
+    # The library's notes and warnings on the inherited stderr, as the server process prints its own.
+    with one_line_logging():
+        _serve_batches(sock, load)
+
+
+def _serve_batches(sock: socket.socket, load: dict) -> None:
+    """``_child``'s work: load, report ``ready``, answer every batch until the socket closes."""
+    from ..predict import Predictor
+
     try:
         try:
             identity = _identity(load["directory"])

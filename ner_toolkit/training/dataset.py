@@ -1,7 +1,7 @@
 """Labelled CoNLL or JSONL files -> validated sentences, the label set, and internal tag ids."""
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Optional
 from array import array
 from dataclasses import dataclass, field
@@ -17,6 +17,8 @@ from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
 from ..model.directory import LabelInfo
+
+log = logging.getLogger(__name__)
 
 INTERNAL_SCHEMES = ("BIO", "BIOES")
 
@@ -121,7 +123,7 @@ def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
         data.documents.append(len(data.documents))  # every record is a document of its own
     if report.expanded or report.skipped:
         for line in report.lines():
-            print(line, file=sys.stderr)
+            log.info(line)
     if unlabelled:
         shown = ", ".join(map(str, unlabelled[:5])) + (", ..." if len(unlabelled) > 5 else "")
         warn(f"`{key}`: {len(unlabelled)} records without annotations left out (lines {shown})", path)

@@ -7,12 +7,14 @@ the time from the process's start to the trainer's entry: the interpreter and th
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import sys
 import time
 from typing import Iterator, Optional
 
 from ..heap import release_free_memory
+
+log = logging.getLogger(__name__)
 
 TRAINING = "training epochs"  # the phase the target leaves out: everything else is overhead
 
@@ -68,8 +70,7 @@ class Phases:
             return
         self.marks[name] = time.perf_counter() - self.began
         if self.verbose:
-            print(f"profile: {name} at {self.marks[name] + (self.startup or 0.0):.2f} s:\n{self.report()}",
-                  file=sys.stderr, flush=True)
+            log.info(f"profile: {name} at {self.marks[name] + (self.startup or 0.0):.2f} s:\n{self.report()}")
 
     def report(self) -> str:
         """A table: start-up, every phase, what no phase covered, the total and the overhead."""

@@ -2,9 +2,9 @@
 
     python benchmarks/bench_calibration.py --model runs/partial_labels/full/model [--plot reliability.png]
 
-Fits the temperature the way training does (``temperature.fit_temperature`` on dev: binary cross-entropy of
-the predicted spans' CRF probabilities), whatever the model directory's calibration.json says, and prints
-a markdown table: expected calibration error (10 bins), maximum calibration error, mean confidence
+Fits the temperature the way training does (``training.calibration.fit_temperature`` on dev: binary
+cross-entropy of the predicted spans' CRF probabilities), whatever the model directory's calibration.json
+says, and prints a markdown table: expected calibration error (10 bins), maximum calibration error, mean confidence
 against the fraction of predicted spans that are right, and the cross-entropy, at T = 1 and at the fitted
 T, on dev and on test. ``--plot`` draws both test reliability curves.
 """
@@ -21,7 +21,7 @@ CONLL = ROOT.parent / "shared" / "datasets" / "conll2003"
 from ner_toolkit.calibration import calibration_error, reliability_diagram  # noqa: E402
 from ner_toolkit.config import load_config  # noqa: E402
 from ner_toolkit.predict import Predictor  # noqa: E402
-from ner_toolkit.temperature import _nll, decode_once, fit_temperature, span_probabilities  # noqa: E402
+from ner_toolkit.training.calibration import decode_once, fit_temperature, span_nll, span_probabilities  # noqa: E402
 from ner_toolkit.training.dataset import read_labelled  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
             p, correct = span_probabilities(predictor, scored, t)
             r = calibration_error(p.tolist(), correct.tolist())
             print(f"| {name} | {t:.3f} | {r['spans']} | {100 * r['ece']:.2f}% | {100 * r['mce']:.2f}% | "
-                  f"{100 * r['mean_confidence']:.2f}% | {100 * r['accuracy']:.2f}% | {_nll(p, correct):.4f} |")
+                  f"{100 * r['mean_confidence']:.2f}% | {100 * r['accuracy']:.2f}% | {span_nll(p, correct):.4f} |")
             if name == "test":
                 curves.append((f"T = {t:.2f}", r))
     if args.plot:

@@ -1,4 +1,4 @@
-"""How far span confidences are from probabilities, and the temperature that brings them closer (torch-free).
+"""How far span confidences are from probabilities, and the file that holds their temperature (torch-free).
 
 A predicted span's confidence is its probability under the CRF (``CRF.span_log_probs``: that exact span,
 from forward-backward). It is calibrated when, of the spans given confidence ~p, a fraction ~p is right.
@@ -7,9 +7,12 @@ from forward-backward). It is calibrated when, of the spans given confidence ~p,
   gold span (the conlleval reading of both sides).
 * ``calibration_error``: expected calibration error (ECE) over equal-width confidence bins, with the
   table a reliability diagram draws; ``reliability_diagram`` draws it (matplotlib).
-* ``golden_section``: the 1-D minimiser ``temperature.fit_temperature`` runs over log T.
 * ``calibration.json`` in a model directory holds the fitted temperature; ``read_temperature`` checks it
   like every other file of a received directory (a bad value is a user error naming the file).
+  ``MAX_TEMPERATURE`` bounds it here, in the fit (``training.calibration``) and in the CRF.
+
+Prediction, the ONNX runtime and ``ner-evaluate`` read this module; the fit itself is training's
+(``training/calibration.py``), which writes the file through ``write_calibration``.
 """
 from __future__ import annotations
 
@@ -17,17 +20,18 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 from .data.schemes import to_spans
 from .errors import UserError
 
 CALIBRATION = "calibration.json"
-MAX_TEMPERATURE = 100.0  # as CRF's: scores over T keep a disallowed step prohibitive
+# Scores over T: a disallowed CRF step (a -1e4 penalty) still costs 100 nats at the largest T.
+MAX_TEMPERATURE = 100.0
 BINS = 10
 
-__all__ = ["CALIBRATION", "span_outcomes", "calibration_error", "format_calibration", "reliability_diagram",
-           "golden_section", "read_temperature", "write_calibration"]
+__all__ = ["CALIBRATION", "MAX_TEMPERATURE", "span_outcomes", "calibration_error", "format_calibration",
+           "reliability_diagram", "read_temperature", "write_calibration"]
 
 
 def span_outcomes(gold: Sequence[Sequence[str]], spans: Sequence[Sequence[tuple[str, int, int, float]]],
@@ -134,25 +138,6 @@ def reliability_diagram(results: Sequence[tuple[str, dict]], path: Union[str, os
         fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
     return None
-
-
-def golden_section(f: Callable[[float], float], lo: float, hi: float, iterations: int = 30) -> float:
-    """The minimiser of a unimodal ``f`` on ``[lo, hi]`` (golden-section search; the interval shrinks by
-    0.618 per evaluation, so 30 evaluations narrow it ~1.9e-6 times)."""
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = f(c), f(d)
-    for _ in range(iterations):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = f(d)
-    return (a + b) / 2
 
 
 def read_temperature(directory: Union[str, os.PathLike]) -> float:

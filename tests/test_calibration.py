@@ -12,7 +12,8 @@ import torch
 from conftest import assert_user_error, run_cli
 from crf_reference import brute_force, make_constraints, random_problem
 
-from ner_toolkit.calibration import calibration_error, golden_section, read_temperature, span_outcomes
+from ner_toolkit.calibration import calibration_error, read_temperature, span_outcomes
+from ner_toolkit.training.calibration import golden_section
 from ner_toolkit.errors import UserError
 
 
@@ -87,7 +88,8 @@ def test_training_fits_and_prediction_applies_the_temperature(calibrated, sample
     of the span cross-entropy it was fitted on."""
     from ner_toolkit.config import load_config
     from ner_toolkit.predict import Predictor
-    from ner_toolkit.temperature import _nll, decode_once, span_probabilities
+    from ner_toolkit.training.calibration import decode_once, span_probabilities
+    from ner_toolkit.training.calibration import span_nll as _nll
     from ner_toolkit.training.dataset import read_labelled
 
     model_dir, stderr = calibrated

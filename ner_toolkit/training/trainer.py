@@ -3,6 +3,7 @@ early stopping, the best model kept in OUTPUT_DIR/model, one metrics.jsonl line 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -25,23 +26,24 @@ from ..data.vectors import load_vectors, vector_coverage
 from ..data.vocab import CharVocab, Vocab
 from ..data.schemes import reading_tables
 from ..errors import UserError
-from ..evaluate import evaluate_spans, format_report
 from ..model.card import training_info
-from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
+from ..model.directory import LabelInfo, save_model
 from ..model.encoder import build_hf_encoder, max_positions
-from ..model.compiled import compile_network, compile_seconds
+from ..model.compiled import compile_network
 from ..model.precision import check_precision
 from ..model.crf import native
+from ..model.inference import Inference
 from ..model.tagger import Tagger
-from ..predict import Predictor
-from ..temperature import calibrate_model
 from .checkpoint import RunState, Checkpointer
 from .optimization import Optimization
 from .phases import PHASES, TRAINING
 from .fingerprint import run_fingerprints
-from .reporting import TensorBoardLog, plot_curves, read_metrics, seed_summary, write_metrics_log
+from .reporting import TensorBoardLog, read_metrics, seed_summary, write_metrics_log
 from .runlock import run_lock
+from .scoring import finish, score, short_scores
 from .dataset import LabelledFile, read_training_data, resolve_word_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -93,16 +95,6 @@ def run_epoch(items: Sequence[Encoded], collator: Collator, optimization: Optimi
     return float(distributed.all_reduce_sum(total.clone())) / max(1, len(items))
 
 
-def score(predictor: Predictor, data: LabelledFile, labels: LabelInfo) -> dict:
-    """Span P/R/F1 of the predictor on a labelled file (gold in the training files' scheme)."""
-    pred = predictor.predict(data.tokens, data.documents)
-    return evaluate_spans(data.gold, pred, scheme=labels.output_scheme)
-
-
-def _short(result: dict) -> dict:
-    return {k: round(result["micro"][k], 6) for k in ("precision", "recall", "f1")}
-
-
 def _check_paths(config: Config) -> None:
     if not config.data.train:
         raise UserError("`data.train` is required: set it in the config or with --set data.train=PATH", "config")
@@ -129,7 +121,7 @@ class Setup:
     vocab: Optional[Vocab]
     collator: Collator
     items: Sequence[Encoded]  # an EncodedStore: flat arrays, records built per batch
-    predictor: Predictor
+    predictor: Inference  # dev/test scoring and the temperature fit (a Predictor without the loading)
     chars: Optional[CharVocab] = None
     card: Optional[dict] = None  # the run's provenance for the model card (card.training_info)
 
@@ -165,10 +157,10 @@ def prepare(config: Config) -> Setup:
             vectors = load_vectors(w.vectors, vocab, w.dim, w.vectors_words == "all", w.max_vectors)
             vocab = vocab.with_pretrained(vectors.words)
             covered, total = vector_coverage(train_data.tokens.strings(), vocab, vectors.found)
-            print(f"vectors: {int(vectors.found.sum())}/{vocab.trained - 2} vocabulary words found in {w.vectors}; "
-                  f"they cover {covered}/{total} training tokens ({covered / max(total, 1):.1%})"
-                  + (f"; {len(vectors.words):,} more words of the file kept for words training never sees "
-                     f"({vectors.extra_bytes / 2**20:.1f} MiB in float16)" if vectors.words else ""), file=sys.stderr)
+            log.info(f"vectors: {int(vectors.found.sum())}/{vocab.trained - 2} vocabulary words found in {w.vectors}; "
+                     f"they cover {covered}/{total} training tokens ({covered / max(total, 1):.1%})"
+                     + (f"; {len(vectors.words):,} more words of the file kept for words training never sees "
+                        f"({vectors.extra_bytes / 2**20:.1f} MiB in float16)" if vectors.words else ""))
     chars = None
     if config.model.chars.enabled:
         if config.model.fusion == "none":
@@ -194,7 +186,7 @@ def prepare(config: Config) -> Setup:
                                  known=None if partial is None else partial[0])
         del train_tags, partial  # copied into the store
         release_free_memory()  # the store's build freed many buffers mid-heap (~25 MB at 140,410 sentences)
-    predictor = Predictor(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
+    predictor = Inference(tagger, tokenizer, vocab, labels, config.model.encoder, device, tc.eval_batch_size,
                           config.data.token_column, tc.precision, chars, config.data.word_tokenizer,
                           tc.micro_batch_subwords)
     return Setup(config, device, labels, train_data, dev, test, tagger, tokenizer, vocab, collator, items, predictor,
@@ -260,7 +252,7 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
         state = checkpointer.restore()
         if main:  # epochs the checkpoint has not finished are trained again: drop their lines
             write_metrics_log(metrics_path, [r for r in read_metrics(metrics_path) if r["epoch"] < state.epoch])
-            print(f"resuming at epoch {state.epoch}, batch {state.batches_done} (step {state.step})", file=sys.stderr)
+            log.info(f"resuming at epoch {state.epoch}, batch {state.batches_done} (step {state.step})")
     else:
         state = checkpointer.state
         if main:
@@ -306,7 +298,7 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
     if not main:
         distributed.barrier()  # rank 0 scores the best model and writes the summary
         return {}
-    summary = _finish(setup, state, out_dir, started)
+    summary = finish(setup, state, out_dir, started)
     distributed.barrier()
     return summary
 
@@ -319,15 +311,14 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
         dev_result = score(setup.predictor, dev, setup.labels) if dev else None
     f1 = dev_result["micro"]["f1"] if dev_result else float(epoch)  # no dev: keep the last epoch
     improved = f1 > state.best_f1
-    record = {"epoch": epoch, "loss": round(mean_loss, 6), "dev": _short(dev_result) if dev_result else None,
+    record = {"epoch": epoch, "loss": round(mean_loss, 6), "dev": short_scores(dev_result) if dev_result else None,
               "lr": state.epoch_lr, "seconds": round(seconds, 3),
               "sentences_per_second": round(len(setup.items) / max(seconds, 1e-9), 1), "best": improved}
     # The whole (small) file is rewritten: a failed write keeps the previous one, never a torn line.
     write_metrics_log(metrics_path, [*read_metrics(metrics_path), record])
     board.epoch(record)
     dev_text = f" dev F1 {100 * dev_result['micro']['f1']:.2f}" if dev_result else ""
-    print(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)",
-          file=sys.stderr)
+    log.info(f"epoch {epoch}: loss {record['loss']:.4f}{dev_text} ({record['sentences_per_second']:.0f} sent/s)")
     if improved:
         state.best_f1, state.best_epoch, state.bad_epochs = f1, epoch, 0
         with PHASES("saving the best model"):
@@ -336,49 +327,8 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
     else:
         state.bad_epochs += 1
         if tc.patience and state.bad_epochs >= tc.patience:
-            print(f"early stop: no better dev F1 for {state.bad_epochs} epochs", file=sys.stderr)
+            log.info(f"early stop: no better dev F1 for {state.bad_epochs} epochs")
             state.stopped = True
-
-
-def _finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dict:
-    """Rank 0 at the end: curves, the saved (best) weights scored on dev and test, the summary line."""
-    from safetensors.torch import load_file
-
-    with PHASES("training curves (matplotlib)"):
-        note = plot_curves(out_dir / "metrics.jsonl", out_dir / "training_curves.png")
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    model_dir = out_dir / "model"
-    dev, test = setup.dev, setup.test
-    summary: dict[str, Any] = {"best_epoch": state.best_epoch, "dev_f1": state.best_f1 if dev else None,
-                               "test_f1": None, "model_dir": str(model_dir), "seconds": None}
-    # Score exactly the weights that were saved (the best epoch), without a second copy of the model.
-    setup.tagger.load_state_dict(load_file(str(model_dir / WEIGHTS), device=str(setup.device)))
-    metrics: dict[str, Any] = {"epoch": state.best_epoch, "dev": None, "test": None}
-    if dev is not None and setup.config.training.calibrate and setup.config.model.decoder == "crf":
-        with PHASES("temperature fit on dev"):
-            metrics["calibration"] = calibrate_model(setup.predictor, dev, test, model_dir)
-    for key, data in (("dev", dev), ("test", test)):
-        if data is not None:
-            with PHASES("final dev and test scoring"):
-                result = score(setup.predictor, data, setup.labels)
-            metrics[key] = result
-            print(f"{key} ({data.path}):\n{format_report(result)}", file=sys.stderr)
-    if test is not None:
-        summary["test_f1"] = metrics["test"]["micro"]["f1"]
-    write_metrics(model_dir, metrics, setup.card)
-    summary["seconds"] = round(time.time() - started, 1)
-    parts = [f"best epoch {state.best_epoch}"]
-    if dev:
-        parts.append(f"dev F1 {100 * state.best_f1:.2f}")
-    if test:
-        parts.append(f"test F1 {100 * summary['test_f1']:.2f}")
-    compiling = compile_seconds(setup.tagger)
-    if setup.config.training.compile:
-        summary["compile_seconds"] = round(compiling, 1)
-        parts.append(f"compiling took {compiling:.0f} s of the run")
-    print(f"done: {', '.join(parts)}; model in {model_dir} ({summary['seconds']:.0f} s)")
-    return summary
 
 
 def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_path: Optional[str] = None,

@@ -11,10 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ner_toolkit.cli import predict_main
 from ner_toolkit.errors import UserError
-from ner_toolkit.model.card import build_card
+from ner_toolkit.model.card import build_card, front_matter
 from ner_toolkit.model.directory import load_model, resolve_model_dir
 from ner_toolkit.model.hub import cache_repo_root, parse_repo_id
 
@@ -98,6 +99,56 @@ def test_card_predict_command_reproduces_the_test_score(trained, tmp_path, capsy
     assert set(got["per_type"]) == set(metrics["test"]["per_type"])
     for name, row in metrics["test"]["per_type"].items():
         assert got["per_type"][name] == pytest.approx(row), name
+
+
+def front_matter_of(card: str) -> dict:
+    """The card's YAML front matter, parsed as the Hub parses it (a YAML mapping between ``---`` lines)."""
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def test_front_matter_is_yaml_with_what_the_hub_reads(trained):
+    card = card_of(trained)
+    meta = front_matter_of(card)
+    metrics = json.loads((trained.model_dir / "metrics.json").read_text())
+    assert meta["library_name"] == "ner_toolkit" and meta["pipeline_tag"] == "token-classification"
+    assert {"token-classification", "ner"} <= set(meta["tags"]) and meta["metrics"] == ["precision", "recall", "f1"]
+    assert "license" not in meta and "add a `license:` to the front matter" in card  # not ours to choose
+    (index,) = meta["model-index"]
+    scored = {r["dataset"]["split"]: r for r in index["results"]}
+    assert set(scored) == {"validation", "test"} and scored["test"]["dataset"]["name"] == "test.txt"
+    for split, hub_split in (("dev", "validation"), ("test", "test")):
+        result = scored[hub_split]
+        assert result["task"]["type"] == "token-classification"
+        values = {m["type"]: m["value"] for m in result["metrics"]}
+        assert values == {k: round(100 * metrics[split]["micro"][k], 2) for k in ("precision", "recall", "f1")}
+    # The Hub's own reader takes it: the same evaluation results.
+    from huggingface_hub import ModelCard
+
+    hub = ModelCard(card)
+    assert hub.data.library_name == "ner_toolkit"
+    f1 = {r.dataset_split: r.metric_value for r in hub.data.eval_results if r.metric_type == "f1"}
+    assert f1 == {"validation": round(100 * metrics["dev"]["micro"]["f1"], 2),
+                  "test": round(100 * metrics["test"]["micro"]["f1"], 2)}
+
+
+@pytest.mark.parametrize("name", ["plain", "a: b", "#hash", "'quoted\"", "---", "- dash", "yes", "null", "über 日本"])
+def test_front_matter_survives_any_name_and_path(name):
+    """Names and paths go through PyYAML: whatever they hold, the front matter parses to them."""
+    metrics = {"epoch": 1, "dev": None, "test": {"micro": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3}}}
+    card = build_card({"data": {"test": f"/data/{name}"}}, {"labels": ["O"]}, metrics, None, f"/runs/{name}/model")
+    meta = front_matter_of(card)
+    assert meta == front_matter(name, metrics, None, {"test": f"/data/{name}"})
+    (result,) = meta["model-index"][0]["results"]
+    assert meta["model-index"][0]["name"] == name and result["dataset"]["name"] == name
+    assert [m["value"] for m in result["metrics"]] == [50.0, 25.0, 33.33]
+
+
+def test_front_matter_without_scores_has_no_metrics():
+    meta = front_matter("m", {"epoch": 1, "dev": None, "test": None})
+    assert meta == {"library_name": "ner_toolkit", "tags": ["token-classification", "ner", "ner_toolkit", "bilstm-crf"],
+                    "pipeline_tag": "token-classification"}
+    assert front_matter_of(build_card({}, {"labels": ["O"]})) == meta
 
 
 def test_build_card_is_pure_and_handles_a_run_in_progress():

@@ -14,9 +14,14 @@ import shlex
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ["CARD", "build_card", "training_info", "command_line"]
+import yaml
+
+__all__ = ["CARD", "build_card", "front_matter", "training_info", "command_line"]
 
 CARD = "README.md"
+TAGS = ("token-classification", "ner", "ner_toolkit", "bilstm-crf")
+MICRO = ("precision", "recall", "f1")  # the span scores a model-index reports, micro-averaged
+HUB_SPLITS = {"dev": "validation", "test": "test"}  # the Hub's split names
 EXAMPLE_TEXT = "EU rejects German call to boycott British lamb. Peter Blackburn reported from Brussels."
 
 
@@ -67,13 +72,37 @@ def _types(labels: Sequence[str]) -> list[str]:
     return sorted({label.split("-", 1)[1] for label in labels if label != "O" and "-" in label})
 
 
-def _front_matter(metrics: Optional[Mapping]) -> list[str]:
-    lines = ["---", "library_name: ner_toolkit", "tags:", "- token-classification", "- ner", "- ner_toolkit",
-             "- bilstm-crf", "pipeline_tag: token-classification"]
-    if metrics and any(metrics.get(split) for split in ("dev", "test")):
-        lines += ["metrics:", "- precision", "- recall", "- f1"]
-    lines += ["---"]
-    return lines
+def front_matter(name: str, metrics: Optional[Mapping[str, Any]] = None,
+                 files: Optional[Mapping[str, Any]] = None, data: Optional[Mapping[str, Any]] = None) -> dict:
+    """The card's YAML front matter as data, the fields the Hugging Face Hub reads: ``library_name``,
+    ``tags``, ``pipeline_tag`` and, once dev or test is scored, ``metrics`` and a ``model-index`` with
+    the micro span P/R/F1 (percent, as the card shows them) of each scored file. No ``language`` or
+    ``license``: the toolkit knows neither (the card asks for a license before publishing).
+
+    ``name``: the model's name; ``metrics``: metrics.json; ``files``: :func:`training_info`'s ``data``;
+    ``data``: the config's data section (the file paths when ``files`` is unknown)."""
+    metrics, files, data = metrics or {}, files or {}, data or {}
+    meta: dict[str, Any] = {"library_name": "ner_toolkit", "tags": list(TAGS), "pipeline_tag": "token-classification"}
+    scored = [split for split in ("dev", "test") if metrics.get(split)]
+    if not scored:
+        return meta
+    meta["metrics"] = list(MICRO)
+    results = []
+    for split in scored:
+        micro = metrics[split].get("micro") or {}
+        file_name = Path(str((files.get(split) or {}).get("path") or data.get(split) or split)).name
+        results.append({"task": {"type": "token-classification", "name": "Named-entity recognition"},
+                        "dataset": {"type": file_name, "name": file_name, "split": HUB_SPLITS[split]},
+                        "metrics": [{"type": key, "value": round(100 * micro[key], 2), "name": f"span {key} (micro)"}
+                                    for key in MICRO if isinstance(micro.get(key), (int, float))]})
+    meta["model-index"] = [{"name": name, "results": results}]
+    return meta
+
+
+def _front_matter_lines(meta: Mapping[str, Any]) -> list[str]:
+    """``meta`` between ``---`` lines, dumped by PyYAML (quoting whatever a name or path needs)."""
+    text = yaml.safe_dump(dict(meta), sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    return ["---", *text.rstrip("\n").splitlines(), "---"]
 
 
 def _encoder_lines(encoder: Mapping[str, Any]) -> list[str]:
@@ -170,7 +199,7 @@ def build_card(config: Mapping[str, Any], labels: Mapping[str, Any], metrics: Op
     if name == "model" and directory:
         name = Path(where).parent.name or name
 
-    out = _front_matter(metrics)
+    out = _front_matter_lines(front_matter(name, metrics, files, data))
     out += ["", f"# {name}: named-entity tagger (ner_toolkit)", "",
             f"A sequence labeller trained with ner_toolkit ({_architecture(model)}). "
             f"It tags {len(types)} entity type{'s' if len(types) != 1 else ''}: "

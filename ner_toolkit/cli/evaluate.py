@@ -1,4 +1,5 @@
-"""``ner-evaluate``: span P/R/F1 of a CoNLL file's last two columns, or of JSONL predictions against JSONL gold."""
+"""``ner evaluate`` (``ner-evaluate``): span P/R/F1 of a CoNLL file's last two columns, or of JSONL predictions
+against JSONL gold."""
 from __future__ import annotations
 
 import json

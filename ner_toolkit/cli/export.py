@@ -1,5 +1,5 @@
-"""``ner-export``: write an ONNX export of a trained model (emission graph + CRF + vocabularies + tokenizer),
-loadable without torch by ``ner_toolkit.export.OnnxPredictor``."""
+"""``ner export`` (``ner-export``): write an ONNX export of a trained model (emission graph + CRF + vocabularies
++ tokenizer), loadable without torch by ``ner_toolkit.export.OnnxPredictor``."""
 from __future__ import annotations
 
 from pathlib import Path

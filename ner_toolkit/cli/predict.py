@@ -1,4 +1,4 @@
-"""``predict.py`` / ``ner-predict``: tag CoNLL, raw-text or JSONL files with a trained model."""
+"""``ner predict`` (``ner-predict``, ``predict.py``): tag CoNLL, raw-text or JSONL files with a trained model."""
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,5 @@
-"""``ner-pretrain``: ``tokenizer`` trains a SentencePiece vocabulary on raw text; ``train`` pretrains an
-ALBERT (MLM + SOP) from a YAML config. Every planned write is checked against every input first."""
+"""``ner pretrain`` (``ner-pretrain``): ``tokenizer`` trains a SentencePiece vocabulary on raw text; ``train``
+pretrains an ALBERT (MLM + SOP) from a YAML config. Every planned write is checked against every input first."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""``ner-select``: choose the sentences to annotate next, the ones the model is least sure of (active learning).
+"""``ner select`` (``ner-select``): choose the sentences to annotate next, the ones the model is least sure of
+(active learning).
 
     ner-select --model DIR POOL... (--budget N | --budget-tokens T)
                [--strategy entropy|least-confidence|margin|random] [--output PATH] [--format conll|label-studio|jsonl|hf] [--scores PATH] [--seed S]

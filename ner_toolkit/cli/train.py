@@ -1,4 +1,5 @@
-"""``train.py`` / ``ner-train``: train from a YAML config; every planned write is checked against every input first."""
+"""``ner train`` (``ner-train``, ``train.py``): train from a YAML config; every planned write is checked
+against every input first."""
 from __future__ import annotations
 
 import os

@@ -14,8 +14,8 @@ MAX_VOCABULARY = 1_000_000
 def run(argv: list[str], prog: Optional[str] = None) -> int:
     from ..pretraining.data import CORPUS_FORMATS
 
-    p = Parser(prog=prog, description="Pretrain an ALBERT encoder on raw text (MLM + SOP), and "
-                                                 "train its SentencePiece vocabulary.")
+    p = Parser(prog=prog, description="Pretrain an ALBERT encoder on raw text (MLM + SOP), and train its "
+                                      "SentencePiece vocabulary.")
     commands = p.add_subparsers(dest="command", required=True, metavar="{tokenizer,train}")
     tok = commands.add_parser("tokenizer", help="train a SentencePiece unigram vocabulary -> an HF tokenizer directory",
                               description="Train a SentencePiece unigram vocabulary (ALBERT's kind) on raw text or "

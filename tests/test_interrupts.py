@@ -216,18 +216,18 @@ def _raises_from(inner: BaseException, outer: Exception):
                                                (interrupts.Terminated(), 143, "terminated")])
 def test_an_interrupt_that_a_library_turned_into_another_error_still_ends_as_the_interrupt(capsys, inner, code,
                                                                                             word):
-    from ner_toolkit.cli import _guard
+    from ner_toolkit.cli.guard import guard
 
     # An error raised while the interrupt unwinds: a clean-up that fails (shutil.rmtree closing a descriptor
     # twice: EBADF), or a library that wraps what interrupted it.
     for outer in (RuntimeError("PytorchStreamWriter failed writing file: unexpected pos"),
                   OSError(9, "Bad file descriptor")):
-        assert _guard(_raises_from(inner, outer), []) == code
+        assert guard(_raises_from(inner, outer), []) == code
         assert capsys.readouterr().err == f"{word}\n"
 
 
 def test_an_error_with_no_interrupt_behind_it_is_still_a_bug_with_its_traceback():
-    from ner_toolkit.cli import _guard
+    from ner_toolkit.cli.guard import guard
 
     with pytest.raises(RuntimeError, match="a real bug"):
-        _guard(_raises_from(ValueError("cause"), RuntimeError("a real bug")), [])
+        guard(_raises_from(ValueError("cause"), RuntimeError("a real bug")), [])

@@ -1,173 +1,135 @@
-"""Command lines: ``train.py`` / ``ner-train``, ``predict.py`` / ``ner-predict``, ``ner-evaluate``.
+"""The ``ner`` command: ``ner train|predict|evaluate|serve|export|select|pretrain ...``, one sub-command per row
+of ``COMMANDS``.
 
-This module holds what every command shares (the error guard, the parser); each command is a
-module of its own (``train``, ``predict``, ``evaluate``) with a ``run(argv)``.
+Adding a sub-command is two files: its module in this package, with ``run(argv, prog=None) -> int`` that
+builds its parser on :class:`.common.Parser` and the shared parent parsers of :mod:`.common`, and its row
+in ``COMMANDS``. ``ner --help`` then lists it, ``ner NAME ...`` runs it, and ``NAME_main(argv)`` /
+``NAME_console()`` of this package are its in-process and console-script aliases (a ``ner-NAME`` script
+is a line in setup.cfg, for the commands that had one before ``ner`` existed).
 
-User errors end with exit code 2 and one line ``error: PATH:LINE: ...`` on stderr, never a traceback.
+Dependency arrows point one way: this table imports the command modules, lazily (when one runs: ``ner
+--help`` and ``ner evaluate`` import no torch); a command module imports only :mod:`.common`; the guard
+(:mod:`.guard`: one-line errors, exit codes, interrupts) is applied here, around every command.
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import threading
-import warnings
-from typing import Any, Callable, NoReturn, Optional, Sequence
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn, Optional, Protocol, Sequence
 
-from ..errors import UserError, causes, one_line_logging
-from ..interrupts import Terminated
-from ..interrupts import install as install_interrupt_handlers
+from ..errors import UserError
+from .common import Parser
+from .guard import exit_process, guard
 
-
-
-def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
-    """The toolkit's own Python warnings (e.g. the CRF package's, which cannot import ``errors``) as one
-    ``warning: ...`` line like every other; anything else goes to ``show`` (Python's format)."""
-    def show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
-                     line: Optional[str] = None) -> None:
-        text = str(message)
-        if text.startswith("ner_toolkit: "):
-            print(f"warning: {text[len('ner_toolkit: '):]}", file=sys.stderr)
-        else:
-            show(message, category, filename, lineno, file, line)
-    return show_warning
+__all__ = ["COMMANDS", "Command", "main", "console", "command_main", "command_console", "exit_process"]
 
 
-def _guard(main: Callable[[list[str]], int], argv: Optional[Sequence[str]]) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    restore_handlers = install_interrupt_handlers()
-    from ..atomic import guarded_stdout
+class CommandModule(Protocol):
+    def run(self, argv: list[str], prog: Optional[str] = None) -> int:
+        """Run the command on ``argv`` (its arguments, without its name); ``prog`` names it in usage and
+        errors (``ner train``, ``ner-train``, ``train.py``)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: ``ner NAME``; ``module`` is imported (relative to this package, or absolute) only
+    when the command runs; ``help`` is its line in ``ner --help``."""
+
+    name: str
+    module: str
+    help: str
+
+    def load(self) -> CommandModule:
+        return importlib.import_module(self.module, __name__)  # type: ignore[return-value]
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("train", ".train", "train a tagger from a YAML config"),
+    Command("predict", ".predict", "tag CoNLL files, raw text or JSONL with a trained model"),
+    Command("evaluate", ".evaluate", "span P/R/F1 of a predicted file (CoNLL, or JSONL against gold)"),
+    Command("serve", ".serve", "serve a trained model over HTTP with dynamic batching"),
+    Command("export", ".export", "export a trained model to ONNX, for prediction without PyTorch"),
+    Command("select", ".select", "choose the pool sentences to annotate next (active learning)"),
+    Command("pretrain", ".pretrain", "pretrain an ALBERT encoder and its vocabulary on raw text"),
+)}
+
+
+def _parser() -> Parser:
+    """``ner``'s own parser: ``--help`` (the table, one line per command) and ``--version``."""
+    p = Parser(prog="ner", description="Named-entity recognition with an encoder -> BiLSTM -> CRF tagger: train "
+                                       "from a YAML config, predict, evaluate, serve, export.",
+               epilog="`ner COMMAND --help` lists a command's options. The scripts ner-train, ner-predict, ... "
+                      "and, in a checkout, `python train.py` and `python predict.py` are the same commands.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = p.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True)
+    for command in COMMANDS.values():
+        commands.add_parser(command.name, help=command.help, add_help=False)  # listed only: run() parses
+    return p
+
+
+def _version() -> str:
+    from importlib import metadata
 
     try:
-        # guarded_stdout: stdout on a full disk is one error line, also for its last flush.
-        # one_line_logging: the library's warnings and progress on stderr, one line each, as always.
-        with warnings.catch_warnings(), guarded_stdout(), one_line_logging():
-            warnings.showwarning = _one_line_warnings(warnings.showwarning)
-            return main(list(sys.argv[1:] if argv is None else argv))
-    except UserError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Terminated) as exc:
-        return _interrupted(exc)
-    except BrokenPipeError:
-        # `predict.py ... | head`: the reader has gone; end quietly, as `yes | head` does.
-        _silence_stdout()
-        return 141
-    except OSError as exc:
-        from ..atomic import write_fault
-
-        reason = write_fault(exc)
-        if reason is None:
-            return _interrupted_behind(exc)
-        # A fault on a path no atomic write owns (a directory that cannot be created): still the
-        # user's to fix, still one line.
-        print(str(UserError(f"cannot write: {reason}", exc.filename)), file=sys.stderr)
-        return 2
-    except Exception as exc:
-        return _interrupted_behind(exc)
-    finally:
-        restore_handlers()
+        return metadata.version("ner_toolkit")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
-def _interrupted(exc: BaseException) -> int:
-    print("interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated", file=sys.stderr)
-    return 130 if isinstance(exc, KeyboardInterrupt) else 143
+def _ner(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        _parser().parse_args(argv[:1])  # --help and --version exit here; no command is one error line
+        raise UserError("a command comes first: ner COMMAND [ARGS...] (see --help)", "ner")
+    name = argv[0]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"unknown command {name!r}; {hint}the commands are {', '.join(COMMANDS)} (see ner --help)",
+                        "ner")
+    return COMMANDS[name].load().run(argv[1:], f"ner {name}")
 
 
-def _interrupted_behind(exc: Exception) -> int:
-    """A Ctrl-C or SIGTERM that code on its way out turned into another error (a clean-up's EBADF) still
-    ends as the interrupt it was; anything else is a bug and is re-raised with its traceback."""
-    for cause in causes(exc):
-        if isinstance(cause, (KeyboardInterrupt, Terminated)):
-            return _interrupted(cause)
-    raise exc
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``ner ARGS`` (default: ``sys.argv[1:]``) under the guard; returns the exit code."""
+    return guard(_ner, argv)
 
 
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's final flush does not raise again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+def console() -> NoReturn:
+    """The ``ner`` console script (and ``python -m ner_toolkit``)."""
+    exit_process(main())
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: same one-line format, exit 2
-        raise UserError(f"{message} (see --help)", self.prog)
+def command_main(name: str, prog: Optional[str] = None) -> Callable[[Optional[Sequence[str]]], int]:
+    """The alias factory: ``ner NAME`` as a function of its arguments (default ``sys.argv[1:]``) that returns
+    the exit code; ``prog`` (default ``ner-NAME``) is the name its usage and errors show."""
+    command = COMMANDS[name]
+    shown = prog or f"ner-{name}"
+
+    def run_command(argv: Optional[Sequence[str]] = None) -> int:
+        return guard(lambda args: command.load().run(args, shown), argv)
+
+    run_command.__name__ = run_command.__qualname__ = f"{name}_main"
+    return run_command
 
 
-def train_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .train import run
+def command_console(name: str, prog: Optional[str] = None) -> Callable[[], NoReturn]:
+    """``ner NAME`` as a console script (``ner-NAME``, ``python train.py``): ends the process with its code."""
+    run_command = command_main(name, prog)
 
-    return _guard(run, argv)
+    def run_console() -> NoReturn:
+        exit_process(run_command(None))
 
-
-def predict_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .predict import run
-
-    return _guard(run, argv)
-
-
-def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .evaluate import run
-
-    return _guard(run, argv)
+    run_console.__name__ = run_console.__qualname__ = f"{name}_console"
+    return run_console
 
 
-def serve_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .serve import run
-
-    return _guard(run, argv)
-
-
-def export_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .export import run
-
-    return _guard(run, argv)
-
-
-def select_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .select import run
-
-    return _guard(run, argv)
-
-
-def pretrain_main(argv: Optional[Sequence[str]] = None) -> int:
-    from .pretrain import run
-
-    return _guard(run, argv)
-
-
-def exit_process(code: int) -> NoReturn:
-    """End the process with ``code`` as the interpreter would, less its teardown of every module
-    (about a second once torch and transformers are loaded, and nothing of ours is left in it): other
-    threads are joined, atexit handlers run and the standard streams are flushed, then ``os._exit``."""
-    import atexit
-
-    # What the interpreter does first at exit: run the hooks that stop executor pools (torch.compile's
-    # compile workers among them), then join the other non-daemon threads. Joining before the hooks
-    # would wait forever on an idle pool's workers.
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
-        shutdown()
-    else:
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # the guard has reported stdout faults; nothing to add
-            pass
-    os._exit(code)
-
-
-def _console(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[], None]:
-    return lambda: exit_process(main(None))
-
-
-train_console, predict_console, evaluate_console = _console(train_main), _console(predict_main), _console(evaluate_main)
-serve_console, export_console = _console(serve_main), _console(export_main)
-select_console, pretrain_console = _console(select_main), _console(pretrain_main)
+def __getattr__(attribute: str) -> Any:
+    """``NAME_main`` and ``NAME_console`` for every command of the table (``ner-train = ner_toolkit.cli:
+    train_console`` in setup.cfg, ``from ner_toolkit.cli import predict_main``)."""
+    name, _, kind = attribute.rpartition("_")
+    if name in COMMANDS and kind == "main":
+        return command_main(name)
+    if name in COMMANDS and kind == "console":
+        return command_console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")

@@ -1,4 +1,5 @@
-"""``ner-evaluate``: span P/R/F1 of a CoNLL file's last two columns, or of JSONL predictions against JSONL gold."""
+"""``ner evaluate`` (``ner-evaluate``): span P/R/F1 of a CoNLL file's last two columns, or of JSONL predictions
+against JSONL gold."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser
 
 
 @dataclass
@@ -116,8 +117,8 @@ def _evaluate_jsonl(pred_path: str, gold_path: str, json_path: Optional[str]) ->
     report_offsets(gold, pred, json_path)
 
 
-def run(argv: list[str]) -> int:
-    p = _Parser(prog="ner-evaluate", description="Span P/R/F1 from the last two columns (gold, predicted) of a CoNLL "
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    p = Parser(prog=prog, description="Span P/R/F1 from the last two columns (gold, predicted) of a CoNLL "
                                                  "file, or of JSONL predictions against JSONL gold (--gold).")
     p.add_argument("file", help="CoNLL file whose last two columns are gold and predicted tags, or (with --gold) "
                                 "JSONL predictions")

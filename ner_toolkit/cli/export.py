@@ -1,27 +1,28 @@
-"""``ner-export``: write an ONNX export of a trained model (emission graph + CRF + vocabularies + tokenizer),
-loadable without torch by ``ner_toolkit.export.OnnxPredictor``."""
+"""``ner export`` (``ner-export``): write an ONNX export of a trained model (emission graph + CRF + vocabularies
++ tokenizer), loadable without torch by ``ner_toolkit.export.OnnxPredictor``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser, model_options
 
 
-def _parser() -> _Parser:
-    p = _Parser(prog="ner-export", description="Export a trained model to ONNX, for prediction without PyTorch.")
-    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+def _parser(prog: Optional[str] = None) -> Parser:
+    from ..export.onnx_export import QUANTIZE
+
+    p = Parser(prog=prog, description="Export a trained model to ONNX, for prediction without PyTorch.",
+               parents=[model_options()])
     p.add_argument("--output", required=True, help="export directory to write (replaced whole if it exists)")
-    p.add_argument("--quantize", choices=("int8",),
+    p.add_argument("--quantize", choices=QUANTIZE,
                    help="also write model.int8.onnx (dynamic int8 weights of MatMul/Gemm/LSTM/Attention); the "
                         "runtime then loads it by default")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let the model directory run its own Python code (auto_map); only for a directory you trust")
     return p
 
 
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    args = _parser(prog).parse_args(argv)
     from ..model.directory import resolve_model_dir
     from ..paths import Read, Write, check_no_clash
 

@@ -1,4 +1,4 @@
-"""``predict.py`` / ``ner-predict``: tag CoNLL, raw-text or JSONL files with a trained model."""
+"""``ner predict`` (``ner-predict``, ``predict.py``): tag CoNLL, raw-text or JSONL files with a trained model."""
 from __future__ import annotations
 
 import argparse
@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser, device_options, model_options, speed_options
 
 
-def _parser() -> _Parser:
+def _parser(prog: Optional[str] = None) -> Parser:
     from .. import formats
     from ..data.text import TOKENIZERS
     from ..streaming import INPUT_FORMATS
 
-    p = _Parser(prog="predict.py", description="Tag CoNLL files, raw text or JSONL with a trained model.")
-    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+    p = Parser(prog=prog, description="Tag CoNLL files, raw text or JSONL with a trained model.",
+               parents=[model_options(), device_options(), speed_options()])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories of files (- = stdin)")
     p.add_argument("--output", help="output file (one input) or directory (several); default or -: stdout")
     p.add_argument("--input-format", choices=INPUT_FORMATS, default="conll",
@@ -27,16 +27,6 @@ def _parser() -> _Parser:
     p.add_argument("--word-tokenizer", choices=TOKENIZERS,
                    help="how raw text is split into words (default: the model's, as in its training)")
     p.add_argument("--format", choices=formats.names(), default="conll", help=formats.describe())
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="fp32 | bf16 (autocast; fast on CPUs with AVX-512 BF16) | fp16 (CUDA); the CRF stays fp32")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: dynamic int8 Linear/LSTM weights (CPU only, about 2x fp32 sentences/s); the CRF "
-                        "stays fp32")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network before the CRF (needs a C++ compiler; pays for large inputs: "
-                        "about 20 s of compiling first, see README Numbers)")
     p.add_argument("--evaluate", action="store_true",
                    help="print span P/R/F1 against the gold: the last column (conll) or the entities (jsonl, "
                         "exact character offsets)")
@@ -50,14 +40,11 @@ def _parser() -> _Parser:
                    help="also write the tags of the 2nd..K-th best paths (conll columns, jsonl nbest)")
     p.add_argument("--scores", action="store_true",
                    help="also write each token's tag probability and its span's probability (CRF marginals)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let the model directory run its own Python code (auto_map); only for a directory you "
-                        "trust, never decided by the directory itself")
     return p
 
 
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    args = _parser(prog).parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
     from ..predict import MAX_NBEST

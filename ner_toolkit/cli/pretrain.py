@@ -1,19 +1,21 @@
-"""``ner-pretrain``: ``tokenizer`` trains a SentencePiece vocabulary on raw text; ``train`` pretrains an
-ALBERT (MLM + SOP) from a YAML config. Every planned write is checked against every input first."""
+"""``ner pretrain`` (``ner-pretrain``): ``tokenizer`` trains a SentencePiece vocabulary on raw text; ``train``
+pretrains an ALBERT (MLM + SOP) from a YAML config. Every planned write is checked against every input first."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser, config_options, config_overrides
 
 MAX_VOCABULARY = 1_000_000
 
 
-def run(argv: list[str]) -> int:
-    p = _Parser(prog="ner-pretrain", description="Pretrain an ALBERT encoder on raw text (MLM + SOP), and "
-                                                 "train its SentencePiece vocabulary.")
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    from ..pretraining.data import CORPUS_FORMATS
+
+    p = Parser(prog=prog, description="Pretrain an ALBERT encoder on raw text (MLM + SOP), and train its "
+                                      "SentencePiece vocabulary.")
     commands = p.add_subparsers(dest="command", required=True, metavar="{tokenizer,train}")
     tok = commands.add_parser("tokenizer", help="train a SentencePiece unigram vocabulary -> an HF tokenizer directory",
                               description="Train a SentencePiece unigram vocabulary (ALBERT's kind) on raw text or "
@@ -23,20 +25,15 @@ def run(argv: list[str]) -> int:
     tok.add_argument("--vocab-size", type=int, required=True, metavar="N",
                      help="pieces in the vocabulary (a soft limit: a small corpus may give fewer)")
     tok.add_argument("--output", required=True, metavar="DIR", help="the tokenizer directory to write")
-    tok.add_argument("--format", choices=("auto", "text", "conll"), default="auto",
+    tok.add_argument("--format", choices=CORPUS_FORMATS, default="auto",
                      help="input format (auto: conll for files that look like CoNLL columns)")
     tok.add_argument("--token-column", type=int, default=0, help="CoNLL files: the token column (default 0)")
     tok.add_argument("--character-coverage", type=float, default=0.99995,
                      help="share of the characters the vocabulary covers; the rarest others become <unk>")
     tok.add_argument("--seed", type=int, default=42, help="SentencePiece's sampling seed")
-    tr = commands.add_parser("train", help="pretrain ALBERT (MLM + SOP) from a YAML config",
-                             description="Pretrain ALBERT (MLM with n-gram masking + SOP) on raw text.")
-    tr.add_argument("--config", required=True, help="YAML pretraining config (see configs/pretrain_sample.yaml)")
-    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. --set training.steps=100 (repeatable; value parsed as YAML)")
-    tr.add_argument("--output-dir", help="same as --set output_dir=DIR")
-    tr.add_argument("--resume", action="store_true",
-                    help="continue the run in the output directory from its newest checkpoint, exactly where it stopped")
+    commands.add_parser("train", help="pretrain ALBERT (MLM + SOP) from a YAML config",
+                        description="Pretrain ALBERT (MLM with n-gram masking + SOP) on raw text.",
+                        parents=[config_options("pretraining", "configs/pretrain_sample.yaml", "training.steps=100")])
     args = p.parse_args(argv)
     if args.command == "tokenizer":
         return _tokenizer(args)
@@ -66,8 +63,7 @@ def _tokenizer(args: Any) -> int:
 def _train(args: Any, argv: list[str]) -> int:
     from ..pretraining.config import load_pretrain_config
 
-    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
-    config = load_pretrain_config(args.config, tuple(overrides))
+    config = load_pretrain_config(args.config, config_overrides(args))
     if not config.data.files:
         raise UserError("`data.files` is required: set it in the config or with --set data.files=[PATH]", args.config)
     for name in config.data.files:

@@ -1,4 +1,5 @@
-"""``ner-select``: choose the sentences to annotate next, the ones the model is least sure of (active learning).
+"""``ner select`` (``ner-select``): choose the sentences to annotate next, the ones the model is least sure of
+(active learning).
 
     ner-select --model DIR POOL... (--budget N | --budget-tokens T)
                [--strategy entropy|least-confidence|margin|random] [--output PATH] [--format conll|label-studio|jsonl|hf] [--scores PATH] [--seed S]
@@ -31,10 +32,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Optional
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser, device_options, model_options
 
 
 @dataclass
@@ -66,13 +67,13 @@ def read_pool(paths: list[str], token_column: int) -> Pool:
     return pool
 
 
-def _parser() -> _Parser:
+def _parser(prog: Optional[str] = None) -> Parser:
     from .. import formats
     from ..selection import STRATEGIES
 
-    p = _Parser(prog="ner-select", description="Choose the pool sentences to annotate next: the N the model is "
-                                               "least sure of, pre-annotated with its predicted tags.")
-    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+    p = Parser(prog=prog, description="Choose the pool sentences to annotate next: the N the model is least sure "
+                                      "of, pre-annotated with its predicted tags.",
+               parents=[model_options(), device_options()])
     p.add_argument("pools", nargs="+", metavar="POOL", help="CoNLL files of unlabelled sentences (tokens first)")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget", type=int, metavar="N", help="how many sentences to choose")
@@ -87,12 +88,6 @@ def _parser() -> _Parser:
                         "pre-annotation tasks; the others as predict.py writes them (default conll)")
     p.add_argument("--scores", metavar="PATH", help="also write a TSV: pool, line, rank, uncertainty")
     p.add_argument("--seed", type=int, default=0, help="seed of --strategy random (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast of the network; the CRF stays fp32 (default fp32)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let the model directory run its own Python code (auto_map); only for a directory you trust")
     return p
 
 
@@ -125,8 +120,8 @@ def _check_inputs(args: Any) -> None:
     check_no_clash(reads, writes)
 
 
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    args = _parser(prog).parse_args(argv)
     _check_inputs(args)
     from ..atomic import atomic_write
     from ..data.text import Document

@@ -20,7 +20,7 @@ import sys
 from typing import Any, Optional
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser, device_options, model_options, speed_options
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_WAIT_MS = 0.0  # as Triton: no added delay; requests queued while the model is busy still batch
@@ -31,13 +31,12 @@ DEFAULT_MAX_CONCURRENCY = 128
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
 
-def _parser() -> _Parser:
+def _parser(prog: Optional[str] = None) -> Parser:
     from ..serve.app import Limits
 
     limits = Limits()
-    p = _Parser(prog="ner-serve", description="Serve a trained model over HTTP: POST /predict, GET /health, "
-                                              "GET /metadata, GET /stats.")
-    p.add_argument("--model", required=True, help="model directory written by train.py (or its output_dir)")
+    p = Parser(prog=prog, description="Serve a trained model over HTTP: POST /predict, GET /health, GET /metadata, "
+                                      "GET /stats.", parents=[model_options(), device_options(), speed_options()])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
@@ -47,16 +46,6 @@ def _parser() -> _Parser:
     p.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS,
                    help=f"longest a request waits for batch-mates when its batch is not full (default "
                         f"{DEFAULT_MAX_WAIT_MS:g}; 0: only the requests already queued are batched)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per forward pass within a model call "
-                                                              "(default 64)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="fp32 | bf16 (autocast) | fp16 (CUDA); the CRF stays fp32")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8: dynamic int8 Linear/LSTM weights (CPU only); the CRF stays fp32")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network before the CRF; each model process compiles on a warm-up "
-                        "batch before the server accepts requests")
     p.add_argument("--workers", type=int, default=1,
                    help="model processes, each with its own copy of the model and tagging its own batches "
                         "(default 1); more use more cores and memory")
@@ -86,9 +75,6 @@ def _parser() -> _Parser:
                    help=f"on SIGTERM or Ctrl-C, seconds to let the requests in progress finish before they are "
                         f"cut off and the server exits (default {DEFAULT_GRACEFUL_TIMEOUT:g})")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="let the model directory run its own Python code (auto_map); only for a directory you "
-                        "trust, never decided by the directory itself")
     return p
 
 
@@ -136,8 +122,8 @@ def url(host: str, sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    args = _parser(prog).parse_args(argv)
     _check(args)
     try:
         import httptools  # noqa: F401  (the request-head bounds are built on uvicorn's httptools protocol)

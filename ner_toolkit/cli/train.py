@@ -1,4 +1,5 @@
-"""``train.py`` / ``ner-train``: train from a YAML config; every planned write is checked against every input first."""
+"""``ner train`` (``ner-train``, ``train.py``): train from a YAML config; every planned write is checked
+against every input first."""
 from __future__ import annotations
 
 import os
@@ -6,27 +7,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UserError
-from . import _Parser
+from .common import Parser, config_options, config_overrides
 
 
-def run(argv: list[str]) -> int:
-    p = _Parser(prog="train.py", description="Train a sequence labeller from a YAML config.")
-    p.add_argument("--config", required=True, help="YAML experiment config (see configs/reference.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set training.epochs=3 (repeatable; value parsed as YAML)")
-    p.add_argument("--output-dir", help="same as --set output_dir=DIR")
+def run(argv: list[str], prog: Optional[str] = None) -> int:
+    p = Parser(prog=prog, description="Train a sequence labeller from a YAML config.",
+               parents=[config_options("experiment", "configs/reference.yaml", "training.epochs=3")])
     p.add_argument("--seeds", metavar="S1,S2,...",
                    help="train one model per seed in OUTPUT_DIR/seed-N and write OUTPUT_DIR/summary.json (mean ± std)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in the output directory from its newest checkpoint, exactly where it stopped")
     p.add_argument("--profile-startup", action="store_true",
                    help="print, at the end, where the wall time went outside the training epochs (start-up, "
                         "reading, model build, subword encoding, scoring, saving, plotting)")
     args = p.parse_args(argv)
     from ..config import load_config
 
-    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
-    config = load_config(args.config, tuple(overrides))
+    config = load_config(args.config, config_overrides(args))
     seeds = None
     if args.seeds is not None:
         try:

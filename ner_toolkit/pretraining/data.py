@@ -20,6 +20,7 @@ from ..errors import UserError
 WORD_START = "\u2581"   # SentencePiece's "▁": the piece begins a whitespace word
 CONTINUATION = "##"     # WordPiece: the piece continues the word before it
 IGNORE = -100           # label of positions that are not predicted (torch's cross-entropy default)
+CORPUS_FORMATS: tuple[str, ...] = ("auto", "text", "conll")  # how a corpus file is read (auto: detect_format)
 
 
 # --------------------------------------------------------------------------- reading

@@ -17,12 +17,12 @@ import torch
 from ..errors import UserError
 from .vocab import CharVocab, Vocab
 from .store import Encoded, EncodedStore, piece_counts, widths
+from .pooling import POOLINGS
 from .windows import SubwordAligner, fit_context, plan_windows
 
 if TYPE_CHECKING:
     from ..config import EncoderConfig
 
-POOLINGS = ("first", "last", "mean", "first_last")
 # Sentences aligned per tokenizer call: one call for all unseen words of the chunk (fast), and only a
 # chunk's per-word lists alive at once (a corpus-sized list of them was tens of MB at 140k sentences).
 ALIGN_CHUNK = 8192

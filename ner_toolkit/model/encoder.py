@@ -92,8 +92,6 @@ def build_hf_encoder(cfg: EncoderConfig) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoModel
 
     if cfg.scratch is not None:
-        if not cfg.tokenizer:
-            raise UserError("`model.encoder.scratch` needs `model.encoder.tokenizer` (e.g. builtin:albert-base-v2)", "config")
         tokenizer = load_tokenizer(cfg.tokenizer)
         return _from_config(scratch_config(cfg, len(tokenizer)), False), tokenizer
     if not cfg.name_or_path:

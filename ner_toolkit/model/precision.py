@@ -10,12 +10,12 @@ from typing import ContextManager, Optional
 import torch
 
 from ..errors import UserError
-from .modes import PRECISIONS
+from .modes import PRECISIONS  # noqa: F401  (re-exported: the choices live in the torch-free modes.py)
 
 
 def check_precision(precision: str, device: torch.device, source: str = "training.precision") -> None:
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", source)
+    """What ``precision`` (one of ``PRECISIONS``: the config schema and the CLI choices check that) needs of
+    ``device``: fp16 needs CUDA; bf16 on a CPU that only emulates it gets a note."""
     if precision == "fp16" and device.type != "cuda":
         raise UserError("fp16 needs a CUDA device (loss scaling); use bf16 on CPU", source)
     if precision == "bf16" and device.type == "cpu" and cpu_native_bf16() is False:

@@ -171,8 +171,6 @@ def prepare(config: Config) -> Setup:
                      f"({vectors.extra_bytes / 2**20:.1f} MiB in float16)" if vectors.words else ""), file=sys.stderr)
     chars = None
     if config.model.chars.enabled:
-        if config.model.fusion == "none":
-            raise UserError("model.chars needs model.fusion concat or add (none is the encoder alone)", "config")
         c = config.model.chars
         chars = CharVocab.build(train_data.tokens.strings(), c.min_freq, c.max_length)
     PHASES.add("vocabularies and word vectors", time.perf_counter() - vocab_started)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 import torch
 
 from ..errors import UserError
+from ..schema import here
 from .vocab import CharVocab, Vocab
 from .store import Encoded, EncodedStore, piece_counts, widths
 from .pooling import POOLINGS
@@ -242,7 +243,7 @@ def make_collator(tokenizer: Any, limit: int, cfg: "EncoderConfig",
     position embeddings): window size from the config or that limit; ``pad_multiple``: see ``Collator``."""
     max_length = min(cfg.max_length or limit, limit)
     if max_length < 4:
-        raise UserError(f"`model.encoder.max_length` must be at least 4, got {max_length}", "config")
+        raise here(cfg).error(f"`model.encoder.max_length` must be at least 4, got {max_length}", "max_length")
     cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

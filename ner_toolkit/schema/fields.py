@@ -6,6 +6,7 @@ file, ``--set``, a saved ``config.yaml``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -77,10 +78,9 @@ def field(default: Any, help: str, range: Optional[Range] = None, choices: Optio
     """
     metadata = {"help": help, "range": range, "choices": tuple(choices) if choices is not None else None,
                 "any_case": any_case, "convert": convert}
-    if isinstance(default, (dict, list)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
-    if dataclasses.is_dataclass(default):
-        return dataclasses.field(default_factory=type(default), metadata=metadata)
+    if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
+        # Each config gets its own copy of a mutable default (a section given with values keeps them).
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -98,11 +98,11 @@ def choose(value: Any, choices: Sequence[str], any_case: bool = False) -> Option
     return None
 
 
-def choice_problem(value: Any, choices: Sequence[str], any_case: bool = False) -> str:
+def choice_problem(value: Any, choices: Sequence[str]) -> str:
     """``must be one of a, b, c, got 'x'``, with the closest choice for a typo."""
     hint = ""
-    if isinstance(value, str):
-        folded = {c.casefold() if any_case else c: c for c in choices}
-        close = difflib.get_close_matches(value.casefold() if any_case else value, list(folded), n=1, cutoff=0.6)
+    if isinstance(value, str):  # compared case-folded: `BF16` is closest to `bf16`
+        folded = {c.casefold(): c for c in choices}
+        close = difflib.get_close_matches(value.strip().casefold(), list(folded), n=1, cutoff=0.6)
         hint = f"; did you mean `{folded[close[0]]}`?" if close else ""
     return f"must be one of {', '.join(choices)}, got {value!r}{hint}"

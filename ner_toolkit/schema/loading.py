@@ -111,8 +111,7 @@ def _coerce(value: Any, tp: Any, path: str, meta: typing.Mapping[str, Any], ctx:
     if choices is not None:
         chosen = choose(value, choices, bool(meta.get("any_case")))
         if chosen is None:
-            raise UserError(f"`{path}` {choice_problem(value, choices, bool(meta.get('any_case')))}"
-                            f"{where.origin(path)}", src, line)
+            raise UserError(f"`{path}` {choice_problem(value, choices)}{where.origin(path)}", src, line)
         return chosen
     if dataclasses.is_dataclass(tp):
         if value is None:  # `training:` with every key commented out: the section's defaults
@@ -164,6 +163,9 @@ def _build(cls: type, raw: dict, prefix: str, ctx: _Context) -> Any:
     return cls(**{k: _coerce(v, types[k], prefix + k, fields[k].metadata, ctx) for k, v in raw.items()})
 
 
+_HERE = "_schema_here"  # the attribute that keeps a built section's Here (not a field: equality ignores it)
+
+
 def _check(section: Any, prefix: str, ctx: _Context) -> None:
     """Run the ``check(here)`` rules of ``section`` and of every section below it, innermost first; sections
     that kept their defaults are checked too (a default can break a rule that another key sets)."""
@@ -171,9 +173,19 @@ def _check(section: Any, prefix: str, ctx: _Context) -> None:
         value = getattr(section, f.name)
         if dataclasses.is_dataclass(value):
             _check(value, prefix + f.name + ".", ctx)
+    here = Here(ctx.where, prefix, ctx.source)
+    section.__dict__[_HERE] = here
     check = getattr(section, "check", None)
     if callable(check):
-        check(Here(ctx.where, prefix, ctx.source))
+        check(here)
+
+
+def here(section: Any) -> Here:
+    """The locations of a section that ``load``/``from_dict`` built, for a check that cannot run in the
+    schema (it needs the data, the device or the encoder): ``raise here(cfg).error(msg, "key")`` still
+    names the key's FILE:LINE. A section built in code names ``config``."""
+    found = section.__dict__.get(_HERE)
+    return found if isinstance(found, Here) else Here(Where(), "", "config")
 
 
 def _validate(cls: type[T], raw: dict, ctx: _Context) -> T:

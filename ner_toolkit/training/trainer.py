@@ -17,6 +17,7 @@ import torch
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..paths import same_file
+from ..schema import here
 from ..data.batching import (Collator, Encoded, batch_indices, bucketed_batches, encode_sentences, make_collator,
                              micro_batches)
 from ..heap import release_free_memory, trimming
@@ -105,7 +106,8 @@ def _short(result: dict) -> dict:
 
 def _check_paths(config: Config) -> None:
     if not config.data.train:
-        raise UserError("`data.train` is required: set it in the config or with --set data.train=PATH", "config")
+        raise here(config.data).error("`data.train` is required: set it in the config or with --set data.train=PATH",
+                                      "train")
     for key in ("train", "dev", "test"):
         value = getattr(config.data, key)
         if value is not None and not Path(value).is_file():

@@ -19,7 +19,7 @@ from ner_toolkit.data.schemes import scheme_names
 from ner_toolkit.data.text import TOKENIZERS
 from ner_toolkit.errors import UserError
 from ner_toolkit.model.modes import PRECISIONS
-from ner_toolkit.pretraining.config import PretrainConfig, load_pretrain_config
+from ner_toolkit.pretraining.config import load_pretrain_config
 
 from conftest import REPO, TINY_SCRATCH_YAML, TOKENIZER, assert_user_error, run_cli, tiny_config_text
 

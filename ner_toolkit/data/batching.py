@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..errors import UserError
 from ..schema import here
 from .vocab import CharVocab, Vocab
 from .store import Encoded, EncodedStore, piece_counts, widths

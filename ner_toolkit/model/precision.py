@@ -10,11 +10,10 @@ from typing import ContextManager, Optional
 import torch
 
 from ..errors import UserError
-from .modes import PRECISIONS  # noqa: F401  (re-exported: the choices live in the torch-free modes.py)
 
 
 def check_precision(precision: str, device: torch.device, source: str = "training.precision") -> None:
-    """What ``precision`` (one of ``PRECISIONS``: the config schema and the CLI choices check that) needs of
+    """What ``precision`` (one of ``modes.PRECISIONS``: the config schema and the CLI choices check that) needs of
     ``device``: fp16 needs CUDA; bf16 on a CPU that only emulates it gets a note."""
     if precision == "fp16" and device.type != "cuda":
         raise UserError("fp16 needs a CUDA device (loss scaling); use bf16 on CPU", source)

@@ -20,5 +20,5 @@ from .loading import Here, all_keys, here, from_dict, load, parse_override, read
 from .yaml_text import MAX_YAML_NODES, Where, parse_yaml
 
 __all__ = ["MAX_COUNT", "MAX_LAYERS", "MAX_SEED", "MAX_SIZE", "MAX_THREADS", "MAX_YAML_NODES", "NON_NEGATIVE",
-           "POSITIVE", "RATE", "Here", "Range", "Where", "all_keys", "choice_problem", "choose", "field", "from_dict", "here",
-           "load", "parse_override", "parse_yaml", "read_raw", "reference_yaml", "save", "size", "to_dict"]
+           "POSITIVE", "RATE", "Here", "Range", "Where", "all_keys", "choice_problem", "choose", "field", "from_dict",
+           "here", "load", "parse_override", "parse_yaml", "read_raw", "reference_yaml", "save", "size", "to_dict"]

@@ -184,7 +184,7 @@ def here(section: Any) -> Here:
     """The locations of a section that ``load``/``from_dict`` built, for a check that cannot run in the
     schema (it needs the data, the device or the encoder): ``raise here(cfg).error(msg, "key")`` still
     names the key's FILE:LINE. A section built in code names ``config``."""
-    found = section.__dict__.get(_HERE)
+    found = getattr(section, "__dict__", {}).get(_HERE)
     return found if isinstance(found, Here) else Here(Where(), "", "config")
 
 

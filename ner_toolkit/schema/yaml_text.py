@@ -122,7 +122,8 @@ def record_lines(node: yaml.Node, prefix: str, source: str, where: Where) -> Non
             line = key_node.start_mark.line + 1
             if path in first_lines:
                 # PyYAML keeps the last of equal keys: the first one (a whole section, maybe) would vanish.
-                raise UserError(f"duplicate key `{path}` (first on line {first_lines[path]}); merge the two", source, line)
+                raise UserError(f"duplicate key `{path}` (first on line {first_lines[path]}); merge the two",
+                                source, line)
             first_lines[path] = line
             where.lines[path] = (source, line)
             record_lines(value_node, path + ".", source, where)

@@ -4,6 +4,8 @@ One YAML file is the whole experiment. Every key has a default and a one-line he
 ``reference_yaml()`` renders them as the commented reference config. Choice keys read their names from
 the module that owns each concept (schemes, poolings, word tokenisers, precisions), and the cross-field
 rules are each section's ``check`` method, so every config value is validated here, with its YAML line.
+What only a training run needs (``data.train``, an encoder) and what needs the data or the encoder is
+checked where it is used, still naming the key's line through ``schema.here(section)``.
 """
 from __future__ import annotations
 

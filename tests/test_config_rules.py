@@ -184,6 +184,8 @@ def test_a_schema_of_ones_own_gets_lines_choices_rules_and_a_reference(tmp_path)
     assert (toy.mode, toy.name, toy.window.stride) == ("slow", "x", 2)
     assert schema.from_dict(Toy, schema.to_dict(toy)) == toy
     assert schema.here(toy.window).error("late", "size").line == 3  # a check that runs later names the line
+    assert Window(**toy.window.__dict__) == toy.window  # the locations are kept beside a section, not in it
+    assert schema.here(Window()).error("made in code").path == "config"
     with pytest.raises(UserError, match=r"`name` must not be blank, got ' '"):
         schema.load(Toy, None, ("name=' '",))
     with pytest.raises(UserError, match="see toy.yaml for valid keys"):

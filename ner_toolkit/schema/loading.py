@@ -12,6 +12,7 @@ import math
 import os
 import re
 import typing
+import weakref
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, TypeVar, Union
 
@@ -163,7 +164,14 @@ def _build(cls: type, raw: dict, prefix: str, ctx: _Context) -> Any:
     return cls(**{k: _coerce(v, types[k], prefix + k, fields[k].metadata, ctx) for k, v in raw.items()})
 
 
-_HERE = "_schema_here"  # the attribute that keeps a built section's Here (not a field: equality ignores it)
+# The Here of every section load/from_dict built, by id, kept beside the section (never in its __dict__,
+# which callers copy as keyword arguments) and dropped with it.
+_PLACES: dict[int, tuple[weakref.ref, Here]] = {}
+
+
+def _remember(section: Any, here: Here) -> None:
+    key = id(section)
+    _PLACES[key] = (weakref.ref(section, lambda _: _PLACES.pop(key, None)), here)
 
 
 def _check(section: Any, prefix: str, ctx: _Context) -> None:
@@ -174,7 +182,7 @@ def _check(section: Any, prefix: str, ctx: _Context) -> None:
         if dataclasses.is_dataclass(value):
             _check(value, prefix + f.name + ".", ctx)
     here = Here(ctx.where, prefix, ctx.source)
-    section.__dict__[_HERE] = here
+    _remember(section, here)
     check = getattr(section, "check", None)
     if callable(check):
         check(here)
@@ -184,8 +192,8 @@ def here(section: Any) -> Here:
     """The locations of a section that ``load``/``from_dict`` built, for a check that cannot run in the
     schema (it needs the data, the device or the encoder): ``raise here(cfg).error(msg, "key")`` still
     names the key's FILE:LINE. A section built in code names ``config``."""
-    found = getattr(section, "__dict__", {}).get(_HERE)
-    return found if isinstance(found, Here) else Here(Where(), "", "config")
+    ref, found = _PLACES.get(id(section), (None, None))
+    return found if ref is not None and ref() is section else Here(Where(), "", "config")
 
 
 def _validate(cls: type[T], raw: dict, ctx: _Context) -> T:

@@ -64,6 +64,7 @@ def test_yaml_values_and_repeated_overrides(tmp_path):
         "model.lstm.enabled=false",     # YAML bool
         "training.lr.crf=0.5",          # YAML float, nested three deep
         f"model.encoder.scratch={TINY_SCRATCH_YAML}",  # a whole mapping
+        "model.encoder.tokenizer=builtin:albert-base-v2",  # a scratch encoder needs one
         "output_dir=runs/x=y",          # only the first '=' splits key from value
     ))
     assert config.training.epochs == 9
@@ -234,7 +235,7 @@ def test_saved_config_round_trips(tmp_path):
     from ner_toolkit.config import from_dict, save_config
 
     config = load_config(None, (f"model.encoder.scratch={TINY_SCRATCH_YAML}", "training.lr.encoder=2.0e-5",
-                                "data.train=x.txt"))
+                                "data.train=x.txt", "model.encoder.tokenizer=builtin:albert-base-v2"))
     save_config(config, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == config
     assert from_dict(to_dict(config)) == config

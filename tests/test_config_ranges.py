@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ner_toolkit.cli import train_main
 from ner_toolkit.config import Config, all_keys, from_dict, load_config, reference_yaml
-from ner_toolkit.config_checks import MAX_YAML_NODES, Range
+from ner_toolkit.schema import MAX_YAML_NODES, Range
 from ner_toolkit.errors import UserError
 
 from conftest import TINY_SCRATCH, assert_user_error
@@ -244,7 +244,9 @@ def _in_range(key: str) -> st.SearchStrategy:
     inner, nullable = _inner(tp)
     allowed: Optional[Range] = f.metadata.get("range")
     default = getattr(_defaults(key), key.rpartition(".")[2])
-    if typing.get_origin(inner) is Literal:
+    if f.metadata.get("choices") is not None:
+        base = st.sampled_from(f.metadata["choices"])
+    elif typing.get_origin(inner) is Literal:
         base = st.sampled_from(typing.get_args(inner))
     elif inner is bool:
         base = st.booleans()

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
 
-from ..errors import UserError
+from ..schema import here
 from .vocab import CharVocab, Vocab
 from .store import Encoded, EncodedStore, piece_counts, widths
+from .pooling import POOLINGS
 from .windows import SubwordAligner, fit_context, plan_windows
 
 if TYPE_CHECKING:
     from ..config import EncoderConfig
 
-POOLINGS = ("first", "last", "mean", "first_last")
 # Sentences aligned per tokenizer call: one call for all unseen words of the chunk (fast), and only a
 # chunk's per-word lists alive at once (a corpus-sized list of them was tens of MB at 140k sentences).
 ALIGN_CHUNK = 8192
@@ -242,7 +242,7 @@ def make_collator(tokenizer: Any, limit: int, cfg: "EncoderConfig",
     position embeddings): window size from the config or that limit; ``pad_multiple``: see ``Collator``."""
     max_length = min(cfg.max_length or limit, limit)
     if max_length < 4:
-        raise UserError(f"`model.encoder.max_length` must be at least 4, got {max_length}", "config")
+        raise here(cfg).error(f"`model.encoder.max_length` must be at least 4, got {max_length}", "max_length")
     cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

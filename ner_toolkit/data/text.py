@@ -45,12 +45,17 @@ def _chars(text: str) -> Offsets:
 _BY_NAME: dict[str, Tokenizer] = {"whitespace": _whitespace, "conll": conll_offsets, "chars": _chars}
 
 
+def check_tokenizer(name: str, auto: bool = True) -> str:
+    """``name`` when it is one of ``TOKENIZERS`` (or ``auto``: detect it), else a ValueError naming them.
+    For a Python caller's argument: config values are checked by the schema, CLI options by argparse."""
+    if name in TOKENIZERS or (auto and name == "auto"):
+        return name
+    raise ValueError(f"unknown word tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
+
+
 def get_tokenizer(name: str) -> Tokenizer:
     """The word tokeniser called ``name`` (one of ``TOKENIZERS``): text -> token offsets."""
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown word tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}") from None
+    return _BY_NAME[check_tokenizer(name, auto=False)]
 
 
 def tokenize(text: str, name: str) -> tuple[list[str], Offsets]:

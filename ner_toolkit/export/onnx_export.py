@@ -42,6 +42,7 @@ from ..data.batching import Batch, encode_sentences, make_collator
 from ..errors import UserError
 from ..model.directory import WEIGHTS, load_model
 from ..model.encoder import max_positions
+from ..model.modes import QUANTIZATIONS
 from . import CRF_FILE, FORMAT_VERSION, GRAPH, GRAPH_INT8, MANIFEST
 
 TOLERANCE = 1e-4
@@ -49,7 +50,7 @@ TOLERANCE = 1e-4
 #: document context (and mean pooling, no LSTM) its graph differed from PyTorch by up to 0.5 in token
 #: confidence on batches its checks had not covered, so it is only the fallback.
 EXPORTERS = ("dynamo", "torchscript")
-QUANTIZE = ("int8",)
+QUANTIZE = tuple(q for q in QUANTIZATIONS if q != "none")  # what an export can bake into its graph
 _SKIP = {WEIGHTS, MANIFEST, GRAPH, GRAPH_INT8, CRF_FILE}
 
 

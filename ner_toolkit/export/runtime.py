@@ -20,9 +20,9 @@ import numpy as np
 
 from ..calibration import read_temperature
 from ..config import Config, from_dict
-from ..config_checks import parse_yaml
+from ..schema import parse_yaml
 from ..data.schemes import allowed_transitions, segment_continues
-from ..data.text import TOKENIZERS, detect_tokenizer
+from ..data.text import check_tokenizer, detect_tokenizer
 from ..errors import UserError
 from ..model import directory_checks as checks
 from ..results import Prediction
@@ -130,8 +130,7 @@ class OnnxPredictor(Tagging):
         self.context = int(manifest.get("context", 0))
         self.token_column = self.config.data.token_column
         chosen = word_tokenizer or self.config.data.word_tokenizer
-        if chosen != "auto" and chosen not in TOKENIZERS:
-            raise ValueError(f"unknown word tokenizer {chosen!r}; choose one of {', '.join(TOKENIZERS)}")
+        check_tokenizer(chosen)
         self.word_tokenizer = (detect_tokenizer(self.vocab.words[2:] if self.vocab is not None else [])
                                if chosen == "auto" else chosen)
         self.batch_size = batch_size

@@ -33,7 +33,7 @@ import torch
 
 from ..atomic import atomic_directory, atomic_write
 from ..config import Config, from_dict, save_config, to_dict
-from ..config_checks import parse_yaml
+from ..schema import parse_yaml
 from ..data.schemes import allowed_transitions
 from ..data.vocab import CharVocab, Vocab
 from ..errors import UserError

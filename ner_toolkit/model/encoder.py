@@ -18,6 +18,7 @@ from torch import nn
 from ..config import EncoderConfig
 from ..data.batching import Batch
 from ..errors import UserError
+from ..schema import here
 from .directory_checks import check_sizes
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,14 @@ def scratch_config(cfg: EncoderConfig, vocab_size: int) -> Any:
         if key not in valid:
             close = difflib.get_close_matches(key, sorted(valid), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
-            raise UserError(f"unknown ALBERT config key `model.encoder.scratch.{key}`{hint}", "config")
+            raise here(cfg).error(f"unknown ALBERT config key `model.encoder.scratch.{key}`{hint}", "scratch")
     # The same bounds as a received config.json, before anything is built: a training config may ask for an
     # absurd encoder too.
     check_sizes({**defaults, **values}, "config", "`model.encoder.scratch`")
     try:
         config = AlbertConfig(**values)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"`model.encoder.scratch` is not a valid ALBERT config: {exc}", "config") from None
+        raise here(cfg).error(f"`model.encoder.scratch` is not a valid ALBERT config: {exc}", "scratch") from None
     return config
 
 
@@ -94,12 +95,11 @@ def build_hf_encoder(cfg: EncoderConfig) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoModel
 
     if cfg.scratch is not None:
-        if not cfg.tokenizer:
-            raise UserError("`model.encoder.scratch` needs `model.encoder.tokenizer` (e.g. builtin:albert-base-v2)", "config")
         tokenizer = load_tokenizer(cfg.tokenizer)
         return _from_config(scratch_config(cfg, len(tokenizer)), False), tokenizer
     if not cfg.name_or_path:
-        raise UserError("set `model.encoder.name_or_path` (hub id or directory) or `model.encoder.scratch`", "config")
+        raise here(cfg).error("set `model.encoder.name_or_path` (hub id or directory) or `model.encoder.scratch`",
+                              "name_or_path", "scratch")
     name = resolve_path(cfg.name_or_path)
     if looks_local(cfg.name_or_path) and not os.path.isdir(name):
         raise UserError("encoder directory not found; check `model.encoder.name_or_path`", cfg.name_or_path)
@@ -114,7 +114,8 @@ def build_hf_encoder(cfg: EncoderConfig) -> tuple[nn.Module, Any]:
     except UserError:
         raise
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load encoder {cfg.name_or_path!r}: {str(exc).splitlines()[0]}", "config") from None
+        raise here(cfg).error(f"cannot load encoder {cfg.name_or_path!r}: {str(exc).splitlines()[0]}",
+                              "name_or_path") from None
     return model, tokenizer
 
 

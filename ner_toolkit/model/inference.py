@@ -12,7 +12,7 @@ import torch
 from ..config import EncoderConfig
 from ..data.batching import Batch, Encoded, bucketed_batches, encode_sentences, make_collator, micro_batches
 from ..data.schemes import segment_continues
-from ..data.text import TOKENIZERS, detect_tokenizer
+from ..data.text import check_tokenizer, detect_tokenizer
 from ..data.vocab import CharVocab, Vocab
 from ..results import Prediction
 from ..tagging import Tagging, to_predictions
@@ -33,8 +33,7 @@ class Inference(Tagging):
         micro_batch_subwords`` for dev/test scoring and calibration): the tags are the same, the peak
         memory bounded."""
         check_precision(precision, device, "--precision")
-        if word_tokenizer != "auto" and word_tokenizer not in TOKENIZERS:
-            raise ValueError(f"unknown word tokenizer {word_tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+        check_tokenizer(word_tokenizer)
         # Models saved before data.word_tokenizer existed: chosen from the words the model was trained on.
         self.word_tokenizer = (detect_tokenizer(vocab.words[2:] if vocab is not None else []) if word_tokenizer == "auto"
                                else word_tokenizer)

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def check_precision(precision: str, device: torch.device, source: str = "training.precision") -> None:
+    """What ``precision`` (one of ``modes.PRECISIONS``) needs of ``device``: fp16 needs CUDA; bf16 on a CPU that
+    only emulates it gets a note. The choice itself is checked for a Python caller's argument (``Predictor.load``);
+    config values and CLI options never reach here unchecked (the schema, argparse)."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", source)
     if precision == "fp16" and device.type != "cuda":

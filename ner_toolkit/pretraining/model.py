@@ -24,9 +24,6 @@ def build_model(cfg: PretrainEncoder) -> tuple[nn.Module, Any, str]:
     from transformers import AlbertForPreTraining, AutoConfig
 
     if cfg.scratch is not None:
-        if not cfg.tokenizer:
-            raise UserError("`model.encoder.scratch` needs `model.encoder.tokenizer` (a `ner-pretrain tokenizer` "
-                            "directory or builtin:albert-base-v2)", "config")
         tokenizer = load_tokenizer(cfg.tokenizer)
         hf_config = scratch_config(EncoderConfig(scratch=cfg.scratch), len(tokenizer))
         activation = hf_config.hidden_act

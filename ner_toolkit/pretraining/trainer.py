@@ -30,6 +30,7 @@ from ..devices import resolve_device
 from ..errors import UserError
 from ..model.precision import autocast, check_precision
 from ..paths import same_file
+from ..schema import here
 from ..training.checkpoint import checkpoints, config_differences, load_latest, save_checkpoint
 from ..training.fingerprint import check_fingerprints, run_fingerprints
 from ..training.optimization import linear_schedule
@@ -68,8 +69,8 @@ def build_corpus(config: PretrainConfig, tokenizer: Any) -> Corpus:
     ids = tokenizer(flat, add_special_tokens=False, verbose=False)["input_ids"]
     held = 0 if d.heldout == 0 else max(1, round(d.heldout * len(documents)))
     if held >= len(documents):
-        raise UserError(f"`data.heldout` {d.heldout} leaves no training document ({len(documents)} in "
-                        "`data.files`); lower it, set 0, or add text", "config")
+        raise here(d).error(f"`data.heldout` {d.heldout} leaves no training document ({len(documents)} in "
+                            "`data.files`); lower it, set 0, or add text", "heldout")
     order = list(range(len(documents)))
     random.Random(f"{seed}/heldout").shuffle(order)
     heldout_docs = set(order[:held])

@@ -20,8 +20,6 @@ from ..model.directory import LabelInfo
 
 log = logging.getLogger(__name__)
 
-INTERNAL_SCHEMES = ("BIO", "BIOES")
-
 
 @dataclass
 class LabelledFile:
@@ -142,12 +140,12 @@ def check_annotated(train: LabelledFile, unknown_tag: str) -> None:
 
 def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
     """The scheme of the data files: configured, or detected from the training file."""
+    if cfg.input_scheme != "auto":
+        return normalize_scheme(cfg.input_scheme)
     try:
-        if cfg.input_scheme != "auto":
-            return normalize_scheme(cfg.input_scheme)
         return detect_scheme(each_known_run(train.gold, cfg.unknown_tag))
     except SchemeError as exc:
-        raise UserError(str(exc), train.path if cfg.input_scheme == "auto" else "config") from None
+        raise UserError(str(exc), train.path) from None
 
 
 def check_scheme(data: LabelledFile, scheme: str, unknown_tag: str = "?") -> None:
@@ -167,12 +165,7 @@ def check_scheme(data: LabelledFile, scheme: str, unknown_tag: str = "?") -> Non
 
 def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo:
     """Every internal label of every training type (all prefixes, seen or not), ``O`` first."""
-    try:
-        internal = normalize_scheme(cfg.tag_scheme)
-    except SchemeError as exc:
-        raise UserError(f"`data.tag_scheme`: {exc}", "config") from None
-    if internal not in INTERNAL_SCHEMES:
-        raise UserError(f"`data.tag_scheme` must be BIO or BIOES, got {cfg.tag_scheme!r}", "config")
+    internal = normalize_scheme(cfg.tag_scheme)  # the schema accepts only internal schemes
     # check_scheme has run: every tag fits the scheme.
     types = {t for tags in each_known_run(train.gold, cfg.unknown_tag) for t, _, _ in to_spans(tags, scheme)}
     return LabelInfo(labels_for_types(types, internal), internal, scheme)

@@ -18,6 +18,7 @@ import torch
 from .. import distributed
 from ..config import Config, TrainingConfig, save_config
 from ..paths import same_file
+from ..schema import here
 from ..data.batching import (Collator, Encoded, batch_indices, bucketed_batches, encode_sentences, make_collator,
                              micro_batches)
 from ..heap import release_free_memory, trimming
@@ -97,7 +98,8 @@ def run_epoch(items: Sequence[Encoded], collator: Collator, optimization: Optimi
 
 def _check_paths(config: Config) -> None:
     if not config.data.train:
-        raise UserError("`data.train` is required: set it in the config or with --set data.train=PATH", "config")
+        raise here(config.data).error("`data.train` is required: set it in the config or with --set data.train=PATH",
+                                      "train")
     for key in ("train", "dev", "test"):
         value = getattr(config.data, key)
         if value is not None and not Path(value).is_file():
@@ -163,8 +165,6 @@ def prepare(config: Config) -> Setup:
                         f"({vectors.extra_bytes / 2**20:.1f} MiB in float16)" if vectors.words else ""))
     chars = None
     if config.model.chars.enabled:
-        if config.model.fusion == "none":
-            raise UserError("model.chars needs model.fusion concat or add (none is the encoder alone)", "config")
         c = config.model.chars
         chars = CharVocab.build(train_data.tokens.strings(), c.min_freq, c.max_length)
     PHASES.add("vocabularies and word vectors", time.perf_counter() - vocab_started)

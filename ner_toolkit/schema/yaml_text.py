@@ -1,74 +1,19 @@
-"""The checks behind the config schema: numeric ranges, and YAML parsing with bounded alias expansion.
+"""Config text as YAML: parsing with bounded alias expansion, and the line of every key.
 
-``config.py`` declares each key's ``Range`` next to its help text; every path into a ``Config`` (a YAML
-file, ``--set``, a model directory's ``config.yaml``) goes through ``_coerce`` there, which calls
-``Range.problem``. ``parse_yaml`` replaces ``yaml.safe_load`` for every config text: YAML aliases share
-one node, so a few lines can describe billions of values ("billion laughs") or a value that contains
-itself; both are refused while composing, before anything is constructed or walked.
+``parse_yaml`` replaces ``yaml.safe_load`` for every config text: YAML aliases share one node, so a few
+lines can describe billions of values ("billion laughs") or a value that contains itself; both are
+refused while composing, before anything is constructed or walked. ``record_lines`` maps each dotted key
+path to the line that sets it, for messages that name FILE:LINE.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 
-# Generous ceilings for sizes that allocate memory (an embedding width, an LSTM's hidden size): far
-# above any real model, low enough that a typo such as 1e9 is refused before torch tries to allocate it.
-MAX_SIZE = 65536
-MAX_LAYERS = 64
-MAX_COUNT = 10**9          # epochs, steps, frequencies, batch sizes: counts that allocate nothing per unit
-MAX_THREADS = 4096
-MAX_SEED = 2**32 - 1       # numpy's seed range; torch and random accept it too
 MAX_YAML_NODES = 100_000   # expanded nodes of one config text: a reference config has a few hundred
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a numeric key: ``low <= v`` (or ``<``), ``v <= high`` (or ``<``); None = unbounded."""
-
-    low: Optional[float] = None
-    high: Optional[float] = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def describe(self) -> str:
-        lo, hi = _num(self.low), _num(self.high)
-        if self.low is not None and self.high is not None:
-            if not self.low_open and not self.high_open:
-                return f"from {lo} to {hi}"
-            return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
-        if self.low is not None:
-            return f"greater than {lo}" if self.low_open else f"at least {lo}"
-        if self.high is not None:
-            return f"less than {hi}" if self.high_open else f"at most {hi}"
-        return "any value"
-
-    def problem(self, value: Any) -> Optional[str]:
-        """Why ``value`` (an int or a float) is refused, or None when it is allowed."""
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"must be a finite number {self.describe()}"
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return f"must be {self.describe()}"
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return f"must be {self.describe()}"
-        return None
-
-
-def _num(x: Optional[float]) -> str:
-    return "" if x is None else str(int(x)) if float(x).is_integer() else str(x)
-
-
-def size(high: int = MAX_SIZE, low: int = 1) -> Range:
-    return Range(low, high)
-
-
-RATE = Range(0.0, 1.0, high_open=True)          # dropouts, decays, fractions: 1 would drop or keep everything
-POSITIVE = Range(0.0, None, low_open=True)     # learning rates
-NON_NEGATIVE = Range(0.0, None)                # weight decay, clipping norm (0 = off)
 
 
 # --------------------------------------------------------------------------- YAML with bounded aliases
@@ -140,3 +85,45 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Optional[yaml.Node]]:
     finally:
         loader.dispose()
     return value, node
+
+
+# --------------------------------------------------------------------------- where each key was set
+
+class Where:
+    """Maps key paths to the source and line that set them, for error messages."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, tuple[str, Optional[int]]] = {}
+        self.overrides: dict[int, str] = {}  # --set number -> its text, quoted in value errors
+
+    def origin(self, path: str) -> str:
+        """`` (from --set KEY=VALUE)`` when an override set ``path`` (or its section), else empty."""
+        src, line = self.get(path, "")
+        text = self.overrides.get(line) if src == "--set" and line is not None else None
+        if text is None:
+            return ""
+        return f" (from --set {text if len(text) <= 80 else text[:77] + '...'})"
+
+    def get(self, path: str, default_source: str) -> tuple[str, Optional[int]]:
+        """``(source, line)`` of ``path``, else of the nearest section above it, else ``(default_source, None)``."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path.rpartition(".")[0]
+        return default_source, None
+
+
+def record_lines(node: yaml.Node, prefix: str, source: str, where: Where) -> None:
+    """Record in ``where`` the line of every key under ``node``; a key given twice is an error."""
+    if isinstance(node, yaml.MappingNode):
+        first_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            path = prefix + str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if path in first_lines:
+                # PyYAML keeps the last of equal keys: the first one (a whole section, maybe) would vanish.
+                raise UserError(f"duplicate key `{path}` (first on line {first_lines[path]}); merge the two",
+                                source, line)
+            first_lines[path] = line
+            where.lines[path] = (source, line)
+            record_lines(value_node, path + ".", source, where)

@@ -157,11 +157,12 @@ def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
                    unknown_tag: Optional[str] = None) -> dict:
     """Span P/R/F1 of ``pred`` against ``gold`` (lists of tag sentences of equal lengths).
 
-    ``scheme`` None detects it from gold (:func:`gold_scheme`: from pred when gold is all O). ``unknown_tag``: gold positions
-    holding it are left out of the score (see the module docstring); None: every gold tag must be a tag.
-    Returns a JSON-serialisable dict with ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``,
-    ``sentences``, ``tokens``, ``token_accuracy`` (and ``unknown_tokens`` with ``unknown_tag``); all rates
-    are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
+    ``scheme`` (a Scheme or its name) None detects it from gold (:func:`gold_scheme`: from pred when gold is
+    all O). ``unknown_tag``: gold positions holding it are left out of the score (see the module docstring);
+    None: every gold tag must be a tag. Returns a JSON-serialisable dict with ``mode``, ``scheme`` (its name),
+    ``micro``, ``macro``, ``per_type``, ``sentences``, ``tokens``, ``token_accuracy`` (and ``unknown_tokens``
+    with ``unknown_tag``); all rates are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError
+    on bad tags.
     """
     _check_shapes(gold, pred)
     known = gold if unknown_tag is None else known_runs(gold, unknown_tag)
@@ -245,4 +246,5 @@ def unknown_gold_problem(tag: str, unknown_tag: str, ignore_unknown: bool) -> Op
     return tag_problem(tag)
 
 
-__all__ = ["evaluate_spans", "evaluate_offsets", "gold_scheme", "format_report", "warn_unseen", "unknown_gold_problem", "SchemeError"]
+__all__ = ["evaluate_spans", "evaluate_offsets", "gold_scheme", "format_report", "warn_unseen", "unknown_gold_problem",
+           "SchemeError"]

@@ -183,7 +183,8 @@ def test_conlleval_reading_is_seqevals(scheme: str, data) -> None:
     tags = data.draw(st.lists(tag, max_size=10))
     ids = {t: f"T{i}" for i, t in enumerate(types)}
     names = {v: k for k, v in ids.items()}
-    want = sorted((names[t], start, last + 1) for t, start, last in get_entities(_for_seqeval(tags, ids, SCHEMES[scheme])))
+    entities = get_entities(_for_seqeval(tags, ids, SCHEMES[scheme]))
+    want = sorted((names[t], start, last + 1) for t, start, last in entities)
     assert sorted(to_spans(tags, scheme)) == want
     # and the scores evaluate_spans gives are built on those spans
     result = evaluate_spans([tags], [tags], scheme=scheme)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -71,6 +72,7 @@ def test_scheme_fields(scheme: Scheme) -> None:
     assert len(scheme.prefixes) == (4 if scheme.closes else 2) and scheme.prefixes[:2] == (scheme.begin, scheme.inside)
     assert set(scheme.roles) == set(scheme.prefixes) | {"O"}
     assert scheme == get_scheme(scheme.name.lower()) and hash(scheme) == hash(get_scheme(scheme.name))
+    assert pickle.loads(pickle.dumps(scheme)) is scheme  # another process gets the table's entry back
 
 
 def test_bilou_is_bioes_with_l_and_u() -> None:

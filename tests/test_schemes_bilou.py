@@ -47,7 +47,8 @@ def gold_of(path: Path, column: int = -1) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def bilou_data(sample_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("bilou")
-    return {split: recode(getattr(sample_data, split), d / f"{split}.txt", "BILOU") for split in ("train", "dev", "test")}
+    return {split: recode(getattr(sample_data, split), d / f"{split}.txt", "BILOU")
+            for split in ("train", "dev", "test")}
 
 
 def test_a_bilou_file_reads_detected_and_named(bilou_data, sample_data):

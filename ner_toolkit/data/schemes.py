@@ -5,21 +5,18 @@ Spans are ``(type, start, end)`` with ``end`` exclusive. A scheme is the role ea
 (a chunk's first, later, last token, a single-token chunk) and whether its begin prefix opens every chunk;
 every rule below is written once against those fields, so a new scheme is one entry of the table.
 
-Reading (:func:`to_spans`) follows conlleval, each prefix read as the conlleval letter of its role (B, I,
-E, S), so every scheme, and illegal sequences too, read the way the CoNLL scorer reads them. Writing
-(:func:`from_spans`) always produces the unique legal encoding, which is why ``is_legal`` can be defined as
-"re-encoding the reading gives back the same tags". Pure Python, no torch.
+Reading (:func:`to_spans`) follows conlleval, each prefix read as its role's conlleval letter, so every scheme
+and illegal sequences read as the CoNLL scorer reads them. Writing (:func:`from_spans`) produces the unique legal
+encoding, so ``is_legal`` is "re-encoding the reading gives back the same tags". Pure Python, no torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 Span = tuple[str, int, int]
 UNKNOWN = "?"  # the default data.unknown_tag: partial labels' tag for a token nobody annotated
-# Roles, spelled as the conlleval letters they read as: a chunk's first token, a later token, the last
-# token of a chunk that must be closed, a single-token chunk.
+# Roles, spelled as the conlleval letters they read as (a chunk's first, later, closing token; a single one).
 BEGIN, INSIDE, END, SINGLE, OUTSIDE = "B", "I", "E", "S", "O"
 
 
@@ -44,12 +41,15 @@ class Scheme:
     # as its role's letter, and the scheme to convert to first where seqeval has no strict reading of it.
     seqeval: str = field(default="IOB2", compare=False)
     strict_via: Optional[str] = field(default=None, compare=False)
+    # tag -> (role, type), filled by _parse: datasets repeat a few tags millions of times
+    parsed: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if (self.end is None) != (self.single is None):
-            raise ValueError(f"scheme {self.name}: `end` and `single` come together (chunks closed or not)")
-        if len(set(self.prefixes)) != len(self.prefixes) or OUTSIDE in self.prefixes:
-            raise ValueError(f"scheme {self.name}: prefixes must be distinct and not O")
+        if (self.end is None) != (self.single is None) or len(set(self.prefixes) - {OUTSIDE}) != len(self.prefixes):
+            raise ValueError(f"scheme {self.name}: `end` and `single` come together; prefixes are distinct, not O")
+
+    def __reduce__(self) -> tuple:  # pickled by name: a copy sent to another process is the table's entry
+        return get_scheme, (self.name,)
 
     @property
     def closes(self) -> bool:
@@ -141,10 +141,11 @@ def entity_type_problem(label: str) -> Optional[str]:
     return tag_problem(f"B-{label}")
 
 
-@lru_cache(maxsize=8192)
 def _parse(tag: str, scheme: Scheme) -> tuple[str, str]:
-    """``(role, type)`` of ``tag`` in ``scheme``, validated; cached because datasets repeat a few tags
-    millions of times."""
+    """``(role, type)`` of ``tag`` in ``scheme``, validated; remembered in ``scheme.parsed`` (bounded)."""
+    known = scheme.parsed.get(tag)
+    if known is not None:
+        return known
     problem = tag_problem(tag)
     if problem is not None:
         raise SchemeError(problem)
@@ -154,6 +155,9 @@ def _parse(tag: str, scheme: Scheme) -> tuple[str, str]:
         raise SchemeError(
             f'tag "{tag}" does not belong to the {scheme.name} scheme (prefixes {", ".join(scheme.prefixes)}); '
             f"set the right scheme or leave it unset to auto-detect")
+    if len(scheme.parsed) >= 8192:  # a bound for files with endless distinct tags
+        scheme.parsed.clear()
+    scheme.parsed[tag] = (role, type_)
     return role, type_
 
 
@@ -215,8 +219,9 @@ def to_spans(tags: Sequence[str], scheme: Union[Scheme, str]) -> list[Span]:
     spans: list[Span] = []
     start: Optional[int] = None
     prev_role, prev_type = OUTSIDE, ""
+    parsed = scheme.parsed
     for i, tag in enumerate(tags):
-        role, type_ = _parse(tag, scheme)
+        role, type_ = parsed.get(tag) or _parse(tag, scheme)
         if start is not None and _chunk_ends(prev_role, role, prev_type, type_):
             spans.append((prev_type, start, i))
             start = None

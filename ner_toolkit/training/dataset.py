@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..data.conll import Sentence, is_docstart, read_conll
-from ..data.schemes import (Scheme, SchemeError, detect_scheme, each_known_run, from_spans, get_scheme, labels_for_types,
-                             reading_tables, scheme_names, tag_problem, to_spans)
+from ..data.schemes import (Scheme, SchemeError, detect_scheme, each_known_run, from_spans, get_scheme,
+                             labels_for_types, reading_tables, scheme_names, tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
 from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer

@@ -129,6 +129,20 @@ def test_train_and_predict_in_bilou(bilou_data, tmp_path, capsys):
     assert evaluate_main([str(bio), "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["micro"] == from_file["micro"]
 
+    # the API: spans with CRF confidences (segments read in BILOU inside), n-best paths legal in BILOU
+    from ner_toolkit.predict import Predictor
+
+    predictor = Predictor.load(run / "model")
+    assert predictor.labels.tag_scheme is BILOU and predictor.labels.output_scheme is BILOU
+    sentences = [s.tokens for s in read_sentences(bilou_data["dev"])]
+    detailed = predictor.predict_detailed(sentences, nbest=3, scores=True)
+    assert sum(len(p.spans) for p in detailed) > 0
+    for p in detailed:
+        assert [(s.label, s.start, s.end) for s in p.spans] == to_spans(p.tags, BILOU)
+        for span in p.spans:
+            assert 0.0 < span.confidence <= min(p.token_confidence[span.start:span.end]) + 1e-5
+        assert all(is_legal(tags, BILOU) for tags, _ in p.nbest)
+
 
 def test_an_iob1_model_scores_bilou_gold_as_iob1_gold(trained, sample_data, bilou_data, tmp_path, capsys):
     """--evaluate reads the gold's scheme once and converts the predictions to it: same spans, same score."""

@@ -102,11 +102,18 @@ def test_ner_evaluate_reads_a_bilou_file(tmp_path, capsys):
     assert (result["micro"]["support"], result["micro"]["predicted"], result["micro"]["correct"]) == (3, 4, 3)
 
 
-def test_train_and_predict_in_bilou(bilou_data, tmp_path, capsys):
-    config = tmp_path / "c.yaml"
+@pytest.fixture(scope="module")
+def bilou_run(bilou_data, tmp_path_factory):
+    """A tiny model trained on the BILOU copy with BILOU inside (its output directory)."""
+    run = tmp_path_factory.mktemp("bilou_run")
+    config = run / "c.yaml"
     config.write_text(tiny_config_text(bilou_data["train"], bilou_data["dev"], epochs=4), encoding="utf-8")
-    run = tmp_path / "run"
     assert train_main(["--config", str(config), "--output-dir", str(run), "--set", "data.tag_scheme=BILOU"]) == 0
+    return run
+
+
+def test_train_and_predict_in_bilou(bilou_data, bilou_run, tmp_path, capsys):
+    run = bilou_run
     labels = json.loads((run / "model" / "labels.json").read_text())
     assert (labels["tag_scheme"], labels["output_scheme"]) == ("BILOU", "BILOU")
     assert {label[0] for label in labels["labels"]} == set("OBILU")

@@ -91,6 +91,18 @@ def test_scheme_falls_back_to_pred_and_types_with_dashes() -> None:
     assert set(strict["per_type"]) == {"A-B", "-X"} and strict["micro"]["f1"] == 1.0
 
 
+def test_gold_scheme_is_detected_once_with_a_fallback() -> None:
+    from ner_toolkit.evaluate import gold_scheme
+
+    bilou = SCHEMES["BILOU"]
+    assert gold_scheme([["B-PER", "L-PER", "O"]], SCHEMES["BIO"]) is bilou
+    assert gold_scheme([["O", "O"]], bilou) is bilou  # all-O gold says nothing: the fallback decides
+    assert gold_scheme([["O"]], [["S-X"]]).name == "BIOES"  # ... or the tags given instead
+    # with the unknown tag, only the known runs are read (an all-unknown gold falls back too)
+    assert gold_scheme([["?", "U-X", "?"]], SCHEMES["BIO"], unknown_tag="?") is bilou
+    assert gold_scheme([["?", "?"]], bilou, unknown_tag="?") is bilou
+
+
 def test_empty_and_all_o() -> None:
     r = evaluate_spans([], [])
     assert r["micro"]["f1"] == 0.0 and r["token_accuracy"] == 0.0 and r["per_type"] == {}

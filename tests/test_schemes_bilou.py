@@ -164,3 +164,13 @@ def test_an_iob1_model_scores_bilou_gold_as_iob1_gold(trained, sample_data, bilo
     assert scores[0]["micro"] == scores[1]["micro"] and scores[0]["per_type"] == scores[1]["per_type"]
     # the written predictions stay in the model's scheme (the training files')
     assert all(is_legal(tags, "IOB1") for tags in gold_of(tmp_path / "bilou.txt"))
+
+
+def test_internal_schemes_come_from_the_table(sample_data):
+    from ner_toolkit.errors import UserError
+
+    for name in ("IOB1", "bmes"):
+        cfg = load_config(None, (f"data.train={sample_data.train}", f"data.tag_scheme={name}")).data
+        data = read_labelled(str(sample_data.train), cfg, "data.train")
+        with pytest.raises(UserError, match="must be one of BIO, BIOES, BILOU, IOB2, IOBES, BIOUL"):
+            build_labels(data, input_scheme(data, cfg), cfg)

@@ -3,14 +3,15 @@ boundaries), of the wrong boundaries (overlapped by a prediction, none with its 
 missed (no prediction overlaps it); each predicted span overlapping no gold span is spurious."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
-from .data.schemes import to_spans
+from .data.schemes import Scheme, to_spans
 
 KINDS = ("correct", "wrong_type", "wrong_boundaries", "missed", "spurious")
 
 
-def error_report(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: str) -> dict[str, dict[str, int]]:
+def error_report(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
+                 scheme: Union[Scheme, str]) -> dict[str, dict[str, int]]:
     """Counts per type (gold spans by their gold type, spurious ones by their predicted type), conlleval reading."""
     counts: dict[str, dict[str, int]] = {}
 

@@ -13,10 +13,10 @@ right nor wrong and is left out; token accuracy counts known positions only.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
-from ner_toolkit.data.schemes import (SchemeError, convert, detect_scheme, known_runs, normalize_scheme, split_tag,
-                                      tag_runs, to_spans)
+from ner_toolkit.data.schemes import (Scheme, SchemeError, as_roles, convert, detect_scheme, get_scheme, known_runs,
+                                      split_tag, tag_runs, to_spans)
 
 # (sentence index, start, end exclusive) per entity type
 _SpanSets = dict[str, set[tuple[int, int, int]]]
@@ -30,15 +30,17 @@ def _check_shapes(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
             raise ValueError(f"sentence {i}: gold has {len(g)} tags but prediction has {len(p)}")
 
 
-def _resolve_scheme(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: Optional[str]) -> str:
-    if scheme is not None:
-        return normalize_scheme(scheme)
-    # All-O gold says nothing about the scheme; the prediction may.
-    source = gold if any(t != "O" for tags in gold for t in tags) else pred
-    return detect_scheme(source)
+def gold_scheme(gold: Sequence[Sequence[str]], fallback: Union[Scheme, Sequence[Sequence[str]]],
+                unknown_tag: Optional[str] = None) -> Scheme:
+    """The scheme of ``gold`` (its known runs with ``unknown_tag``), detected once for a whole evaluation.
+    All-O gold says nothing about the scheme: ``fallback`` decides, a Scheme or tags to detect it from."""
+    known = gold if unknown_tag is None else known_runs(gold, unknown_tag)
+    if any(t != "O" for tags in known for t in tags):
+        return detect_scheme(known)
+    return fallback if isinstance(fallback, Scheme) else detect_scheme(fallback)
 
 
-def _type_ids(sentences: Sequence[Sequence[str]], scheme: str) -> dict[str, str]:
+def _type_ids(sentences: Sequence[Sequence[str]], scheme: Scheme) -> dict[str, str]:
     """Map entity types to plain names so seqeval's tag parsing cannot mangle types containing "-"."""
     types: set[str] = set()
     for tags in sentences:
@@ -47,27 +49,29 @@ def _type_ids(sentences: Sequence[Sequence[str]], scheme: str) -> dict[str, str]
     return {t: f"T{i}" for i, t in enumerate(sorted(types))}
 
 
-def _for_seqeval(tags: Sequence[str], ids: dict[str, str]) -> list[str]:
-    """Tags with safe type names and M- read as I- (seqeval knows no M)."""
+def _for_seqeval(tags: Sequence[str], ids: dict[str, str], scheme: Scheme) -> list[str]:
+    """Tags with safe type names and each prefix as its role's letter (seqeval knows no M-, L-, U-)."""
     out = []
-    for tag in tags:
+    for tag in as_roles(tags, scheme):
         prefix, type_ = split_tag(tag)
-        out.append("O" if prefix == "O" else f"{'I' if prefix == 'M' else prefix}-{ids[type_]}")
+        out.append("O" if prefix == "O" else f"{prefix}-{ids[type_]}")
     return out
 
 
-def _spans(sentences: Sequence[Sequence[str]], scheme: str, strict: bool, ids: dict[str, str]) -> _SpanSets:
-    from seqeval.scheme import IOB2, IOBES, Entities
+def _spans(sentences: Sequence[Sequence[str]], scheme: Scheme, strict: bool, ids: dict[str, str]) -> _SpanSets:
+    import seqeval.scheme
 
     names = {v: k for k, v in ids.items()}
     found: _SpanSets = {}
     if strict:
-        if scheme == "IOB1":
-            # seqeval's strict mode is defined for IOB2; legal IOB1 converts to it without loss.
-            sentences = [convert(tags, "IOB1", "BIO") for tags in sentences]
-        token_scheme = IOB2 if scheme in ("IOB1", "BIO") else IOBES
-        mapped = [_for_seqeval(tags, ids) for tags in sentences]
-        for sent, entities in enumerate(Entities(mapped, token_scheme).entities):
+        reading = scheme
+        if scheme.strict_via is not None:
+            # seqeval has no strict reading of it (IOB1); its legal sequences convert without loss.
+            reading = get_scheme(scheme.strict_via)
+            sentences = [convert(tags, scheme, reading) for tags in sentences]
+        token_scheme = getattr(seqeval.scheme, scheme.seqeval)
+        mapped = [_for_seqeval(tags, ids, reading) for tags in sentences]
+        for sent, entities in enumerate(seqeval.scheme.Entities(mapped, token_scheme).entities):
             for e in entities:
                 found.setdefault(names[e.tag], set()).add((sent, e.start, e.end))
     else:
@@ -127,7 +131,7 @@ def evaluate_offsets(gold: Sequence[Sequence[tuple[str, int, int]]],
             "per_type": per_type, "documents": len(gold)}
 
 
-def _known_gold_spans(gold: Sequence[Sequence[str]], scheme: str, strict: bool, ids: dict[str, str],
+def _known_gold_spans(gold: Sequence[Sequence[str]], scheme: Scheme, strict: bool, ids: dict[str, str],
                       unknown_tag: str) -> _SpanSets:
     """Gold spans read within each sentence's stretches of known tags, at their sentence positions."""
     runs, origin = [], []
@@ -149,18 +153,20 @@ def _without_unknown(spans: _SpanSets, gold: Sequence[Sequence[str]], unknown_ta
 
 
 def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
-                   scheme: Optional[str] = None, strict: bool = False, unknown_tag: Optional[str] = None) -> dict:
+                   scheme: Union[Scheme, str, None] = None, strict: bool = False,
+                   unknown_tag: Optional[str] = None) -> dict:
     """Span P/R/F1 of ``pred`` against ``gold`` (lists of tag sentences of equal lengths).
 
-    ``scheme`` None detects it from gold (from pred when gold is all O). ``unknown_tag``: gold positions
-    holding it are left out of the score (see the module docstring); None: every gold tag must be a tag.
-    Returns a JSON-serialisable dict with ``mode``, ``scheme``, ``micro``, ``macro``, ``per_type``,
-    ``sentences``, ``tokens``, ``token_accuracy`` (and ``unknown_tokens`` with ``unknown_tag``); all rates
-    are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError on bad tags.
+    ``scheme`` (a Scheme or its name) None detects it from gold (:func:`gold_scheme`: from pred when gold is
+    all O). ``unknown_tag``: gold positions holding it are left out of the score (see the module docstring);
+    None: every gold tag must be a tag. Returns a JSON-serialisable dict with ``mode``, ``scheme`` (its name),
+    ``micro``, ``macro``, ``per_type``, ``sentences``, ``tokens``, ``token_accuracy`` (and ``unknown_tokens``
+    with ``unknown_tag``); all rates are fractions in [0, 1]. Raises ValueError on shape mismatch, SchemeError
+    on bad tags.
     """
     _check_shapes(gold, pred)
     known = gold if unknown_tag is None else known_runs(gold, unknown_tag)
-    scheme = _resolve_scheme(known, pred, scheme)
+    scheme = gold_scheme(known, pred) if scheme is None else get_scheme(scheme)
     ids = _type_ids(list(known) + list(pred), scheme)
     pred_spans = _spans(pred, scheme, strict, ids)
     if unknown_tag is None:
@@ -173,7 +179,7 @@ def evaluate_spans(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]],
     tokens = len(pairs)
     result = {
         "mode": "strict" if strict else "conlleval",
-        "scheme": scheme,
+        "scheme": scheme.name,
         "micro": micro,
         "macro": macro,
         "per_type": per_type,
@@ -213,7 +219,7 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def warn_unseen(gold: Sequence[Sequence[str]], types: set[str], scheme: str, path: object,
+def warn_unseen(gold: Sequence[Sequence[str]], types: set[str], scheme: Union[Scheme, str], path: object,
                 unknown_tag: Optional[str] = None) -> None:
     """Warn (never fail) about gold entity types outside ``types`` (what the model can predict): they
     count as misses. Gold tags that do not belong to ``scheme`` are a UserError naming ``path``;
@@ -240,4 +246,5 @@ def unknown_gold_problem(tag: str, unknown_tag: str, ignore_unknown: bool) -> Op
     return tag_problem(tag)
 
 
-__all__ = ["evaluate_spans", "evaluate_offsets", "format_report", "warn_unseen", "unknown_gold_problem", "SchemeError"]
+__all__ = ["evaluate_spans", "evaluate_offsets", "gold_scheme", "format_report", "warn_unseen", "unknown_gold_problem",
+           "SchemeError"]

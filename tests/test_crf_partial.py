@@ -13,7 +13,7 @@ from ner_toolkit.model.crf import CRF
 from ner_toolkit.model.crf.partial import with_unknown_row
 
 CASES = [("BIOES", "IOB1"), ("BIOES", "BIO"), ("BIOES", "BIOES"), ("BMES", "BMES"), ("BIO", "IOB1"),
-         ("BIO", "BIO")]
+         ("BIO", "BIO"), ("BILOU", "BILOU"), ("BILOU", "IOB1"), ("BIOES", "BILOU"), ("BILOU", "BMES")]
 
 
 def legal_paths(labels, internal, length):
@@ -96,11 +96,12 @@ def test_mean_counts_only_sentences_with_a_known_tag():
     assert float(mean) == pytest.approx(float(per.sum() / labelled.sum()), rel=1e-6)
 
 
-def test_bio_inside_cannot_read_bioes():
+@pytest.mark.parametrize("user", ["BIOES", "BMES", "BILOU"])
+def test_bio_inside_cannot_read_a_closing_scheme(user):
     from ner_toolkit.data.schemes import SchemeError
 
-    with pytest.raises(SchemeError, match="BIOES tag scheme inside"):
-        reading_tables(labels_for_types(["A"], "BIO"), "BIO", "BIOES")
+    with pytest.raises(SchemeError, match="BILOU or BIOES tag scheme inside"):
+        reading_tables(labels_for_types(["A"], "BIO"), "BIO", user)
 
 
 def test_iob1_reading_depends_on_the_previous_label():

@@ -91,6 +91,18 @@ def test_scheme_falls_back_to_pred_and_types_with_dashes() -> None:
     assert set(strict["per_type"]) == {"A-B", "-X"} and strict["micro"]["f1"] == 1.0
 
 
+def test_gold_scheme_is_detected_once_with_a_fallback() -> None:
+    from ner_toolkit.evaluate import gold_scheme
+
+    bilou = SCHEMES["BILOU"]
+    assert gold_scheme([["B-PER", "L-PER", "O"]], SCHEMES["BIO"]) is bilou
+    assert gold_scheme([["O", "O"]], bilou) is bilou  # all-O gold says nothing: the fallback decides
+    assert gold_scheme([["O"]], [["S-X"]]).name == "BIOES"  # ... or the tags given instead
+    # with the unknown tag, only the known runs are read (an all-unknown gold falls back too)
+    assert gold_scheme([["?", "U-X", "?"]], SCHEMES["BIO"], unknown_tag="?") is bilou
+    assert gold_scheme([["?", "?"]], bilou, unknown_tag="?") is bilou
+
+
 def test_empty_and_all_o() -> None:
     r = evaluate_spans([], [])
     assert r["micro"]["f1"] == 0.0 and r["token_accuracy"] == 0.0 and r["per_type"] == {}
@@ -137,7 +149,7 @@ def _independent(gold: list[list[str]], pred: list[list[str]], scheme: str, stri
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(SCHEMES), st.booleans(), st.data())
+@given(st.sampled_from(sorted(SCHEMES)), st.booleans(), st.data())
 def test_micro_matches_independent_span_count(scheme: str, strict: bool, data: st.DataObject) -> None:
     labels = labels_for_types(["A", "B-C"], scheme)
     lengths = data.draw(st.lists(st.integers(0, 8), max_size=5))
@@ -165,7 +177,7 @@ def test_conll2003_dev_counts() -> None:
             assert r["micro"]["f1"] == 1.0 and r["sentences"] == 3250 and r["tokens"] == 51362
 
 
-_PREFIXES = {"IOB1": "IB", "BIO": "IB", "BIOES": "BIES", "BMES": "BMES"}
+_PREFIXES = {name: "".join(scheme.prefixes) for name, scheme in SCHEMES.items()}
 
 
 @settings(max_examples=400, deadline=None)
@@ -183,7 +195,8 @@ def test_conlleval_reading_is_seqevals(scheme: str, data) -> None:
     tags = data.draw(st.lists(tag, max_size=10))
     ids = {t: f"T{i}" for i, t in enumerate(types)}
     names = {v: k for k, v in ids.items()}
-    want = sorted((names[t], start, last + 1) for t, start, last in get_entities(_for_seqeval(tags, ids)))
+    entities = get_entities(_for_seqeval(tags, ids, SCHEMES[scheme]))
+    want = sorted((names[t], start, last + 1) for t, start, last in entities)
     assert sorted(to_spans(tags, scheme)) == want
     # and the scores evaluate_spans gives are built on those spans
     result = evaluate_spans([tags], [tags], scheme=scheme)

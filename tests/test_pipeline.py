@@ -308,8 +308,9 @@ def synthetic(scheme: str, n: int, seed: int) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("scheme, prefixes", [("BMES", set("BMES")), ("BIO", set("BI"))])
-def test_predictions_come_back_in_the_input_scheme(tmp_path, scheme, prefixes, capsys):
+@pytest.mark.parametrize("scheme, prefixes, marks", [("BMES", set("BMES"), {"M", "E", "S"}), ("BIO", set("BI"), {"B"}),
+                                                     ("BILOU", set("BILU"), {"L", "U"})])
+def test_predictions_come_back_in_the_input_scheme(tmp_path, scheme, prefixes, marks, capsys):
     train = tmp_path / "train.txt"
     train.write_text(synthetic(scheme, 40, 0), encoding="utf-8")
     dev = tmp_path / "dev.txt"
@@ -328,7 +329,7 @@ def test_predictions_come_back_in_the_input_scheme(tmp_path, scheme, prefixes, c
     used = {t.split("-")[0] for tags in pred for t in tags if t != "O"}
     assert used and used <= prefixes, used
     assert all(is_legal(tags, scheme) for tags in pred)
-    assert used & ({"M", "E", "S"} if scheme == "BMES" else {"B"}), used  # not the internal BIOES passed through
+    assert used & marks, used  # not the internal BIOES passed through
 
 
 def test_frozen_encoder_and_pretrained_vectors(small_train, tmp_path, capsys):

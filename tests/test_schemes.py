@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from hypothesis import given, settings
@@ -11,21 +13,25 @@ from hypothesis import strategies as st
 from ner_toolkit.data.conll import read_sentences
 from ner_toolkit.data.schemes import (
     SCHEMES,
+    Scheme,
     SchemeError,
     allowed_transitions,
     convert,
     detect_scheme,
     from_spans,
+    get_scheme,
     is_legal,
     labels_for_types,
-    normalize_scheme,
     repair,
+    scheme_names,
+    segment_continues,
     split_tag,
     tag_problem,
     to_spans,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ALL = list(SCHEMES.values())  # every test that enumerates schemes reads the table: a new entry is tested
 TYPES = ["PER", "LOC", "B-X"]  # "B-X" checks that types may contain "-"
 
 
@@ -42,13 +48,42 @@ def span_sets(draw: st.DrawFn) -> tuple[list[tuple[str, int, int]], int]:
 
 # --- names and tags -------------------------------------------------------------------------------------------
 
-def test_normalize_scheme_aliases_and_case() -> None:
-    assert normalize_scheme("iob2") == "BIO"
-    assert normalize_scheme("IOBES") == "BIOES"
-    assert normalize_scheme("bmes") == "BMES"
-    assert normalize_scheme(" Iob1 ") == "IOB1"
-    with pytest.raises(SchemeError, match="BIOES"):
-        normalize_scheme("BILOU")
+def test_get_scheme_aliases_and_case() -> None:
+    assert get_scheme("iob2").name == "BIO"
+    assert get_scheme("IOBES").name == "BIOES"
+    assert get_scheme("bmes").name == "BMES"
+    assert get_scheme(" Iob1 ").name == "IOB1"
+    assert get_scheme("bioul").name == "BILOU" and get_scheme("BILOU") is SCHEMES["BILOU"]
+    assert get_scheme(SCHEMES["BIO"]) is SCHEMES["BIO"]
+    with pytest.raises(SchemeError, match="BIOES.*BILOU.*BIOUL"):
+        get_scheme("BIOLU")
+
+
+def test_scheme_names_come_from_the_table() -> None:
+    assert scheme_names() == ("IOB1", "BIO", "BIOES", "BMES", "BILOU", "IOB2", "IOBES", "BIOUL")
+    assert scheme_names(internal_only=True) == ("BIO", "BIOES", "BILOU", "IOB2", "IOBES", "BIOUL")
+    for name in scheme_names():
+        assert get_scheme(name).name in SCHEMES
+
+
+@pytest.mark.parametrize("scheme", ALL, ids=str)
+def test_scheme_fields(scheme: Scheme) -> None:
+    assert SCHEMES[scheme.name] is scheme and str(scheme) == scheme.name
+    assert len(scheme.prefixes) == (4 if scheme.closes else 2) and scheme.prefixes[:2] == (scheme.begin, scheme.inside)
+    assert set(scheme.roles) == set(scheme.prefixes) | {"O"}
+    assert scheme == get_scheme(scheme.name.lower()) and hash(scheme) == hash(get_scheme(scheme.name))
+    assert pickle.loads(pickle.dumps(scheme)) is scheme  # another process gets the table's entry back
+
+
+def test_bilou_is_bioes_with_l_and_u() -> None:
+    bilou = SCHEMES["BILOU"]
+    assert bilou.prefixes == ("B", "I", "L", "U") and bilou.closes and bilou.internal
+    assert labels_for_types(["X"], "BIOUL") == ["O", "B-X", "I-X", "L-X", "U-X"]
+    assert from_spans([("PER", 0, 3), ("LOC", 3, 4)], 5, bilou) == ["B-PER", "I-PER", "L-PER", "U-LOC", "O"]
+    with pytest.raises(ValueError, match="distinct"):
+        Scheme("BAD", end="I", single="S")
+    with pytest.raises(ValueError, match="together"):
+        Scheme("BAD", end="E")
 
 
 def test_split_tag() -> None:
@@ -57,7 +92,7 @@ def test_split_tag() -> None:
     assert split_tag("O") == ("O", "")
 
 
-@pytest.mark.parametrize("tag", ["O", "B-PER", "I-PER", "E-PER", "S-PER", "M-PER", "B-ORG-X"])
+@pytest.mark.parametrize("tag", ["O", "B-PER", "I-PER", "E-PER", "S-PER", "M-PER", "L-PER", "U-PER", "B-ORG-X"])
 def test_tag_problem_accepts(tag: str) -> None:
     assert tag_problem(tag) is None
 
@@ -79,6 +114,8 @@ def test_to_spans_each_scheme() -> None:
     assert to_spans(["B-PER", "I-PER", "E-PER", "S-LOC", "S-LOC"], "BIOES") == [
         ("PER", 0, 3), ("LOC", 3, 4), ("LOC", 4, 5)]
     assert to_spans(["B-PER", "M-PER", "E-PER", "S-PER"], "BMES") == [("PER", 0, 3), ("PER", 3, 4)]
+    assert to_spans(["B-PER", "I-PER", "L-PER", "U-PER", "U-LOC"], "BILOU") == [
+        ("PER", 0, 3), ("PER", 3, 4), ("LOC", 4, 5)]
     assert to_spans([], "BIO") == []
 
 
@@ -88,6 +125,7 @@ def test_to_spans_reads_illegal_like_conlleval() -> None:
     assert to_spans(["B-PER", "I-LOC"], "BIO") == [("PER", 0, 1), ("LOC", 1, 2)]
     assert to_spans(["B-PER", "E-PER", "E-PER"], "BIOES") == [("PER", 0, 2), ("PER", 2, 3)]
     assert to_spans(["B-PER", "I-PER", "O"], "BIOES") == [("PER", 0, 2)]
+    assert to_spans(["B-PER", "L-PER", "L-PER", "I-PER", "O"], "BILOU") == [("PER", 0, 2), ("PER", 2, 3), ("PER", 3, 4)]
 
 
 def test_to_spans_rejects_foreign_prefix() -> None:
@@ -95,6 +133,10 @@ def test_to_spans_rejects_foreign_prefix() -> None:
         to_spans(["S-PER"], "BIO")
     with pytest.raises(SchemeError, match="no \"PREFIX-\""):
         to_spans(["PER"], "BIOES")
+    with pytest.raises(SchemeError, match="BILOU scheme"):
+        to_spans(["B-PER", "E-PER"], "BILOU")
+    with pytest.raises(SchemeError, match="BIOES scheme"):
+        to_spans(["U-PER"], "BIOES")
 
 
 def test_from_spans_encodings() -> None:
@@ -103,6 +145,7 @@ def test_from_spans_encodings() -> None:
     assert from_spans(spans, 5, "IOB1") == ["I-PER", "I-PER", "B-PER", "O", "I-LOC"]
     assert from_spans(spans, 5, "BIOES") == ["B-PER", "E-PER", "S-PER", "O", "S-LOC"]
     assert from_spans([("PER", 0, 4)], 4, "BMES") == ["B-PER", "M-PER", "M-PER", "E-PER"]
+    assert from_spans(spans, 5, "BILOU") == ["B-PER", "L-PER", "U-PER", "O", "U-LOC"]
     with pytest.raises(ValueError):
         from_spans([("PER", 0, 2), ("LOC", 1, 3)], 3, "BIO")
     with pytest.raises(ValueError):
@@ -113,28 +156,32 @@ def test_from_spans_encodings() -> None:
 @given(span_sets())
 def test_round_trip_every_scheme(case: tuple[list[tuple[str, int, int]], int]) -> None:
     spans, length = case
-    encoded = {scheme: from_spans(spans, length, scheme) for scheme in SCHEMES}
+    encoded = {scheme: from_spans(spans, length, scheme) for scheme in ALL}
     for scheme, tags in encoded.items():
         assert len(tags) == length
         assert to_spans(tags, scheme) == spans
         assert is_legal(tags, scheme)
         assert repair(tags, scheme) == (tags, False)
-    for src, dst in itertools.product(SCHEMES, SCHEMES):
+    for src, dst in itertools.product(ALL, ALL):
         assert convert(encoded[src], src, dst) == encoded[dst]
+        assert to_spans(convert(encoded[src], src, dst), dst) == spans
 
 
 # --- detection ------------------------------------------------------------------------------------------------
 
 def test_detect_scheme() -> None:
     spans = [("PER", 0, 3), ("PER", 3, 4), ("LOC", 5, 6)]  # a 3-token span so that BMES shows an M-
-    for scheme in SCHEMES:
-        assert detect_scheme([from_spans(spans, 6, scheme)]) == scheme
-    assert detect_scheme([["O", "O"], []]) == "BIO"
-    assert detect_scheme([]) == "BIO"
+    for scheme in ALL:
+        assert detect_scheme([from_spans(spans, 6, scheme)]) is scheme
+    assert detect_scheme([["O", "O"], []]).name == "BIO"
+    assert detect_scheme([]).name == "BIO"
     # Ambiguous: single-token chunks that start with B- read as BIO; a tie goes to BIO.
-    assert detect_scheme([["B-PER", "O", "I-LOC"]]) == "BIO"
-    assert detect_scheme([["I-PER", "I-PER", "B-PER"]]) == "IOB1"
-    assert detect_scheme(iter([("S-PER",)])) == "BIOES"
+    assert detect_scheme([["B-PER", "O", "I-LOC"]]).name == "BIO"
+    assert detect_scheme([["I-PER", "I-PER", "B-PER"]]).name == "IOB1"
+    assert detect_scheme(iter([("S-PER",)])).name == "BIOES"
+    # BILOU by its L- and U- alone, each enough: a corpus of single-token chunks, or of longer ones
+    assert detect_scheme([["U-PER", "O"]]).name == "BILOU"
+    assert detect_scheme([["B-PER", "L-PER"], ["B-LOC", "I-LOC"]]).name == "BILOU"
 
 
 def test_detect_scheme_errors() -> None:
@@ -142,6 +189,8 @@ def test_detect_scheme_errors() -> None:
         detect_scheme([["O"], ["O", "PER"]])
     with pytest.raises(SchemeError, match="M-"):
         detect_scheme([["B-PER", "M-PER", "E-PER", "I-PER"]])
+    with pytest.raises(SchemeError, match="E-, .*L-.*one scheme"):
+        detect_scheme([["B-PER", "L-PER"], ["S-LOC", "E-LOC"]])
 
 
 # --- legality, repair, labels, transitions ----------------------------------------------------------------------
@@ -154,10 +203,13 @@ def test_is_legal_and_repair_bio() -> None:
     assert not is_legal(["B-PER"], "IOB1")
     assert not is_legal(["B-PER", "O"], "BIOES") and is_legal(["S-PER", "O"], "BIOES")
     assert not is_legal(["E-PER"], "BIO")  # foreign prefix: not legal, no exception
+    assert not is_legal(["B-PER", "O"], "BILOU") and is_legal(["U-PER", "O"], "BILOU")
+    assert not is_legal(["S-PER"], "BILOU")
 
 
 def test_repair_bioes() -> None:
     assert repair(["I-PER", "I-PER", "O", "B-LOC"], "BIOES") == (["B-PER", "E-PER", "O", "S-LOC"], True)
+    assert repair(["I-PER", "I-PER", "O", "B-LOC"], "BILOU") == (["B-PER", "L-PER", "O", "U-LOC"], True)
 
 
 def test_labels_for_types() -> None:
@@ -165,6 +217,7 @@ def test_labels_for_types() -> None:
     assert labels_for_types(["X"], "BIOES") == ["O", "B-X", "I-X", "E-X", "S-X"]
     assert labels_for_types(["X"], "BMES") == ["O", "B-X", "M-X", "E-X", "S-X"]
     assert labels_for_types(["X"], "IOB1") == ["O", "B-X", "I-X"]
+    assert labels_for_types(["X"], "BILOU") == ["O", "B-X", "I-X", "L-X", "U-X"]
     assert labels_for_types([], "BIO") == ["O"]
 
 
@@ -173,6 +226,8 @@ def test_allowed_transitions_rejects_foreign_labels() -> None:
         allowed_transitions(["O", "B-PER", "E-PER"], "BIO")
     with pytest.raises(SchemeError):
         allowed_transitions(["O", "I-PER"], "BMES")
+    with pytest.raises(SchemeError):
+        allowed_transitions(["O", "E-PER"], "BILOU")
 
 
 def test_allowed_transitions_examples() -> None:
@@ -190,8 +245,8 @@ def _legal_by_transitions(tags: list[str], labels: list[str], scheme: str) -> bo
     return start[idx[0]] and end[idx[-1]] and all(trans[a][b] for a, b in zip(idx, idx[1:]))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_transitions_match_is_legal_exhaustive(scheme: str) -> None:
+@pytest.mark.parametrize("scheme", ALL, ids=str)
+def test_transitions_match_is_legal_exhaustive(scheme: Scheme) -> None:
     labels = labels_for_types(["A", "B"], scheme)
     for n in range(4):
         for tags in itertools.product(labels, repeat=n):
@@ -199,13 +254,39 @@ def test_transitions_match_is_legal_exhaustive(scheme: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(SCHEMES), st.data())
-def test_transitions_match_is_legal_random(scheme: str, data: st.DataObject) -> None:
+@given(st.sampled_from(ALL), st.data())
+def test_transitions_match_is_legal_random(scheme: Scheme, data: st.DataObject) -> None:
     labels = labels_for_types(["A", "B", "C-D"], scheme)
     tags = data.draw(st.lists(st.sampled_from(labels), max_size=12))
     assert is_legal(tags, scheme) == _legal_by_transitions(tags, labels, scheme)
     # Whatever the input, the repaired sequence satisfies the transition rules.
     assert _legal_by_transitions(repair(tags, scheme)[0], labels, scheme)
+
+
+def _bilou_reference(labels: list[str]) -> tuple[list[bool], list[bool], list[list[bool]]]:
+    """BILOU written out by hand from the label strings: B-/I- must go on with I-/L- of the same type;
+    after L-, U- and O (and at the start) only O, B- or U- may come."""
+    def open_(tag: str) -> bool:
+        return tag[0] in "BI"
+
+    def ok(prev: Optional[str], cur: str) -> bool:
+        if prev is None or not open_(prev):
+            return cur[0] in "OBU"
+        return cur[0] in "IL" and cur[2:] == prev[2:]
+
+    return [ok(None, t) for t in labels], [not open_(t) for t in labels], [[ok(a, b) for b in labels] for a in labels]
+
+
+def test_bilou_transitions_match_a_hand_written_reference() -> None:
+    labels = labels_for_types(["A", "B-C"], "BILOU")
+    assert allowed_transitions(labels, "BILOU") == _bilou_reference(labels)
+    # letter for letter BIOES's constraints, and the same segments for span confidences
+    as_bioes = [t if t == "O" else {"L": "E", "U": "S"}.get(t[0], t[0]) + t[1:] for t in labels]
+    assert allowed_transitions(labels, "BILOU") == allowed_transitions(as_bioes, "BIOES")
+    assert segment_continues(labels, "BILOU") == segment_continues(as_bioes, "BIOES")
+    cont = segment_continues(labels, "BILOU")
+    assert cont[labels.index("B-A")][labels.index("L-A")] and cont[labels.index("I-A")][labels.index("I-A")]
+    assert not cont[labels.index("L-A")][labels.index("I-A")] and not cont[labels.index("U-A")][labels.index("L-A")]
 
 
 # --- real data: CoNLL-2003 IOB1 -> IOB2 -------------------------------------------------------------------------
@@ -222,8 +303,8 @@ def test_conll2003_iob1_to_bio_matches_reference(split: str) -> None:
         pytest.skip(f"CoNLL-2003 data not found under {SHARED}")
     iob1, iob2 = _read_conll(src), _read_conll(ref)
     assert len(iob1) == len(iob2)
-    assert detect_scheme([t for _, t in s] for s in iob1) == "IOB1"
-    assert detect_scheme([t for _, t in s] for s in iob2) == "BIO"
+    assert detect_scheme([t for _, t in s] for s in iob1).name == "IOB1"
+    assert detect_scheme([t for _, t in s] for s in iob2).name == "BIO"
     for a, b in zip(iob1, iob2):
         assert [w for w, _ in a] == [w for w, _ in b]
         # Two train sentences hold B-MISC after O (illegal IOB1); conlleval's reading still matches IOB2.

@@ -213,7 +213,7 @@ def test_health_and_metadata(server: Server, trained, predictor) -> None:
     assert meta["config_sha256"] == hashlib.sha256((trained.model_dir / "config.yaml").read_bytes()).hexdigest()
     info = predictor.labels
     assert (meta["labels"], meta["types"]) == (list(info.labels), sorted(info.types))
-    assert (meta["tag_scheme"], meta["output_scheme"]) == (info.tag_scheme, info.output_scheme)
+    assert (meta["tag_scheme"], meta["output_scheme"]) == (info.tag_scheme.name, info.output_scheme.name)
     assert meta["word_tokenizer"] == predictor.word_tokenizer
     assert meta["limits"] == LIMITS
     assert meta["batching"] == {"max_batch": 64, "max_wait_ms": 20.0, "batch_size": 64, "workers": 1}

@@ -6,10 +6,13 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import UserError
 from .common import Parser
+
+if TYPE_CHECKING:
+    from ..data.schemes import Scheme
 
 
 @dataclass
@@ -25,28 +28,30 @@ class Confidences:
 
 def report(gold: list[list[str]], pred: list[list[str]], strict: bool, json_path: Optional[str], where: str,
            errors: bool = False, unknown_tag: Optional[str] = None,
-           confidences: Optional[Confidences] = None) -> None:
+           confidences: Optional[Confidences] = None, scheme: Optional[Scheme] = None) -> None:
     """Print (and with ``json_path`` write) span P/R/F1; ``unknown_tag``: gold positions left out;
-    ``confidences``: also the calibration of the predicted spans' confidences and its diagram."""
+    ``confidences``: also the calibration of the predicted spans' confidences and its diagram; ``scheme``:
+    the tags' scheme where the caller knows it (None: detected from gold, once, for every score)."""
     from ..data.schemes import SchemeError
-    from ..evaluate import evaluate_spans, format_report
+    from ..evaluate import evaluate_spans, format_report, gold_scheme
 
     try:
-        result = evaluate_spans(gold, pred, strict=strict, unknown_tag=unknown_tag)
+        scheme = scheme or gold_scheme(gold, pred, unknown_tag)
+        result = evaluate_spans(gold, pred, scheme=scheme, strict=strict, unknown_tag=unknown_tag)
     except SchemeError as exc:
         raise UserError(str(exc), where) from None
     print(format_report(result))
     if errors:
         from ..error_analysis import error_report, format_error_report
 
-        result["errors"] = error_report(gold, pred, result["scheme"])
+        result["errors"] = error_report(gold, pred, scheme)
         print("\n" + format_error_report(result["errors"]))
     if confidences is not None:
-        result["calibration"] = _calibration(gold, pred, result["scheme"], unknown_tag, confidences)
+        result["calibration"] = _calibration(gold, pred, scheme, unknown_tag, confidences)
     _write_json(result, json_path)
 
 
-def _calibration(gold: list[list[str]], pred: list[list[str]], scheme: str, unknown_tag: Optional[str],
+def _calibration(gold: list[list[str]], pred: list[list[str]], scheme: Scheme, unknown_tag: Optional[str],
                  conf: Confidences) -> dict:
     """ECE of the predicted spans' confidences (read at each span's first token), printed and drawn."""
     from ..calibration import calibration_error, format_calibration, reliability_diagram, span_outcomes

@@ -82,7 +82,8 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
         from .evaluate import report, report_offsets
 
         if scored[0]:  # tags: CoNLL, or JSONL rows of tokens + tags
-            report(scored[0], scored[1], args.strict, args.json, args.inputs[0], unknown_tag=_unknown(args))
+            report(scored[0], scored[1], args.strict, args.json, args.inputs[0], unknown_tag=_unknown(args),
+                   scheme=scored[4][0] if len(set(scored[4])) == 1 else None)
         if scored[2]:  # character spans: JSONL texts with entities
             report_offsets(scored[2], scored[3], None if scored[0] else args.json)
     return 0
@@ -93,13 +94,14 @@ def _unknown(args: argparse.Namespace) -> Optional[str]:
     return args.unknown_tag if args.ignore_unknown else None
 
 
-def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tuple[list, list, list, list]:
+def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tuple[list, list, list, list, list]:
     """Predict every (input, output) pair; for --evaluate the gold and predicted tags of all CoNLL
-    inputs and the gold and predicted character spans of all JSONL documents."""
+    inputs, the gold and predicted character spans of all JSONL documents, and each tagged input's gold scheme
+    (the predictions are converted to it)."""
     from .. import distributed
-    from ..data.schemes import SchemeError, convert, detect_scheme, known_runs
+    from ..data.schemes import SchemeError, convert
     from ..errors import warn
-    from ..evaluate import warn_unseen
+    from ..evaluate import gold_scheme, warn_unseen
     from ..streaming import OutputOptions, predict_file
 
     main = distributed.current().main
@@ -107,6 +109,7 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
     pred: list[list[str]] = []
     gold_offsets: list = []
     pred_offsets: list = []
+    schemes: list = []
     for source, target in pairs:
         options = OutputOptions(args.nbest, args.scores, args.format, input_format=args.input_format,
                                 document_per_file=args.document_per_file, word_tokenizer=args.word_tokenizer)
@@ -124,14 +127,13 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
             continue
         if result.gold:
             try:
-                known = known_runs(result.gold, args.unknown_tag) if args.ignore_unknown else result.gold
-                scheme = detect_scheme(known) if any(t != "O" for g in known for t in g) \
-                    else predictor.labels.output_scheme
+                scheme = gold_scheme(result.gold, predictor.labels.output_scheme, _unknown(args))
             except SchemeError as exc:
                 raise UserError(f"--evaluate: {exc}", source) from None
             warn_unseen(result.gold, predictor.labels.types, scheme, source, _unknown(args))
             gold.extend(result.gold)
             pred.extend(convert(t, predictor.labels.output_scheme, scheme) for t in result.pred)
+            schemes.append(scheme)
         if result.gold_offsets:
             missing = sorted({label for doc in result.gold_offsets for label, _, _ in doc} - predictor.labels.types)
             if missing:
@@ -142,7 +144,7 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
         if not result.gold and not result.gold_offsets:
             what = "no gold column (single-column file)" if args.input_format == "conll" else "no gold entities"
             warn(f"--evaluate: {what}, nothing scored", source)
-    return gold, pred, gold_offsets, pred_offsets
+    return gold, pred, gold_offsets, pred_offsets, schemes
 
 
 def output_paths(inputs: Sequence[str], output: Optional[str], create: bool = True) -> list[tuple[Path, Optional[Path]]]:

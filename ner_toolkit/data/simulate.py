@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from ..atomic import atomic_write
-from .schemes import detect_scheme, to_spans
+from .schemes import Scheme, detect_scheme, to_spans
 
 __all__ = ["hide_spans"]
 
 
 def hide_spans(src: Path, dst: Path, fraction: float, seed: int, replacement: str = "?",
-               scheme: Optional[str] = None) -> tuple[int, int]:
+               scheme: Union[Scheme, str, None] = None) -> tuple[int, int]:
     """Write ``src`` to ``dst`` with each entity span hidden with probability ``fraction`` (its tokens'
     last column set to ``replacement``). ``scheme`` None: detected from ``src``. The same ``seed`` hides
     the same spans whatever ``replacement`` is, so runs that differ only in it are comparable.

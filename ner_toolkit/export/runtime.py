@@ -21,7 +21,7 @@ import numpy as np
 from ..calibration import read_temperature
 from ..config import Config, from_dict
 from ..schema import parse_yaml
-from ..data.schemes import allowed_transitions, segment_continues
+from ..data.schemes import Scheme, allowed_transitions, segment_continues
 from ..data.text import check_tokenizer, detect_tokenizer
 from ..errors import UserError
 from ..model import directory_checks as checks
@@ -41,8 +41,8 @@ class LabelInfo:
     """``model.directory.LabelInfo`` (that module imports torch)."""
 
     labels: list[str]
-    tag_scheme: str
-    output_scheme: str
+    tag_scheme: Scheme
+    output_scheme: Scheme
 
     @property
     def types(self) -> set[str]:

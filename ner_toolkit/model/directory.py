@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -34,7 +34,7 @@ import torch
 from ..atomic import atomic_directory, atomic_write
 from ..config import Config, from_dict, save_config, to_dict
 from ..schema import parse_yaml
-from ..data.schemes import allowed_transitions
+from ..data.schemes import Scheme, allowed_transitions
 from ..data.vocab import CharVocab, Vocab
 from ..errors import UserError
 from . import directory_checks as checks
@@ -62,8 +62,8 @@ MARKER_CONTENT = {"model_type": MARKER_MODEL_TYPE, "library_name": "ner_toolkit"
 @dataclass
 class LabelInfo:
     labels: list[str]      # internal labels, index = CRF tag id
-    tag_scheme: str        # the scheme of `labels` (BIO or BIOES)
-    output_scheme: str     # the scheme of the training files, used for predictions
+    tag_scheme: Scheme     # the scheme of `labels` (an internal one: Scheme.internal)
+    output_scheme: Scheme  # the scheme of the training files, used for predictions
 
     @property
     def types(self) -> set[str]:
@@ -71,6 +71,11 @@ class LabelInfo:
 
     def constraints(self) -> tuple[list[bool], list[bool], list[list[bool]]]:
         return allowed_transitions(self.labels, self.tag_scheme)
+
+    def to_json(self) -> dict[str, Any]:
+        """labels.json's object (schemes by name)."""
+        return {"labels": list(self.labels), "tag_scheme": self.tag_scheme.name,
+                "output_scheme": self.output_scheme.name}
 
 
 @dataclass
@@ -93,7 +98,7 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
     """
     with atomic_directory(directory) as tmp:
         save_config(config, tmp / CONFIG)
-        (tmp / LABELS).write_text(json.dumps(asdict(labels), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / LABELS).write_text(json.dumps(labels.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         state = {k: v.detach().cpu().contiguous() for k, v in tagger.state_dict().items()}
         # The config as load_model will read it back: the digest is of the file, not of this object.
         raw, _ = parse_yaml((tmp / CONFIG).read_text(encoding="utf-8"), str(tmp / CONFIG))
@@ -111,7 +116,7 @@ def save_model(directory: Union[str, os.PathLike], tagger: Tagger, config: Confi
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         if chars is not None:
             chars.save(tmp / CHARS)
-        (tmp / CARD).write_text(build_card(to_dict(config), asdict(labels), metrics, training, str(directory)),
+        (tmp / CARD).write_text(build_card(to_dict(config), labels.to_json(), metrics, training, str(directory)),
                                 encoding="utf-8")
 
 

@@ -13,11 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ..data.schemes import SCHEMES, SchemeError, normalize_scheme, to_spans
+from ..data.schemes import Scheme, SchemeError, get_scheme, scheme_names, to_spans
 from ..errors import UserError
 
-# Schemes the CRF is trained in (labels.json `tag_scheme`); any known scheme may be written on output.
-INTERNAL_SCHEMES = ("BIO", "BIOES")
 # Integer size fields of an encoder config.json: each must be an int >= 1 (absent ones take HF defaults).
 SIZE_FIELDS = ("vocab_size", "hidden_size", "embedding_size", "num_hidden_layers", "num_attention_heads",
                "intermediate_size", "max_position_embeddings", "num_hidden_groups", "inner_group_num",
@@ -84,8 +82,9 @@ def is_marker(raw: Mapping[str, Any]) -> bool:
     return isinstance(model_type, str) and model_type.startswith("ner_toolkit")
 
 
-def check_labels(raw: Mapping[str, Any], path: Path) -> tuple[list[str], str, str]:
-    """``(labels, tag_scheme, output_scheme)`` of a labels.json object, each field checked."""
+def check_labels(raw: Mapping[str, Any], path: Path) -> tuple[list[str], Scheme, Scheme]:
+    """``(labels, tag_scheme, output_scheme)`` of a labels.json object, each field checked: the CRF is trained
+    in an internal scheme (``Scheme.internal``); any scheme may be written on output."""
     expected = {"labels", "tag_scheme", "output_scheme"}
     if set(raw) != expected:
         missing, extra = sorted(expected - set(raw)), sorted(set(raw) - expected)
@@ -93,16 +92,17 @@ def check_labels(raw: Mapping[str, Any], path: Path) -> tuple[list[str], str, st
         raise UserError(f"labels file must hold exactly labels, tag_scheme, output_scheme ({'; '.join(parts)}); {_FIX}",
                         path)
     schemes = []
-    for key, allowed in (("tag_scheme", INTERNAL_SCHEMES), ("output_scheme", SCHEMES)):
+    for key, internal_only in (("tag_scheme", True), ("output_scheme", False)):
         value = raw[key]
         if not isinstance(value, str):
             raise UserError(f"`{key}` must be a string, found {type(value).__name__}; {_FIX}", path)
         try:
-            scheme = normalize_scheme(value)
+            scheme = get_scheme(value)
         except SchemeError as exc:
             raise UserError(f"`{key}`: {exc}", path) from None
-        if scheme not in allowed:
-            raise UserError(f"`{key}` {value!r} is not one of {', '.join(allowed)}; {_FIX}", path)
+        if internal_only and not scheme.internal:
+            raise UserError(f"`{key}` {value!r} is not one of {', '.join(scheme_names(internal_only=True))}; {_FIX}",
+                            path)
         schemes.append(scheme)
     tag_scheme, output_scheme = schemes
     labels = raw["labels"]
@@ -298,9 +298,9 @@ def _sha256_json(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def labels_digest(labels: Sequence[str], tag_scheme: str) -> str:
+def labels_digest(labels: Sequence[str], tag_scheme: Union[Scheme, str]) -> str:
     """The labels in CRF order with their scheme (not output_scheme: how tags are written, not what a row is)."""
-    return _sha256_json({"labels": list(labels), "tag_scheme": normalize_scheme(tag_scheme)})
+    return _sha256_json({"labels": list(labels), "tag_scheme": get_scheme(tag_scheme).name})
 
 
 def model_config_digest(raw_config: Mapping[str, Any]) -> str:
@@ -312,7 +312,7 @@ def model_config_digest(raw_config: Mapping[str, Any]) -> str:
     return _sha256_json(model)
 
 
-def check_digests(metadata: Mapping[str, str], labels: Sequence[str], tag_scheme: str,
+def check_digests(metadata: Mapping[str, str], labels: Sequence[str], tag_scheme: Scheme,
                   raw_config: Mapping[str, Any], directory: Path, weights: str = "model.safetensors") -> None:
     """labels.json and config.yaml are the ones the weights were saved with. A digest the header lacks (a
     directory saved before digests existed) is not checked."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..data.conll import Sentence, is_docstart, read_conll
-from ..data.schemes import (SchemeError, detect_scheme, each_known_run, from_spans, labels_for_types, normalize_scheme,
-                             reading_tables, tag_problem, to_spans)
+from ..data.schemes import (Scheme, SchemeError, detect_scheme, each_known_run, from_spans, get_scheme,
+                             labels_for_types, reading_tables, tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
 from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer
@@ -138,17 +138,17 @@ def check_annotated(train: LabelledFile, unknown_tag: str) -> None:
                         "nothing to learn; annotate some tokens, entities and O alike", train.path)
 
 
-def input_scheme(train: LabelledFile, cfg: DataConfig) -> str:
+def input_scheme(train: LabelledFile, cfg: DataConfig) -> Scheme:
     """The scheme of the data files: configured, or detected from the training file."""
     if cfg.input_scheme != "auto":
-        return normalize_scheme(cfg.input_scheme)
+        return get_scheme(cfg.input_scheme)  # the schema accepts only names of the table
     try:
         return detect_scheme(each_known_run(train.gold, cfg.unknown_tag))
     except SchemeError as exc:
         raise UserError(str(exc), train.path) from None
 
 
-def check_scheme(data: LabelledFile, scheme: str, unknown_tag: str = "?") -> None:
+def check_scheme(data: LabelledFile, scheme: Scheme, unknown_tag: str = "?") -> None:
     """Every tag of ``data`` must belong to ``scheme`` (e.g. no S-PER in an IOB1 corpus); names the line."""
     first_line: dict[str, int] = {}
     for i, tags in enumerate(data.gold):
@@ -163,9 +163,9 @@ def check_scheme(data: LabelledFile, scheme: str, unknown_tag: str = "?") -> Non
                             f"data.input_scheme)", data.path, line) from None
 
 
-def build_labels(train: LabelledFile, scheme: str, cfg: DataConfig) -> LabelInfo:
+def build_labels(train: LabelledFile, scheme: Scheme, cfg: DataConfig) -> LabelInfo:
     """Every internal label of every training type (all prefixes, seen or not), ``O`` first."""
-    internal = normalize_scheme(cfg.tag_scheme)  # the schema accepts only internal schemes
+    internal = get_scheme(cfg.tag_scheme)  # the schema accepts only internal schemes
     # check_scheme has run: every tag fits the scheme.
     types = {t for tags in each_known_run(train.gold, cfg.unknown_tag) for t, _, _ in to_spans(tags, scheme)}
     return LabelInfo(labels_for_types(types, internal), internal, scheme)

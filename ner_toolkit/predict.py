@@ -19,7 +19,8 @@ from .data.vocab import CharVocab, Vocab
 from .devices import resolve_device
 from .errors import UserError
 from .model.compiled import compile_network
-from .model.directory import LabelInfo, load_model
+from .data.labels import LabelInfo
+from .model.directory import load_model
 from .model.encoder import max_positions
 from .model.precision import autocast, check_precision
 from .model.quantize import check_quantize, quantize_int8

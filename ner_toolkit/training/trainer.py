@@ -27,7 +27,8 @@ from ..data.schemes import reading_tables
 from ..errors import UserError
 from ..evaluate import evaluate_spans, format_report
 from ..model.card import training_info
-from ..model.directory import WEIGHTS, LabelInfo, save_model, write_metrics
+from ..data.labels import LabelInfo
+from ..model.directory import WEIGHTS, save_model, write_metrics
 from ..model.encoder import build_hf_encoder, max_positions
 from ..model.compiled import compile_network, compile_seconds
 from ..model.precision import check_precision

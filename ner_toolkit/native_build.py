@@ -107,12 +107,10 @@ def _check(status: int, seq_len: int, num_tags: int) -> None:
         raise MemoryError(f"Viterbi scratch memory for T={seq_len}, K={num_tags} could not be allocated")
 
 
-def viterbi(em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray, trans: np.ndarray,
-            max_threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def viterbi(lib: ctypes.CDLL, em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray,
+            trans: np.ndarray, max_threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """Best paths (B, T) int64 (0 past each length) and their scores (B,) float32, from ``em`` (B, T, K),
-    length ``mask`` (B, T), ``start``/``end`` (K,) and ``trans`` (K, K); :func:`library` must not be None."""
-    lib = library()
-    assert lib is not None, "check library() first"
+    length ``mask`` (B, T), ``start``/``end`` (K,) and ``trans`` (K, K); ``lib``: from :func:`library`."""
     batch, seq_len, num_tags = em.shape
     args = _args(em, mask, start, end, trans)
     paths = np.empty((batch, seq_len), dtype=np.int64)
@@ -123,13 +121,11 @@ def viterbi(em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray
     return paths, scores
 
 
-def kbest(em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray, trans: np.ndarray, k: int,
-          max_threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def kbest(lib: ctypes.CDLL, em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray,
+          trans: np.ndarray, k: int, max_threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
     """The raw ``k`` best ranks per sentence: paths (B, k, T) int64 (each path's last tag repeated past its
     end; all 0 for a rank with no path) and scores (B, k) float32, best first, ``-inf`` for no path.
     Inputs as for :func:`viterbi`."""
-    lib = library()
-    assert lib is not None, "check library() first"
     batch, seq_len, num_tags = em.shape
     args = _args(em, mask, start, end, trans)
     paths = np.empty((batch, k, seq_len), dtype=np.int64)

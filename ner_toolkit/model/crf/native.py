@@ -39,7 +39,9 @@ def _arrays(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor)
 def viterbi(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> Tuple[Tensor, Tensor]:
     """Best paths ``(B, T)`` int64 (0 past each length) and their scores ``(B,)`` float32, from float32
     CPU ``em`` ``(B, T, K)``, length ``mask`` ``(B, T)`` and ``start``/``end`` ``(K,)``, ``trans`` ``(K, K)``."""
-    paths, scores = native_build.viterbi(*_arrays(em, mask, start, end, trans), torch.get_num_threads())
+    lib = library()
+    assert lib is not None, "check usable() first"
+    paths, scores = native_build.viterbi(lib, *_arrays(em, mask, start, end, trans), torch.get_num_threads())
     return torch.from_numpy(paths), torch.from_numpy(scores)
 
 
@@ -47,5 +49,7 @@ def kbest(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor, k
     """The raw ``k`` best ranks per sentence: paths ``(B, k, T)`` int64 (each path's last tag repeated
     past its end; all 0 for a rank with no path) and scores ``(B, k)`` float32, best first, ``-inf`` for
     no path. Inputs as for :func:`viterbi`; :func:`.viterbi.legal_ranks` turns this into the result."""
-    paths, scores = native_build.kbest(*_arrays(em, mask, start, end, trans), k, torch.get_num_threads())
+    lib = library()
+    assert lib is not None, "check usable() first"
+    paths, scores = native_build.kbest(lib, *_arrays(em, mask, start, end, trans), k, torch.get_num_threads())
     return torch.from_numpy(paths), torch.from_numpy(scores)

@@ -72,7 +72,7 @@ def test_collator_maps_are_the_per_word_definition(name):
         max_length, stride = rng.choice([(16, 4), (32, 8), (128, 64), (64, 0)])
         collator = Collator(2, 3, 0, max_length, stride, name, pad_multiple=rng.choice([1, 8]))
         batch = collator(items)
-        (W, S), (B, T) = batch.input_ids.shape, batch.mask.shape
+        (_, S), (B, T) = batch.input_ids.shape, batch.mask.shape
         want = _reference_maps(items, max_length - 2, stride, POOLINGS[name].parts, T, S)
         assert len(batch.pools) == POOLINGS[name].width
         for (src, dst, weight), (w_src, w_dst, w_weight) in zip(batch.pools, want):

@@ -101,8 +101,8 @@ def main() -> None:
     optimization = make_optimization(setup)
     pipeline_train = timed(lambda: run_epoch(setup.items, setup.collator, optimization, tc, random.Random(1),
                                              setup.device))
-    batches = [setup.collator(c) for c in bucketed_batches(setup.items, tc.batch_size, True, random.Random(1),
-                                                           batch_tokens=tc.batch_tokens)]
+    batches = [setup.collator(c).to(setup.device)
+               for c in bucketed_batches(setup.items, tc.batch_size, True, random.Random(1), batch_tokens=tc.batch_tokens)]
     optimization = make_optimization(setup)
 
     def floor_train() -> None:
@@ -119,7 +119,7 @@ def main() -> None:
     setup.predictor.predict(sentences[:256])
     pipeline_pred = timed(lambda: setup.predictor.predict(sentences))
     enc = encode_sentences(setup.predictor.aligner, setup.vocab, sentences)
-    pred_batches = [setup.collator(c) for c in bucketed_batches(enc, tc.eval_batch_size, shuffle=False)]
+    pred_batches = [setup.collator(c).to(setup.device) for c in bucketed_batches(enc, tc.eval_batch_size, shuffle=False)]
 
     def floor_predict() -> None:
         setup.tagger.eval()

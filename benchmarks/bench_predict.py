@@ -159,7 +159,8 @@ def profile(predictor: Any, sentences: list[list[str]], name: str) -> dict[str, 
     tagger.eval()
     t0 = time.perf_counter()
     enc = encode_sentences(predictor.aligner, predictor.vocab, sentences, chars=predictor.chars)
-    batches = [predictor.collator(c) for c in bucketed_batches(enc, predictor.batch_size, shuffle=False)]
+    batches = [predictor.collator(c).to(predictor.device)
+               for c in bucketed_batches(enc, predictor.batch_size, shuffle=False)]
     data = time.perf_counter() - t0
     stages = dict.fromkeys(("encoder", "fusion", "bilstm", "emissions", "crf"), 0.0)
 

@@ -1,19 +1,39 @@
-"""Which torch device a run uses: ``auto``/``cpu``/``cuda[:N]``, checked against this machine."""
+"""Which device a run uses: ``auto``/``cpu``/``cuda[:N]``. :func:`parse_device` reads the name (torch-free:
+the ONNX runtime uses it too); :func:`resolve_device` checks it against this machine for torch."""
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING, Optional
 
 from .errors import UserError
 
+if TYPE_CHECKING:
+    import torch
 
-def resolve_device(name: str, source: str = "--device") -> torch.device:
+_NAME = re.compile(r"([a-z][a-z0-9_]*)(?::(\d+))?")
+
+
+def parse_device(name: str, source: str = "--device") -> tuple[str, Optional[int]]:
+    """``(type, index)`` of a device name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (or another backend's
+    ``type[:N]``); a name of another shape is a user error naming ``source`` (the option)."""
+    match = _NAME.fullmatch(name) if isinstance(name, str) else None
+    if match is None or (match.group(1) == "auto" and match.group(2)):
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", source)
+    index = match.group(2)
+    return match.group(1), None if index is None else int(index)
+
+
+def resolve_device(name: str, source: str = "--device") -> "torch.device":
     """A torch device from ``auto``/``cpu``/``cuda[:N]`` (``mps``/``xpu`` where the machine has one);
     a device this machine lacks is a user error here, not a crash at the first tensor. ``source``
     names the option in errors."""
-    if name == "auto":
+    import torch
+
+    kind, index = parse_device(name, source)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
+        device = torch.device(kind, index) if index is not None else torch.device(kind)
     except (RuntimeError, TypeError):
         raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N", source) from None
     if device.type == "cpu":

@@ -1,6 +1,7 @@
-"""Building and loading the compiled Viterbi and k-best (``model/crf/viterbi_native.c``), torch-free:
-``model/crf/native.py`` (torch tensors) and ``export/native_lib.py`` (numpy arrays, the ONNX runtime)
-both call :func:`load`, so they share one build and one cached library.
+"""The compiled Viterbi and k-best (``model/crf/viterbi_native.c``), torch-free: building, loading and the
+one ``ctypes`` binding (:func:`viterbi`, :func:`kbest` on numpy arrays). ``model/crf/native.py`` (torch
+tensors, as zero-copy numpy views) and ``export/numpy_crf.py`` (the ONNX runtime) both call it, so they
+share one build, one cached library and one calling convention.
 
 The library goes to ``$NER_TOOLKIT_CACHE`` (default ``~/.cache/ner_toolkit``), named by a hash of the
 source, compiler, flags and CPU, so an upgrade or another machine sharing the home directory builds its
@@ -9,6 +10,7 @@ own. ``NER_TOOLKIT_NATIVE=0`` turns it off.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -17,6 +19,8 @@ import subprocess
 import warnings
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 from .atomic import sibling
 from .interrupts import uninterruptible
@@ -68,6 +72,68 @@ def _compile(compiler: str, flags: list, target: Path) -> Optional[str]:
             tmp.unlink()
         except OSError:
             pass  # never made (the cache directory could not be), or already renamed into place
+
+
+@functools.lru_cache(maxsize=None)
+def library(fallback: str = "PyTorch") -> Optional[ctypes.CDLL]:
+    """The loaded kernel, built on first use; ``None`` when turned off or not buildable (warned once per
+    ``fallback``, the implementation the caller decodes with instead)."""
+    return load(fallback)
+
+
+def _threads(work: int, max_threads: Optional[int]) -> int:
+    """One thread below :data:`PARALLEL_WORK` candidate scores; else ``max_threads`` (default: the
+    cores this process may run on)."""
+    if work < PARALLEL_WORK:
+        return 1
+    if max_threads is not None:
+        return max(1, max_threads)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _args(em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray, trans: np.ndarray) -> list:
+    """The C arguments: contiguous float32 scores and a one-byte bool mask (copies only where needed,
+    kept alive by the caller)."""
+    return [np.ascontiguousarray(em, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.bool_),
+            np.ascontiguousarray(start, dtype=np.float32), np.ascontiguousarray(end, dtype=np.float32),
+            np.ascontiguousarray(trans, dtype=np.float32)]
+
+
+def _check(status: int, seq_len: int, num_tags: int) -> None:
+    if status != 0:
+        raise MemoryError(f"Viterbi scratch memory for T={seq_len}, K={num_tags} could not be allocated")
+
+
+def viterbi(lib: ctypes.CDLL, em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray,
+            trans: np.ndarray, max_threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best paths (B, T) int64 (0 past each length) and their scores (B,) float32, from ``em`` (B, T, K),
+    length ``mask`` (B, T), ``start``/``end`` (K,) and ``trans`` (K, K); ``lib``: from :func:`library`."""
+    batch, seq_len, num_tags = em.shape
+    args = _args(em, mask, start, end, trans)
+    paths = np.empty((batch, seq_len), dtype=np.int64)
+    scores = np.empty(batch, dtype=np.float32)
+    _check(lib.ner_viterbi_f32(*(a.ctypes.data for a in args), batch, seq_len, num_tags, paths.ctypes.data,
+                               scores.ctypes.data, _threads(batch * seq_len * num_tags * num_tags, max_threads)),
+           seq_len, num_tags)
+    return paths, scores
+
+
+def kbest(lib: ctypes.CDLL, em: np.ndarray, mask: np.ndarray, start: np.ndarray, end: np.ndarray,
+          trans: np.ndarray, k: int, max_threads: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The raw ``k`` best ranks per sentence: paths (B, k, T) int64 (each path's last tag repeated past its
+    end; all 0 for a rank with no path) and scores (B, k) float32, best first, ``-inf`` for no path.
+    Inputs as for :func:`viterbi`."""
+    batch, seq_len, num_tags = em.shape
+    args = _args(em, mask, start, end, trans)
+    paths = np.empty((batch, k, seq_len), dtype=np.int64)
+    scores = np.empty((batch, k), dtype=np.float32)
+    _check(lib.ner_kbest_f32(*(a.ctypes.data for a in args), batch, seq_len, num_tags, k, paths.ctypes.data,
+                             scores.ctypes.data, _threads(batch * seq_len * num_tags * num_tags * k, max_threads)),
+           seq_len, num_tags)
+    return paths, scores
 
 
 def load(fallback: str) -> Optional[ctypes.CDLL]:

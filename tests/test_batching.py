@@ -88,7 +88,7 @@ def encode(tokenizer, hf, sentences, pooling="first", **cfg):
     from ner_toolkit.model.encoder import max_positions
 
     aligner, collator = make_collator(tokenizer, max_positions(hf), EncoderConfig(pooling=pooling, **cfg))
-    batch = collator(encode_sentences(aligner, None, sentences))
+    batch = collator(encode_sentences(aligner, None, sentences)).to(torch.device("cpu"))
     encoder = Encoder(hf, pooling, freeze=False, dropout=0.0).eval()
     with torch.no_grad():
         return encoder(batch), batch
@@ -287,7 +287,8 @@ def test_padding_to_a_multiple_changes_shapes_not_results(predictor, multiple: i
     sentences = [["Peter", "Blackburn"], ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
                  ["x"] * 37]
     items = predictor._encode(sentences, None)
-    a, b = base(items), padded(items)
+    cpu = torch.device("cpu")
+    a, b = base(items).to(cpu), padded(items).to(cpu)
     (_, s1), (_, s2) = a.input_ids.shape, b.input_ids.shape
     t1, t2 = a.mask.shape[1], b.mask.shape[1]
     assert s2 % multiple == 0 or s2 == base.max_length

@@ -30,7 +30,7 @@ def test_compiled_emissions_and_tags_equal_eager(trained) -> None:
     # One sentence of one word, one sentence, then mixed lengths: the shapes dynamo would specialise.
     for batch_sentences in ([SENTENCES[2]], [SENTENCES[1]], SENTENCES, SENTENCES[:2]):
         items = eager._encode(batch_sentences, None)
-        batch = eager.collator(items)
+        batch = eager.collator(items).to(eager.device)
         with torch.inference_mode():
             want = eager.tagger.compute_emissions(batch)
             got = compiled.tagger.compute_emissions(batch)

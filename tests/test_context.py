@@ -82,9 +82,10 @@ def test_collator_reads_context_but_pools_only_the_sentence(tiny_encoder):
     assert batch.pools[0][0].tolist() == starts, "words must be pooled from the sentence, not its context"
     # The encoder sees the context: the word vectors are those of the whole row at the sentence's positions.
     with torch.no_grad():
-        words = Encoder(hf, "first", freeze=False, dropout=0.0).eval()(batch)
+        cpu = torch.device("cpu")
+        words = Encoder(hf, "first", freeze=False, dropout=0.0).eval()(batch.to(cpu))
         expected = hf(input_ids=torch.tensor([row])).last_hidden_state[0, starts]
-        alone = Encoder(hf, "first", freeze=False, dropout=0.0).eval()(collator(encode_sentences(aligner, None, [SENTENCES[2]])))
+        alone = Encoder(hf, "first", freeze=False, dropout=0.0).eval()(collator(encode_sentences(aligner, None, [SENTENCES[2]])).to(cpu))
     torch.testing.assert_close(words[0], expected, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(words, alone, atol=1e-3), "context changed nothing: it does not reach the encoder"
 

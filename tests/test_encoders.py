@@ -120,6 +120,7 @@ def _tiny_encoder_and_batch(layers):
                      add_pooling_layer=False).eval()
     aligner, collator = make_collator(tokenizer, max_positions(hf), EncoderConfig())
     batch = collator(encode_sentences(aligner, None, [["EU", "rejects", "German", "call"], ["Peter"]]))
+    batch = batch.to(torch.device("cpu"))
     return Encoder(hf, "first", False, 0.0, layers).eval(), hf, batch
 
 

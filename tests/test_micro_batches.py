@@ -31,9 +31,9 @@ def test_parts_keep_every_sentence_in_order_and_fit_the_cap(sentences, cap):
     assert [r.index for part, _ in parts for r in part] == [r.index for r in records]  # each once, in order
     for part, batch in parts:
         assert batch.indices == [r.index for r in part]
-        assert batch.input_ids.numel() <= cap or len(part) == 1  # one sentence over the cap still runs, whole
+        assert batch.input_ids.size <= cap or len(part) == 1  # one sentence over the cap still runs, whole
     whole = collate(records)
-    if whole.input_ids.numel() <= cap:
+    if whole.input_ids.size <= cap:
         assert len(parts) == 1
     assert len(micro_batches(records, collate, None)) == 1  # null: never split
 

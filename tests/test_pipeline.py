@@ -120,7 +120,7 @@ def test_save_load_predict_matches_the_in_memory_model(tiny_config, sample_data,
     optimizer = torch.optim.AdamW(tagger.parameters(), lr=1e-2)
     tagger.train()
     for chunk in bucketed_batches(setup.items, 8, shuffle=True, rng=random.Random(0)):
-        loss = tagger.loss(setup.collator(chunk))
+        loss = tagger.loss(setup.collator(chunk).to(setup.device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

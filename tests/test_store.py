@@ -10,7 +10,7 @@ import pytest
 from ner_toolkit.data.batching import batch_indices, bucketed_batches, encode_sentences
 from ner_toolkit.data.store import Encoded, EncodedStore, RaggedInts, RaggedStrings, widths
 from ner_toolkit.data.vocab import CharVocab, Vocab
-from ner_toolkit.data.windows import add_context
+from ner_toolkit.data.windows import neighbour_context
 
 WORDS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", ".", "Peter", "Blackburn", "",
          "naïve", "BRUSSELS", "1996-08-22", "x" * 30]
@@ -58,6 +58,13 @@ def test_rows_read_back_are_copies() -> None:
     row = strings[0]
     row[0] = "z"
     assert strings[0] == ["a", "b"]
+
+
+def add_context(items, documents, context) -> None:
+    """Fill each record's ``left`` / ``right`` with the nearest ``context`` subwords of its document."""
+    flat = [[i for word in item.pieces for i in word] for item in items]
+    for n, item in enumerate(items):
+        item.left, item.right = neighbour_context(n, len(items), flat.__getitem__, documents, context)
 
 
 def _records(sentences, tags, chars, known, documents, context) -> list[Encoded]:

@@ -70,13 +70,13 @@ def test_accumulating_two_batches_equals_one_batch_of_both(small_train, tmp_path
 
     acc = Optimization(tagger_a, type(tc)(**{**tc.__dict__, "accumulate": 2}), 10, setup.device)
     grads_a = applied(acc)
-    acc.backward(setup.collator(first))
+    acc.backward(setup.collator(first).to(setup.device))
     assert acc.pending == 1 and not grads_a  # no step after the first batch
-    acc.backward(setup.collator(second))
+    acc.backward(setup.collator(second).to(setup.device))
     assert acc.pending == 0 and grads_a
     one = Optimization(tagger_b, tc, 10, setup.device)
     grads_b = applied(one)
-    one.backward(setup.collator(first + second))
+    one.backward(setup.collator(first + second).to(setup.device))
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6), name
@@ -130,7 +130,7 @@ def test_softmax_decoder_trains_cross_entropy_and_decodes_legal_sequences(small_
     tagger = setup.tagger.eval()
     assert not any(p.requires_grad for p in tagger.crf.parameters())
     assert not any(g["name"].startswith("crf") for g in tagger.param_groups(setup.config.training.lr, 0.0))
-    batch = setup.collator(setup.items[:6])
+    batch = setup.collator(setup.items[:6]).to(setup.device)
     emissions = tagger.compute_emissions(batch)
     expected = sum(F.cross_entropy(emissions[b, :n], batch.tags[b, :n], reduction="sum")
                    for b, n in enumerate(batch.lengths.tolist())) / 6
@@ -191,7 +191,7 @@ def test_weight_average_follows_the_ramped_ema_and_only_swaps_in_for_scoring(sma
     params = [p for p in setup.tagger.parameters() if p.requires_grad]
     expected = [p.detach().clone() for p in params]
     for n, item in enumerate((setup.items[:4], setup.items[4:8], setup.items[8:12]), start=1):
-        optimization.backward(setup.collator(item))
+        optimization.backward(setup.collator(item).to(setup.device))
         decay = min(0.9, (1 + n) / (10 + n))  # 0.18, 0.25, 0.31: the ramp, not 0.9
         expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, params)]
     trained = [p.detach().clone() for p in params]
@@ -220,7 +220,7 @@ def test_weight_average_is_what_the_run_saves_and_scores(small_train, sample_dat
 def test_token_dropout_masks_regular_subwords_in_training_only(small_train, tmp_path):
     setup = _setup(small_train, tmp_path, "model.encoder.token_dropout=0.3")
     encoder, tokenizer = setup.tagger.encoder, setup.tokenizer
-    batch = setup.collator(setup.items[:16])
+    batch = setup.collator(setup.items[:16]).to(setup.device)
     torch.manual_seed(0)
     dropped = encoder._drop_tokens(batch.input_ids, batch.attention_mask)
     specials = torch.isin(batch.input_ids, torch.tensor(tokenizer.all_special_ids))

@@ -1,4 +1,7 @@
-"""From token lists to padded tensors: subword alignment, long-sentence windows, bucketing, collate.
+"""From token lists to padded arrays: subword alignment, long-sentence windows, bucketing, collate.
+
+THE collator, torch-free: it emits numpy arrays, which ``Batch.to(device)`` turns into tensors for PyTorch
+and which the ONNX runtime (``export.runtime``) feeds to onnxruntime as they are.
 
 Every word gets exactly one encoder position to pool from ("its owner window"), so a sentence of
 any length yields exactly one vector per word: long sentences are split into overlapping windows
@@ -10,22 +13,29 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Generic, Iterator, Optional, Sequence, TypeVar
 
-import torch
+import numpy as np
 
 from ..schema import here
+from .pooling import READERS, get_pooling
 from .vocab import CharVocab, Vocab
 from .store import Encoded, EncodedStore, piece_counts, widths
-from .pooling import POOLINGS
 from .windows import SubwordAligner, fit_context, plan_windows
 
 if TYPE_CHECKING:
+    import torch
+
     from ..config import EncoderConfig
+
+__all__ = ["Batch", "Collator", "Encoded", "SubwordAligner", "batch_indices", "bucketed_batches", "encode_sentences",
+           "make_collator", "micro_batches", "plan_windows"]
 
 # Sentences aligned per tokenizer call: one call for all unseen words of the chunk (fast), and only a
 # chunk's per-word lists alive at once (a corpus-sized list of them was tens of MB at 140k sentences).
 ALIGN_CHUNK = 8192
+A = TypeVar("A")  # np.ndarray from the collator, torch.Tensor after Batch.to
 
 
 def encode_sentences(
@@ -53,44 +63,60 @@ def encode_sentences(
 
 
 @dataclass
-class Batch:
-    """Padded tensors for B sentences of at most T words, encoded in W windows of S subwords.
+class Batch(Generic[A]):
+    """B sentences of at most T words, encoded in W windows of S subwords: numpy arrays from the
+    collator (``Batch[np.ndarray]``), tensors after :meth:`to` (``Batch[torch.Tensor]``).
 
-    input_ids, attention_mask: (W, S). pools: one or two (src, dst, weight) triples; src (P,) indexes
-    the flattened (W*S) encoder output, dst (P,) the flattened (B*T) word grid, weight (P,) float.
-    word_ids, tags: (B, T) long; mask: (B, T) bool; lengths: (B,) long; indices: input positions.
+    input_ids, attention_mask: (W, S) int64. pools: one (src, dst, weight) triple per part of the
+    pooling (``data.pooling.POOLINGS``); src (P,) int64 indexes the flattened (W*S) encoder output, dst
+    (P,) int64 the flattened (B*T) word grid, weight (P,) float32. word_ids, tags, known: (B, T) int64;
+    mask: (B, T) bool; lengths: (B,) int64; char_ids: (B, T, L) int64; indices: input positions.
     """
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    pools: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    word_ids: torch.Tensor
-    mask: torch.Tensor
-    tags: Optional[torch.Tensor]
-    lengths: torch.Tensor
+    input_ids: A
+    attention_mask: A
+    pools: list[tuple[A, A, A]]
+    word_ids: A
+    mask: A
+    tags: Optional[A]
+    lengths: A
     indices: list[int]
-    char_ids: Optional[torch.Tensor] = None  # (B, T, L) character ids, 0-padded, with model.chars
-    known: Optional[torch.Tensor] = None  # (B, T) known-tag ids (partial labels; see Encoded.known)
+    char_ids: Optional[A] = None  # (B, T, L) character ids, 0-padded, with model.chars
+    known: Optional[A] = None  # (B, T) known-tag ids (partial labels; see Encoded.known)
 
-    def to(self, device: torch.device) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+    def to(self, device: "torch.device") -> "Batch[torch.Tensor]":
+        """The same batch as tensors on ``device`` (numpy arrays are wrapped without a copy first)."""
+        import torch
+
+        def move(x: Any) -> Any:
+            if x is None:
+                return None
+            return (torch.from_numpy(x) if isinstance(x, np.ndarray) else x).to(device, non_blocking=True)
+
         return Batch(move(self.input_ids), move(self.attention_mask),
                      [(move(s), move(d), move(w)) for s, d, w in self.pools],
                      move(self.word_ids), move(self.mask), move(self.tags), move(self.lengths), self.indices,
                      move(self.char_ids), move(self.known))
 
 
+def _padded(rows: Sequence[Sequence[int]], mask: np.ndarray, fill: int = 0) -> np.ndarray:
+    """``rows`` left-aligned in an int64 array of ``mask``'s shape (``mask``: where each row's values go)."""
+    out = np.full(mask.shape, fill, dtype=np.int64)
+    out[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(mask.sum()))
+    return out
+
+
 class Collator:
-    """Turns a list of ``Encoded`` into a ``Batch`` (windows, pooling maps, padding)."""
+    """Turns a list of ``Encoded`` into a ``Batch`` of numpy arrays (windows, pooling maps, padding)."""
 
     def __init__(self, cls_id: int, sep_id: int, pad_id: int, max_length: int, stride: int, pooling: str,
                  pad_multiple: int = 1) -> None:
-        """``pad_multiple``: the word and subword axes are padded up to a multiple of it (never past
-        ``max_length`` subwords). Every new (B, T) shape leaves the allocator its own free blocks; with
-        rounding a training epoch sees a few shapes instead of hundreds (peak RSS on CoNLL-2003: 1.8 GB
-        at 1, 1.0 GB at 16). Padding is masked, so the results are the same up to float rounding."""
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        """``pooling``: a name in ``data.pooling.POOLINGS``. ``pad_multiple``: the word and subword axes are
+        padded up to a multiple of it (never past ``max_length`` subwords). Every new (B, T) shape leaves
+        the allocator its own free blocks; with rounding a training epoch sees a few shapes instead of
+        hundreds (peak RSS on CoNLL-2003: 1.8 GB at 1, 1.0 GB at 16). Padding is masked, so the results
+        are the same up to float rounding."""
+        self.parts = get_pooling(pooling).parts
         if pad_multiple < 1:
             raise ValueError(f"pad_multiple must be at least 1, got {pad_multiple}")
         self.cls_id, self.sep_id, self.pad_id = cls_id, sep_id, pad_id
@@ -99,11 +125,15 @@ class Collator:
         self.stride = stride
         self.pooling = pooling
 
-    def __call__(self, items: Sequence[Encoded]) -> Batch:
+    def __call__(self, items: Sequence[Encoded]) -> Batch[np.ndarray]:
         T = self._round(max(len(x) for x in items))
         rows: list[list[int]] = []
-        kinds = ("first", "last") if self.pooling == "first_last" else (self.pooling,)
-        maps = {k: ([], [], []) for k in kinds}
+        # One entry per pooled word (row, column of its first subword, subwords, word-grid cell), in
+        # batch order; the readers of the pooling turn them into maps at once.
+        owned_row: list[int] = []
+        owned_first: list[int] = []
+        owned_n: list[int] = []
+        owned_dst: list[int] = []
         for b, item in enumerate(items):
             lengths = [len(p) for p in item.pieces]
             left: list[int] = []
@@ -115,56 +145,47 @@ class Collator:
                 windows, owner = plan_windows(lengths, self.content, self.stride)
             for w, (s, e) in enumerate(windows):
                 row = [self.cls_id] + left
+                r = len(rows)
                 for t in range(s, e):
-                    first = len(row)
+                    if owner is None or owner[t] == w:
+                        owned_row.append(r)
+                        owned_first.append(len(row))
+                        owned_n.append(lengths[t])
+                        owned_dst.append(b * T + t)
                     row.extend(item.pieces[t])
-                    if owner is not None and owner[t] != w:
-                        continue
-                    n = lengths[t]
-                    dst = b * T + t
-                    r = len(rows)  # (row, column) pairs are flattened once S is known
-                    for kind in kinds:
-                        src_l, dst_l, w_l = maps[kind]
-                        if kind == "mean":
-                            src_l.extend((r, first + j) for j in range(n))
-                            dst_l.extend([dst] * n)
-                            w_l.extend([1.0 / n] * n)
-                        else:
-                            src_l.append((r, first if kind == "first" else first + n - 1))
-                            dst_l.append(dst)
-                            w_l.append(1.0)
                 row.extend(right)
                 row.append(self.sep_id)
                 rows.append(row)
-        # One tensor construction per field (padded Python lists), not one per row: collate stays a
-        # small fraction of a prediction step.
         S = min(self._round(max(len(r) for r in rows)), self.max_length)
-        input_ids = torch.tensor([r + [self.pad_id] * (S - len(r)) for r in rows], dtype=torch.long)
-        row_lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-        attention = (torch.arange(S)[None, :] < row_lengths[:, None]).long()
+        row_lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        attention = np.arange(S)[None, :] < row_lengths[:, None]
+        input_ids = _padded(rows, attention, self.pad_id)
+        row_a, first_a = np.array(owned_row, dtype=np.int64), np.array(owned_first, dtype=np.int64)
+        n_a, dst_a = np.array(owned_n, dtype=np.int64), np.array(owned_dst, dtype=np.int64)
         pools = []
-        for kind in kinds:
-            src_l, dst_l, w_l = maps[kind]
-            pools.append((torch.tensor([r * S + c for r, c in src_l], dtype=torch.long),
-                          torch.tensor(dst_l, dtype=torch.long), torch.tensor(w_l, dtype=torch.float32)))
-        lengths_t = torch.tensor([len(x) for x in items], dtype=torch.long)
-        mask = torch.arange(T)[None, :] < lengths_t[:, None]
-        word_ids = torch.tensor([x.word_ids + [0] * (T - len(x)) for x in items], dtype=torch.long)
+        for part in self.parts:
+            repeats, cols, weights = READERS[part](first_a, n_a)
+            if weights is None:
+                weights = np.ones(len(cols), dtype=np.float32)
+            pools.append((np.repeat(row_a, repeats) * S + cols, np.repeat(dst_a, repeats), weights))
+        lengths_a = np.array([len(x) for x in items], dtype=np.int64)
+        mask = np.arange(T)[None, :] < lengths_a[:, None]
+        word_ids = _padded([x.word_ids for x in items], mask)
         tags = None
         if all(x.tags is not None for x in items):
-            tags = torch.tensor([x.tags + [0] * (T - len(x)) for x in items], dtype=torch.long)  # type: ignore[operator]
+            tags = _padded([x.tags for x in items], mask)  # type: ignore[misc]
         char_ids = None
         if items[0].char_ids is not None:
-            L = max(len(c) for x in items for c in x.char_ids)  # type: ignore[union-attr]
-            pad_word = [0] * L
-            char_ids = torch.tensor([[c + [0] * (L - len(c)) for c in x.char_ids] + [pad_word] * (T - len(x))  # type: ignore[union-attr]
-                                     for x in items], dtype=torch.long)
+            words = [c for x in items for c in x.char_ids]  # type: ignore[union-attr]
+            char_lengths = np.array([len(c) for c in words], dtype=np.int64)
+            per_word = _padded(words, np.arange(int(char_lengths.max()))[None, :] < char_lengths[:, None])
+            char_ids = np.zeros((len(items), T, per_word.shape[1]), dtype=np.int64)
+            char_ids[mask] = per_word
         known = None
         if all(x.known is not None for x in items):  # padding is masked out: any id does there
-            known = torch.tensor([x.known + [0] * (T - len(x)) for x in items], dtype=torch.long)  # type: ignore[operator]
-        return Batch(input_ids, attention, pools, word_ids, mask, tags, lengths_t, [x.index for x in items], char_ids,
-                     known)
-
+            known = _padded([x.known for x in items], mask)  # type: ignore[misc]
+        return Batch(input_ids, attention.astype(np.int64), pools, word_ids, mask, tags, lengths_a,
+                     [x.index for x in items], char_ids, known)
 
     def _round(self, n: int) -> int:
         return -(-n // self.pad_multiple) * self.pad_multiple
@@ -224,13 +245,13 @@ def bucketed_batches(items: Sequence[Encoded], batch_size: int, shuffle: bool, r
 
 
 def micro_batches(records: Sequence[Encoded], collate: "Collator",
-                  max_subwords: Optional[int]) -> list[tuple[Sequence[Encoded], Batch]]:
+                  max_subwords: Optional[int]) -> list[tuple[Sequence[Encoded], Batch[np.ndarray]]]:
     """``records`` collated as one ``Batch``, or, when its padded subwords (W * S) exceed ``max_subwords``,
     as consecutive halves (recursively) that each fit or hold one sentence; each part with its records.
     A batch of 32 sentences holding a corpus's one 113-word sentence is padded to 32 x 128 words: run
     whole, that one batch sets the epoch's peak memory. Parts stay in input (length-sorted) order."""
     batch = collate(records)
-    if max_subwords is None or len(records) == 1 or batch.input_ids.numel() <= max_subwords:
+    if max_subwords is None or len(records) == 1 or batch.input_ids.size <= max_subwords:
         return [(records, batch)]
     half = len(records) // 2
     return micro_batches(records[:half], collate, max_subwords) + micro_batches(records[half:], collate, max_subwords)

@@ -1,18 +1,9 @@
-"""Torch-free steps from words to encoder inputs, shared by ``data.batching`` (training and the PyTorch
-predictor) and ``export.collate`` (the ONNX runtime, which must not import torch): subword alignment,
-long-sentence windows and document context.
+"""Steps from words to encoder inputs that ``data.batching``'s collator and ``data.store`` use: subword
+alignment, long-sentence windows and document context (torch-free, like the collator itself).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, Sequence
-
-
-class HasPieces(Protocol):
-    """What ``add_context`` reads and writes of an encoded sentence (both ``Encoded`` records)."""
-
-    pieces: list[list[int]]
-    left: list[int]
-    right: list[int]
+from typing import Any, Callable, Optional, Sequence
 
 
 class SubwordAligner:
@@ -79,13 +70,6 @@ def word_ids(tokenizer: Any, backend: Any, words: list[str]) -> list[list[int]]:
         return tokenizer([[w] for w in words], is_split_into_words=True, add_special_tokens=False)["input_ids"]
     return [e.ids for e in backend.encode_batch([[w] for w in words], is_pretokenized=True,
                                                 add_special_tokens=False)]
-
-
-def add_context(items: Sequence[HasPieces], documents: Optional[Sequence[int]], context: int) -> None:
-    """Fill each item's ``left`` / ``right`` with the nearest ``context`` subwords of its document."""
-    flat = [[i for word in item.pieces for i in word] for item in items]
-    for n, item in enumerate(items):
-        item.left, item.right = neighbour_context(n, len(items), flat.__getitem__, documents, context)
 
 
 def neighbour_context(n: int, count: int, flat: Callable[[int], list[int]], documents: Optional[Sequence[int]],

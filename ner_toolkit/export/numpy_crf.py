@@ -11,10 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import native_lib
-
-#: as ``model.crf.module.DISALLOWED_PENALTY``
-DISALLOWED_PENALTY = -1.0e4
+from .. import native_build
+from ..data.labels import DISALLOWED_PENALTY
 
 
 @dataclass
@@ -63,8 +61,9 @@ def _check(em: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def viterbi(em: np.ndarray, mask: np.ndarray, crf: CRFParams) -> tuple[np.ndarray, np.ndarray]:
     """Best paths (B, T) int64 (0 past each length) and their scores (B,) float32."""
     em, mask = _check(em, mask)
-    if native_lib.library() is not None:
-        return native_lib.viterbi(em, mask, crf.start, crf.end, crf.trans)
+    lib = native_build.library("numpy")
+    if lib is not None:
+        return native_build.viterbi(lib, em, mask, crf.start, crf.end, crf.trans)
     return _viterbi_numpy(em, mask, crf)
 
 
@@ -98,8 +97,9 @@ def nbest(em: np.ndarray, mask: np.ndarray, crf: CRFParams, k: int) -> tuple[np.
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     em, mask = _check(em, mask)
-    if native_lib.library() is not None:
-        paths, scores = native_lib.kbest(em, mask, crf.start, crf.end, crf.trans, k)
+    lib = native_build.library("numpy")
+    if lib is not None:
+        paths, scores = native_build.kbest(lib, em, mask, crf.start, crf.end, crf.trans, k)
     else:
         paths, scores = _kbest_numpy(em, mask, crf, k)
     return legal_ranks(paths, scores, mask, crf.penalties)

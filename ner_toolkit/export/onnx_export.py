@@ -14,7 +14,7 @@ OUT holds::
                         copied from the model directory (everything but the weights)
 
 Graph inputs (int64 unless said): ``input_ids``, ``attention_mask`` (W, S); per pooling map ``pool{i}_src``,
-``pool{i}_dst`` (P), ``pool{i}_weight`` (P, float32; only with mean pooling); ``word_ids`` (B, T);
+``pool{i}_dst`` (P), ``pool{i}_weight`` (P, float32; only for a weighted part, mean); ``word_ids`` (B, T);
 ``lengths`` (B,); ``char_ids`` (B, T, L) with model.chars. Output: ``emissions`` (B, T, K) float32 — exactly
 ``Tagger.crf_scores`` of the matching ``Batch``. Inputs the graph does not use are pruned by the exporter;
 the runtime feeds what the session declares.
@@ -39,11 +39,13 @@ from torch import nn
 
 from ..atomic import atomic_directory
 from ..data.batching import Batch, encode_sentences, make_collator
+from ..data.pooling import MAX_PARTS, POOLINGS
 from ..errors import UserError
 from ..model.directory import WEIGHTS, load_model
 from ..model.encoder import max_positions
 from ..model.modes import QUANTIZATIONS
 from . import CRF_FILE, FORMAT_VERSION, GRAPH, GRAPH_INT8, MANIFEST
+from .graph import OUTPUT, batch_inputs, input_names
 
 TOLERANCE = 1e-4
 #: "auto" tries them in this order. The TorchScript exporter is ~20x faster, but a trace: on a model with
@@ -55,10 +57,12 @@ _SKIP = {WEIGHTS, MANIFEST, GRAPH, GRAPH_INT8, CRF_FILE}
 
 
 class EmissionNet(nn.Module):
-    """``Tagger.crf_scores`` over plain tensors (the ``Batch`` fields), for tracing."""
+    """``Tagger.crf_scores`` over plain tensors (the ``Batch`` fields), for tracing. The signature declares
+    the most pooling maps any ``POOLINGS`` entry can have; a model uses the first ``num_pools``."""
 
     def __init__(self, tagger: nn.Module, num_pools: int, chars: bool) -> None:
         super().__init__()
+        assert 1 <= num_pools <= MAX_PARTS, f"{num_pools} pooling maps; EmissionNet takes 1 to {MAX_PARTS}"
         self.tagger = tagger
         self.num_pools = num_pools
         self.chars = chars
@@ -66,32 +70,16 @@ class EmissionNet(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_ids: torch.Tensor,
                 lengths: torch.Tensor, pool0_src: torch.Tensor, pool0_dst: torch.Tensor, pool0_weight: torch.Tensor,
                 pool1_src: Optional[torch.Tensor] = None, pool1_dst: Optional[torch.Tensor] = None,
-                pool1_weight: Optional[torch.Tensor] = None, char_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        pools = [(pool0_src, pool0_dst, pool0_weight)]
-        if self.num_pools == 2:
-            pools.append((pool1_src, pool1_dst, pool1_weight))  # type: ignore[arg-type]
+                pool1_weight: Optional[torch.Tensor] = None, pool2_src: Optional[torch.Tensor] = None,
+                pool2_dst: Optional[torch.Tensor] = None, pool2_weight: Optional[torch.Tensor] = None,
+                char_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        given = [(pool0_src, pool0_dst, pool0_weight), (pool1_src, pool1_dst, pool1_weight),
+                 (pool2_src, pool2_dst, pool2_weight)]
+        pools = given[:self.num_pools]
         mask = torch.arange(word_ids.shape[1], device=word_ids.device)[None, :] < lengths[:, None]
-        batch = Batch(input_ids, attention_mask, pools, word_ids, mask, None, lengths, [],
+        batch = Batch(input_ids, attention_mask, pools, word_ids, mask, None, lengths, [],  # type: ignore[arg-type]
                       char_ids if self.chars else None)
         return self.tagger.crf_scores(batch).float()
-
-
-def input_names(num_pools: int, chars: bool) -> list[str]:
-    names = ["input_ids", "attention_mask", "word_ids", "lengths"]
-    for i in range(num_pools):
-        names += [f"pool{i}_src", f"pool{i}_dst", f"pool{i}_weight"]
-    return names + (["char_ids"] if chars else [])
-
-
-def batch_inputs(batch: Any) -> dict:
-    """The graph's inputs by name from a ``Batch`` (torch) or ``NumpyBatch``."""
-    out = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "word_ids": batch.word_ids,
-           "lengths": batch.lengths}
-    for i, (src, dst, weight) in enumerate(batch.pools):
-        out.update({f"pool{i}_src": src, f"pool{i}_dst": dst, f"pool{i}_weight": weight})
-    if batch.char_ids is not None:
-        out["char_ids"] = batch.char_ids
-    return out
 
 
 def _dynamic_shapes(names: list[str]) -> dict:
@@ -145,7 +133,7 @@ def _quiet_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _export_graph(net: EmissionNet, example: Batch, names: list[str], path: Path, exporter: str) -> None:
+def _export_graph(net: EmissionNet, example: Batch[torch.Tensor], names: list[str], path: Path, exporter: str) -> None:
     """``exporter``: "torchscript" (``torch.onnx.export(dynamo=False)``: a trace, about a second) or "dynamo"
     (``torch.export``-based: tens of seconds). A trace freezes Python-level branches on values, so its graph
     is only kept after it matches PyTorch on batches of other shapes (see :func:`export_model`)."""
@@ -155,14 +143,14 @@ def _export_graph(net: EmissionNet, example: Batch, names: list[str], path: Path
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             axes = {n: {i: d.__name__ for i, d in spec.items()} for n, spec in _dynamic_shapes(names).items()}
-            axes["emissions"] = {0: "B", 1: "T"}
+            axes[OUTPUT] = {0: "B", 1: "T"}
             # char_ids by keyword (a trailing dict): by position it would land in pool1_src of a 1-pool model.
             args = tuple(kwargs[n] for n in names if n != "char_ids")
             args += ({"char_ids": kwargs["char_ids"]},) if "char_ids" in names else ()
             torch.onnx.export(net, args, str(path), dynamo=False, input_names=names,
-                              output_names=["emissions"], dynamic_axes=axes, opset_version=17)
+                              output_names=[OUTPUT], dynamic_axes=axes, opset_version=17)
         else:
-            torch.onnx.export(net, (), str(path), kwargs=kwargs, dynamo=True, output_names=["emissions"],
+            torch.onnx.export(net, (), str(path), kwargs=kwargs, dynamo=True, output_names=[OUTPUT],
                               dynamic_shapes=_dynamic_shapes(names), optimize=True, verbose=False,
                               external_data=False)
     _fix_output_shape(path)
@@ -203,7 +191,7 @@ def tokenizer_backend(directory: Path, tokenizer: Any, words: list[str]) -> str:
     return "tokenizers" if same else "transformers"
 
 
-def max_difference(graph: Path, net: EmissionNet, batch: Batch) -> float:
+def max_difference(graph: Path, net: EmissionNet, batch: Batch[torch.Tensor]) -> float:
     """Largest |onnxruntime - PyTorch| emission over the valid positions of ``batch``."""
     import onnxruntime as ort
 
@@ -256,15 +244,16 @@ def export_model(model_dir: Union[str, os.PathLike], output: Union[str, os.PathL
     tagger, cfg = model.tagger.eval(), model.config
     enc = cfg.model.encoder
     aligner, collator = make_collator(model.tokenizer, max_positions(tagger.encoder.model), enc)
-    num_pools = 2 if enc.pooling == "first_last" else 1
+    num_pools = POOLINGS[enc.pooling].width
     chars = model.chars is not None
     names = input_names(num_pools, chars)
     words = model.vocab.words if model.vocab is not None else []
     net = EmissionNet(tagger, num_pools, chars).eval()
 
-    def make_batch(sentences: list[list[str]]) -> Batch:
+    def make_batch(sentences: list[list[str]]) -> Batch[torch.Tensor]:
         # With document context the sentences are one document: windows carry their neighbours' subwords.
-        return collator(encode_sentences(aligner, model.vocab, sentences, chars=model.chars, context=enc.context))
+        items = encode_sentences(aligner, model.vocab, sentences, chars=model.chars, context=enc.context)
+        return collator(items).to(torch.device("cpu"))
 
     example = make_batch(example_sentences(words, collator.content, seed=0))
     # A check batch of other sizes on every axis: the graph must really be dynamic.

@@ -3,8 +3,8 @@
 Emissions come from onnxruntime; decoding is the toolkit's own constrained Viterbi / k-best (the C
 library of ``model/crf/viterbi_native.c`` on numpy arrays, numpy when it cannot be built), and
 confidences are CRF marginals and exact-span probabilities computed in numpy (:mod:`.numpy_crf`).
-Inputs are collated exactly as ``data.batching.Collator`` does (:mod:`.collate`), in the same
-longest-first batches, so results match ``Predictor``'s (fp32: the same tags; int8: close).
+Inputs are collated by ``data.batching.Collator`` itself (it emits numpy arrays), in the same longest-first
+batches, so results match ``Predictor``'s (fp32: the same tags; int8: close).
 
 The import chain (this module, ``results``, ``data.text``/``schemes``, ``config``, ``model.directory_checks``,
 ``transformers``' tokenizer) does not import torch.
@@ -12,7 +12,6 @@ The import chain (this module, ``results``, ``data.text``/``schemes``, ``config`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -21,35 +20,22 @@ import numpy as np
 from ..calibration import read_temperature
 from ..config import Config, from_dict
 from ..schema import parse_yaml
-from ..data.schemes import Scheme, allowed_transitions, segment_continues
+from ..data.batching import Batch, Collator, Encoded, bucketed_batches, encode_sentences
+from ..data.labels import LabelInfo
+from ..data.schemes import segment_continues
 from ..data.text import check_tokenizer, detect_tokenizer
+from ..devices import parse_device
 from ..errors import UserError
 from ..model import directory_checks as checks
 from ..results import Prediction
 from ..tagging import MAX_NBEST, Tagging, to_predictions
 from . import CRF_FILE, FORMAT_VERSION, GRAPH, GRAPH_INT8, MANIFEST, numpy_crf
 from ..data.vocab import CharVocab, Vocab
-from ..data.windows import plain_backend
-from .collate import NumpyBatch, NumpyCollator, SubwordAligner, encode_sentences, sorted_batches
+from ..data.windows import SubwordAligner, plain_backend
+from .graph import batch_inputs
 
 
 __all__ = ["OnnxPredictor", "LabelInfo", "MAX_NBEST"]
-
-
-@dataclass
-class LabelInfo:
-    """``model.directory.LabelInfo`` (that module imports torch)."""
-
-    labels: list[str]
-    tag_scheme: Scheme
-    output_scheme: Scheme
-
-    @property
-    def types(self) -> set[str]:
-        return {label.split("-", 1)[1] for label in self.labels if label != "O"}
-
-    def constraints(self) -> tuple[list[bool], list[bool], list[list[bool]]]:
-        return allowed_transitions(self.labels, self.tag_scheme)
 
 
 class FastTokenizer:
@@ -125,8 +111,8 @@ class OnnxPredictor(Tagging):
         self.chars = CharVocab.load(d / "char_vocab.json") if manifest.get("chars") else None
         c = manifest["collator"]
         self.aligner = SubwordAligner(tokenizer, int(c["max_pieces_per_word"]), int(c["unk_id"]))
-        self.collator = NumpyCollator(int(c["cls_id"]), int(c["sep_id"]), int(c["pad_id"]), int(c["max_length"]),
-                                      int(c["stride"]), str(c["pooling"]))
+        self.collator = Collator(int(c["cls_id"]), int(c["sep_id"]), int(c["pad_id"]), int(c["max_length"]),
+                                 int(c["stride"]), str(c["pooling"]))
         self.context = int(manifest.get("context", 0))
         self.token_column = self.config.data.token_column
         chosen = word_tokenizer or self.config.data.word_tokenizer
@@ -149,15 +135,15 @@ class OnnxPredictor(Tagging):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        kind, index = parse_device(device, "--device")
+        if kind not in ("cpu", "cuda"):
             raise UserError(f"unknown device {device!r} for an ONNX export: cpu | cuda | cuda:N", "--device")
         providers: list[Any] = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
+        if kind == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise UserError("--device cuda: this onnxruntime has no CUDA provider (install onnxruntime-gpu)",
                                 "--device")
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"device_id": index or 0}), "CPUExecutionProvider"]
         self.device = device
         self.precision = self.graph  # "fp32" | "int8", what a server reports
         self.session = ort.InferenceSession(str(d / graphs[self.graph]), options, providers=providers)
@@ -175,25 +161,20 @@ class OnnxPredictor(Tagging):
         return cls(directory, batch_size, graph, trust_remote_code, word_tokenizer, device)
 
     # ------------------------------------------------------------------------------ prediction
-    def _encode(self, sentences: list[Sequence[str]], documents: Optional[list[int]]) -> list[Any]:
+    def _encode(self, sentences: list[Sequence[str]], documents: Optional[list[int]]) -> Sequence[Encoded]:
         return encode_sentences(self.aligner, self.vocab, sentences, chars=self.chars, documents=documents,
                                 context=self.context)
 
-    def _run(self, encoded: list[Any], nbest: int, scores: bool) -> Iterator[tuple[Any, Prediction]]:
-        for items in sorted_batches(encoded, self.batch_size):
+    def _run(self, encoded: Sequence[Encoded], nbest: int, scores: bool) -> Iterator[tuple[Encoded, Prediction]]:
+        for items in bucketed_batches(encoded, self.batch_size, shuffle=False):
             yield from zip(items, self._batch(self.collator(items), items, nbest, scores))
 
-    def emissions(self, batch: NumpyBatch) -> np.ndarray:
+    def emissions(self, batch: Batch[np.ndarray]) -> np.ndarray:
         """The graph's (B, T, K) float32 scores for one collated batch."""
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "word_ids": batch.word_ids,
-                "lengths": batch.lengths}
-        for i, (src, dst, weight) in enumerate(batch.pools):
-            feed.update({f"pool{i}_src": src, f"pool{i}_dst": dst, f"pool{i}_weight": weight})
-        if batch.char_ids is not None:
-            feed["char_ids"] = batch.char_ids
-        return self.session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
+        return self.session.run(None, {k: v for k, v in batch_inputs(batch).items() if k in self._inputs})[0]
 
-    def _batch(self, batch: NumpyBatch, items: Sequence[Any], nbest: int, scores: bool) -> list[Prediction]:
+    def _batch(self, batch: Batch[np.ndarray], items: Sequence[Encoded], nbest: int,
+               scores: bool) -> list[Prediction]:
         em = self.emissions(batch)
         mask = batch.mask
         if nbest > 1:

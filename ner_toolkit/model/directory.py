@@ -34,7 +34,7 @@ import torch
 from ..atomic import atomic_directory, atomic_write
 from ..config import Config, from_dict, save_config, to_dict
 from ..schema import parse_yaml
-from ..data.schemes import Scheme, allowed_transitions
+from ..data.labels import LabelInfo
 from ..data.vocab import CharVocab, Vocab
 from ..errors import UserError
 from . import directory_checks as checks
@@ -57,25 +57,6 @@ MARKER_MODEL_TYPE = ("ner_toolkit: not a transformers model (a BiLSTM-CRF tagger
 MARKER_CONTENT = {"model_type": MARKER_MODEL_TYPE, "library_name": "ner_toolkit",
                   "ner_toolkit": {"encoder_config": ENCODER_CONFIG, "model_card": CARD,
                                   "load": "from ner_toolkit.predict import Predictor; Predictor.load(DIR)"}}
-
-
-@dataclass
-class LabelInfo:
-    labels: list[str]      # internal labels, index = CRF tag id
-    tag_scheme: Scheme     # the scheme of `labels` (an internal one: Scheme.internal)
-    output_scheme: Scheme  # the scheme of the training files, used for predictions
-
-    @property
-    def types(self) -> set[str]:
-        return {label.split("-", 1)[1] for label in self.labels if label != "O"}
-
-    def constraints(self) -> tuple[list[bool], list[bool], list[list[bool]]]:
-        return allowed_transitions(self.labels, self.tag_scheme)
-
-    def to_json(self) -> dict[str, Any]:
-        """labels.json's object (schemes by name)."""
-        return {"labels": list(self.labels), "tag_scheme": self.tag_scheme.name,
-                "output_scheme": self.output_scheme.name}
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import EncoderConfig
 from ..data.batching import Batch
+from ..data.pooling import get_pooling
 from ..errors import UserError
 from ..schema import here
 from .directory_checks import check_sizes
@@ -209,7 +210,8 @@ class ScalarMix(nn.Module):
 
 
 class Encoder(nn.Module):
-    """HF encoder + pooling: windows of subwords (W,S) -> one vector per word (B,T,H or 2H)."""
+    """HF encoder + pooling: windows of subwords (W,S) -> one vector per word (B,T,H*width), ``width`` the
+    number of parts of ``pooling`` (a name in ``data.pooling.POOLINGS``)."""
 
     def __init__(self, hf_model: nn.Module, pooling: str, freeze: bool, dropout: float,
                  layers: Optional[Sequence[int]] = None) -> None:
@@ -217,13 +219,14 @@ class Encoder(nn.Module):
         self.model = hf_model
         self.mix = ScalarMix(layers, int(hf_model.config.num_hidden_layers)) if layers else None
         self.pooling = pooling
+        self.weighted = get_pooling(pooling).weighted  # per map: whether its weights are applied
         self.freeze = freeze
         if freeze:
             for p in self.model.parameters():
                 p.requires_grad_(False)
         self.dropout = nn.Dropout(dropout)
         hidden = int(hf_model.config.hidden_size)
-        self.output_dim = hidden * (2 if pooling == "first_last" else 1)
+        self.output_dim = hidden * len(self.weighted)
         self.token_dropout, self.replacement_id = 0.0, 0
         self.register_buffer("special_ids", torch.zeros(0, dtype=torch.long), persistent=False)
 
@@ -244,7 +247,7 @@ class Encoder(nn.Module):
         drop = (torch.rand(input_ids.shape, device=input_ids.device) < self.token_dropout) & regular
         return input_ids.masked_fill(drop, self.replacement_id)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch[torch.Tensor]) -> torch.Tensor:
         """Returns word vectors (B, T, output_dim); padded positions are zeros."""
         B, T = batch.mask.shape
         input_ids = batch.input_ids
@@ -256,9 +259,9 @@ class Encoder(nn.Module):
         hidden = out.last_hidden_state if self.mix is None else self.mix(out.hidden_states)
         flat = hidden.reshape(-1, hidden.shape[-1])  # (W*S, H)
         parts = []
-        for src, dst, weight in batch.pools:
+        for (src, dst, weight), weighted in zip(batch.pools, self.weighted):
             picked = flat.index_select(0, src)
-            if self.pooling == "mean":
+            if weighted:
                 picked = picked * weight.to(picked.dtype)[:, None]
             out = flat.new_zeros(B * T, flat.shape[-1])
             parts.append(out.index_add(0, dst, picked))

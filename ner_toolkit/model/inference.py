@@ -16,7 +16,7 @@ from ..data.text import check_tokenizer, detect_tokenizer
 from ..data.vocab import CharVocab, Vocab
 from ..results import Prediction
 from ..tagging import Tagging, to_predictions
-from .directory import LabelInfo
+from ..data.labels import LabelInfo
 from .encoder import max_positions
 from .precision import autocast, check_precision
 from .tagger import Tagger

@@ -16,7 +16,7 @@ from ..data.jsonl import AlignmentReport, read_jsonl
 from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
-from ..model.directory import LabelInfo
+from ..data.labels import LabelInfo
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from ..data.vocab import CharVocab, Vocab
 from ..data.schemes import reading_tables
 from ..errors import UserError
 from ..model.card import training_info
-from ..model.directory import LabelInfo, save_model
+from ..data.labels import LabelInfo
+from ..model.directory import save_model
 from ..model.encoder import build_hf_encoder, max_positions
 from ..model.compiled import compile_network
 from ..model.precision import check_precision

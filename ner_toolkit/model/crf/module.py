@@ -6,15 +6,13 @@ import torch
 from torch import Tensor, nn
 
 from ...calibration import MAX_TEMPERATURE  # the toolkit's one bound (torch-free): the penalty / T stays prohibitive
+from ...data.labels import DISALLOWED_PENALTY
 from . import native
 from .partial import partial_nll
 from .posterior import marginals_of, segment_log_probs
 from .scaled import LogPartition, forward_backward, log_z
 from .viterbi import kbest, legal_ranks, viterbi
 
-#: Added to the score of a disallowed start / transition / end. Finite (not ``-inf``) so that every
-#: sentence keeps a finite best path and NLL, while ``exp`` of it is exactly 0 in float32.
-DISALLOWED_PENALTY = -1.0e4
 
 _REDUCTIONS = ("none", "sum", "mean", "token_mean")
 

@@ -1,5 +1,6 @@
-"""The compiled CPU Viterbi and k-best: ``viterbi_native.c`` built once per machine with the system C
-compiler, cached, and called through ``ctypes``.
+"""The compiled CPU Viterbi and k-best on torch tensors: ``viterbi_native.c`` built once per machine with the
+system C compiler, cached, and called through the one ``ctypes`` binding of ``native_build`` (the ONNX
+runtime calls the same one on numpy arrays). Tensors cross as zero-copy numpy views.
 
 Eager PyTorch pays a kernel call and a pass over memory for every add, max and gather of every time step;
 the C loops fuse them per sentence (on 2 cores: decode 1.5-7x faster than :func:`.viterbi.viterbi`,
@@ -12,21 +13,15 @@ own. ``NER_TOOLKIT_NATIVE=0`` turns it off. Without a compiler (or when the buil
 back to the PyTorch implementation, after one warning that says why.
 """
 
-import ctypes
-import functools
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
 
 from ... import native_build
-from ...native_build import PARALLEL_WORK as _PARALLEL_WORK
+from ...native_build import library
 
-
-@functools.lru_cache(maxsize=None)
-def library() -> Optional[ctypes.CDLL]:
-    """The loaded kernel, built on first use; ``None`` when turned off or not buildable (warned once)."""
-    return native_build.load("PyTorch")
+__all__ = ["library", "usable", "viterbi", "kbest"]
 
 
 def usable(em: Tensor) -> bool:
@@ -36,18 +31,9 @@ def usable(em: Tensor) -> bool:
             and library() is not None)
 
 
-def _inputs(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> list:
-    """The C arguments for the inputs (contiguous copies where needed, kept alive by the caller)."""
-    return [x.contiguous() for x in (em, mask.to(torch.bool), start, end, trans)]  # bool: one byte a position
-
-
-def _threads(batch: int, seq_len: int, num_tags: int, k: int = 1) -> int:
-    return torch.get_num_threads() if batch * seq_len * num_tags * num_tags * k >= _PARALLEL_WORK else 1
-
-
-def _check(status: int, seq_len: int, num_tags: int) -> None:
-    if status != 0:
-        raise MemoryError(f"Viterbi scratch memory for T={seq_len}, K={num_tags} could not be allocated")
+def _arrays(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> list:
+    """numpy views of the CPU inputs (no copy; the binding makes contiguous ones where needed)."""
+    return [x.detach().numpy() for x in (em, mask.to(torch.bool), start, end, trans)]
 
 
 def viterbi(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor) -> Tuple[Tensor, Tensor]:
@@ -55,13 +41,8 @@ def viterbi(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor)
     CPU ``em`` ``(B, T, K)``, length ``mask`` ``(B, T)`` and ``start``/``end`` ``(K,)``, ``trans`` ``(K, K)``."""
     lib = library()
     assert lib is not None, "check usable() first"
-    batch, seq_len, num_tags = em.shape
-    args = _inputs(em, mask, start, end, trans)
-    paths = torch.empty(batch, seq_len, dtype=torch.int64)
-    scores = torch.empty(batch, dtype=torch.float32)
-    _check(lib.ner_viterbi_f32(*(x.data_ptr() for x in args), batch, seq_len, num_tags, paths.data_ptr(),
-                               scores.data_ptr(), _threads(batch, seq_len, num_tags)), seq_len, num_tags)
-    return paths, scores
+    paths, scores = native_build.viterbi(lib, *_arrays(em, mask, start, end, trans), torch.get_num_threads())
+    return torch.from_numpy(paths), torch.from_numpy(scores)
 
 
 def kbest(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -70,10 +51,5 @@ def kbest(em: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor, k
     no path. Inputs as for :func:`viterbi`; :func:`.viterbi.legal_ranks` turns this into the result."""
     lib = library()
     assert lib is not None, "check usable() first"
-    batch, seq_len, num_tags = em.shape
-    args = _inputs(em, mask, start, end, trans)
-    paths = torch.empty(batch, k, seq_len, dtype=torch.int64)
-    scores = torch.empty(batch, k, dtype=torch.float32)
-    _check(lib.ner_kbest_f32(*(x.data_ptr() for x in args), batch, seq_len, num_tags, k, paths.data_ptr(),
-                             scores.data_ptr(), _threads(batch, seq_len, num_tags, k)), seq_len, num_tags)
-    return paths, scores
+    paths, scores = native_build.kbest(lib, *_arrays(em, mask, start, end, trans), k, torch.get_num_threads())
+    return torch.from_numpy(paths), torch.from_numpy(scores)

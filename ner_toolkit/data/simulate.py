@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from ..atomic import atomic_write
 from .schemes import Scheme, detect_scheme, to_spans

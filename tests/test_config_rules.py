@@ -41,9 +41,9 @@ MOVED = [
     ("model:\n  fusion: none\n  chars:\n    enabled: true\n", 4,
      "model.chars needs model.fusion concat or add"),                        # was training/trainer.py
     ("data:\n  train: t.txt\n  input_scheme: BIOS\n", 3,
-     "`data.input_scheme` must be one of auto, IOB1, BIO, BIOES, BMES, IOB2, IOBES, got 'BIOS'"),  # dataset.py
-    ("data:\n  tag_scheme: XYZ\n", 2, "`data.tag_scheme` must be one of BIO, BIOES, IOB2, IOBES"),  # dataset.py
-    ("data:\n\n  tag_scheme: IOB1\n", 3, "`data.tag_scheme` must be one of BIO, BIOES, IOB2, IOBES, got 'IOB1'"),
+     "`data.input_scheme` must be one of auto, IOB1, BIO, BIOES, BMES, BILOU, IOB2, IOBES, BIOUL, got 'BIOS'"),  # dataset.py
+    ("data:\n  tag_scheme: XYZ\n", 2, "`data.tag_scheme` must be one of BIO, BIOES, BILOU, IOB2, IOBES, BIOUL"),  # dataset.py
+    ("data:\n\n  tag_scheme: IOB1\n", 3, "`data.tag_scheme` must be one of BIO, BIOES, BILOU, IOB2, IOBES, BIOUL, got 'IOB1'"),
     (f"model:\n  encoder:\n    scratch: {TINY_SCRATCH_YAML}\n", 3,
      "`model.encoder.scratch` needs `model.encoder.tokenizer`"),             # was model/encoder.py
     ("training:\n  seed: 3\n  precision: fp8\n", 3,

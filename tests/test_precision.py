@@ -57,3 +57,11 @@ def test_fp16_on_cpu_is_refused_naming_the_key(cpuinfo):
     with pytest.raises(UserError, match="fp16 needs a CUDA device") as raised:
         precision.check_precision("fp16", torch.device("cpu"), "--precision")
     assert str(raised.value) == "error: --precision: fp16 needs a CUDA device (loss scaling); use bf16 on CPU"
+
+
+def test_an_unknown_precision_from_a_python_caller_is_refused():
+    # Config values and CLI options are checked by the schema and argparse; a Predictor.load(precision=...)
+    # argument reaches check_precision unchecked and must not silently run in fp32.
+    with pytest.raises(UserError) as raised:
+        precision.check_precision("fp8", torch.device("cpu"), "--precision")
+    assert str(raised.value) == "error: --precision: precision must be one of fp32, bf16, fp16, got 'fp8'"

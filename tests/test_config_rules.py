@@ -208,3 +208,18 @@ def test_the_ner_reference_is_unchanged_by_the_split():
     assert reference_yaml() == (REPO / "configs" / "reference.yaml").read_text(encoding="utf-8")
     assert load_config(REPO / "configs" / "reference.yaml") == Config()
     assert typing.get_type_hints(Config)["data"] is not None
+
+
+def test_checks_that_need_the_encoder_name_the_line_of_their_key(tmp_path):
+    # An ALBERT scratch config of absurd size is refused where the encoder is built (the check needs
+    # transformers' AlbertConfig defaults), still at the YAML line of `scratch`, not "config".
+    from ner_toolkit.model.encoder import build_hf_encoder
+
+    scratch = TINY_SCRATCH_YAML.replace("num_hidden_layers: 1", "num_hidden_layers: 0")
+    path = tmp_path / "big.yaml"
+    path.write_text(f"model:\n  encoder:\n    tokenizer: {TOKENIZER}\n\n    scratch: {scratch}\n")
+    cfg = load_config(path).model.encoder
+    with pytest.raises(UserError) as raised:
+        build_hf_encoder(cfg)
+    assert str(raised.value) == (f"error: {path}:5: `model.encoder.scratch`: `num_hidden_layers` must be at "
+                                 "least 1, found 0")

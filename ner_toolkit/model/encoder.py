@@ -83,7 +83,10 @@ def scratch_config(cfg: EncoderConfig, vocab_size: int) -> Any:
             raise here(cfg).error(f"unknown ALBERT config key `model.encoder.scratch.{key}`{hint}", "scratch")
     # The same bounds as a received config.json, before anything is built: a training config may ask for an
     # absurd encoder too.
-    check_sizes({**defaults, **values}, "config", "`model.encoder.scratch`")
+    try:
+        check_sizes({**defaults, **values}, "config", "`model.encoder.scratch`")
+    except UserError as exc:  # named at the config's line of `scratch`
+        raise here(cfg).error(exc.message, "scratch") from None
     try:
         config = AlbertConfig(**values)
     except (TypeError, ValueError) as exc:

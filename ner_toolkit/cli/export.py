@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UserError
+from ..extras import require
 from .common import Parser, model_options
 
 
@@ -22,6 +23,7 @@ def _parser(prog: Optional[str] = None) -> Parser:
 
 
 def run(argv: list[str], prog: Optional[str] = None) -> int:
+    require("export", prog or "ner export")  # before the parser: --help says the same line
     args = _parser(prog).parse_args(argv)
     from ..model.directory import resolve_model_dir
     from ..paths import Read, Write, check_no_clash
@@ -34,13 +36,6 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
         raise UserError("--output is a directory that is not an export; it would be replaced whole: choose an "
                         "empty or new path", output)
     check_no_clash([Read("the model directory", model_dir, tree=True)], [Write("--output", output, tree=True)])
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise UserError(f"ner-export needs onnx, onnxruntime and onnxscript ({exc.name} is missing): "
-                        "pip install 'ner_toolkit[export]'", "--output") from None
     from ..export.onnx_export import export_model
 
     summary = export_model(model_dir, output, args.quantize, trust_remote_code=args.trust_remote_code)

@@ -20,6 +20,7 @@ import sys
 from typing import Any, Optional
 
 from ..errors import UserError
+from ..extras import require
 from .common import Parser, device_options, model_options, speed_options
 
 DEFAULT_MAX_BATCH = 64
@@ -123,14 +124,13 @@ def url(host: str, sock: socket.socket) -> str:
 
 
 def run(argv: list[str], prog: Optional[str] = None) -> int:
+    # Before the parser (its defaults come from serve.app, on starlette): --help says the same line.
+    # httptools: the request-head bounds are built on uvicorn's httptools protocol.
+    require("serve", prog or "ner serve")
+    import uvicorn
+
     args = _parser(prog).parse_args(argv)
     _check(args)
-    try:
-        import httptools  # noqa: F401  (the request-head bounds are built on uvicorn's httptools protocol)
-        import starlette  # noqa: F401
-        import uvicorn
-    except ImportError as exc:
-        raise UserError(f"ner-serve needs {exc.name}: pip install 'ner_toolkit[serve]'", "ner-serve") from None
 
     from ..model.directory import resolve_model_dir
     from ..serve.app import Limits, create_app

@@ -24,6 +24,7 @@ from ..data.batching import Batch, Collator, Encoded, bucketed_batches, encode_s
 from ..data.labels import LabelInfo
 from ..data.schemes import segment_continues
 from ..data.text import check_tokenizer, detect_tokenizer
+from ..extras import require
 from ..devices import parse_device
 from ..errors import UserError
 from ..model import directory_checks as checks
@@ -91,6 +92,7 @@ class OnnxPredictor(Tagging):
     def __init__(self, directory: Union[str, os.PathLike], batch_size: int = 64, graph: Optional[str] = None,
                  trust_remote_code: bool = False, word_tokenizer: Optional[str] = None, device: str = "cpu",
                  threads: Optional[int] = None) -> None:
+        require("export", "OnnxPredictor", "onnxruntime")
         import onnxruntime as ort
 
         self.directory = Path(directory)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UserError, warn
+from ..extras import require
 
 
 def read_metrics(metrics_path: Path) -> list[dict]:
@@ -81,11 +82,9 @@ class TensorBoardLog:
         self.writer: Any = None
         if not enabled:
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UserError("training.tensorboard needs the tensorboard package (pip install tensorboard)",
-                            "config") from None
+        require("tensorboard", "training.tensorboard", path="config")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(str(directory))
 
     def epoch(self, record: dict) -> None:

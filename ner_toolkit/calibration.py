@@ -89,9 +89,12 @@ def calibration_error(confidences: Sequence[float], correct: Sequence[bool], bin
             "accuracy": sum(map(bool, correct)) / n if n else 0.0}
 
 
-def format_calibration(result: dict, temperature: float = 1.0) -> str:
-    """The ECE line and the reliability table as text."""
-    lines = [f"calibration of span confidences (temperature {temperature:.3g}): ECE {100 * result['ece']:.2f}%, "
+def format_calibration(result: dict, temperature: Optional[float] = None) -> str:
+    """The ECE line and the reliability table as text. ``temperature``: the one the confidences were computed
+    at, when known; a scored file does not say it (predict.py applies the model's calibration.json), so
+    without it none is claimed."""
+    at = "" if temperature is None else f" (temperature {temperature:.3g})"
+    lines = [f"calibration of span confidences{at}: ECE {100 * result['ece']:.2f}%, "
              f"MCE {100 * result['mce']:.2f}% over {result['spans']} predicted spans; mean confidence "
              f"{100 * result['mean_confidence']:.2f}%, correct {100 * result['accuracy']:.2f}%",
              f"{'confidence':>12}  {'spans':>7}  {'mean conf':>9}  {'correct':>8}"]

@@ -205,3 +205,28 @@ def test_span_probabilities_never_exceed_one() -> None:
         log_p = numpy_crf.span_log_probs(emissions.numpy(), mask.numpy(), params, paths.numpy(), continues.numpy())[2]
         worst = max(worst, float(log_p.max()))
     assert worst <= 0.0
+
+
+def test_ner_evaluate_never_claims_a_temperature_the_file_does_not_hold(calibrated, sample_data, tmp_path) -> None:
+    """Scores written at the model's fitted T (not 1): the report does not say "temperature 1"; the file does
+    not record T, so no temperature is claimed; a caller that knows it gets it shown."""
+    from ner_toolkit.calibration import format_calibration
+    from ner_toolkit.cli import evaluate_main
+
+    model_dir, _ = calibrated
+    t = json.loads((model_dir / "calibration.json").read_text(encoding="utf-8"))["temperature"]
+    scored = tmp_path / "scored.txt"
+    proc = run_cli("predict.py", ["--model", model_dir, sample_data.test, "--scores", "--output", scored])
+    assert proc.returncode == 0, proc.stderr
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = evaluate_main([str(scored), "--gold-column", "-4", "--pred-column", "-3",
+                            "--calibration", str(tmp_path / "rel.png")])
+    assert rc == 0
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("calibration of span confidences"))
+    assert "temperature" not in line and t != 1.0
+    result = {"ece": 0.1, "mce": 0.2, "spans": 3, "bins": [], "mean_confidence": 0.5, "accuracy": 0.5}
+    assert f"(temperature {t:.3g})" in format_calibration(result, t)

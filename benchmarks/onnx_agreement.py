@@ -26,7 +26,8 @@ from ner_toolkit.data.conll import read_sentences  # noqa: E402
 from ner_toolkit.data.schemes import convert, detect_scheme  # noqa: E402
 from ner_toolkit.evaluate import evaluate_spans  # noqa: E402
 
-CONLL_TEST = Path("/work/shared/datasets/conll2003/test.txt")
+# ../shared beside the checkout, as the other benchmarks read it (never one machine's absolute path)
+CONLL_TEST = REPO.parent / "shared" / "datasets" / "conll2003" / "test.txt"
 
 
 def main() -> int:

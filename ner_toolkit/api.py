@@ -104,14 +104,22 @@ def train(config: ConfigSource, overrides: Overrides = (), output_dir: Optional[
     strings (``"training.epochs=3"``, the value read as YAML) or a ``{"training.epochs": 3}`` mapping.
     ``output_dir`` replaces the config's. ``resume`` continues the run there; ``overwrite`` lets it replace a
     finished model there (refused otherwise). Raises :class:`UserError` for anything the user can fix.
+    On a ``torchrun`` rank other than 0 (rank 0 alone scores and writes) the result holds the paths only.
     """
     source_overrides = _override_strings(overrides, output_dir)
     resolved, path = _load(config, source_overrides)
     check_training_paths(resolved, path, None, resume=resume, overwrite=overwrite)
+    from . import distributed
     from .training.trainer import train as run
 
-    with contextlib.redirect_stdout(_LogLines()):  # type: ignore[type-var]
-        summary = run(resolved, resume=resume, config_path=path, command=["ner_toolkit.train(...)"])
+    try:
+        with contextlib.redirect_stdout(_LogLines()):  # type: ignore[type-var]
+            summary = run(resolved, resume=resume, config_path=path, command=["ner_toolkit.train(...)"])
+    finally:
+        distributed.shutdown()  # under torchrun, as ner train: the process group ends with the run
+    if not summary:  # a torchrun rank other than 0: rank 0 alone scores and writes
+        return TrainResult(Path(resolved.output_dir), Path(resolved.output_dir) / "model", 0, None, None, 0.0, {},
+                           resolved)
     model_dir = Path(summary["model_dir"])
     metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
     return TrainResult(Path(resolved.output_dir), model_dir, summary["best_epoch"], summary["dev_f1"],
@@ -127,6 +135,8 @@ def check_training_paths(config: Any, config_path: Optional[str], seeds: Optiona
     The config file may be the output directory's own ``config.yaml`` (``--config runs/x/config.yaml
     --resume``): the trainer then never rewrites it, so it is not a clash.
     """
+    if overwrite and resume:
+        raise UserError("--overwrite starts a new run and --resume continues one: give one of them", "--overwrite")
     from .model.encoder import looks_local, resolve_path
     from .paths import Read, Write, check_no_clash, same_file
     from .training.runlock import LOCK_NAME

@@ -96,3 +96,8 @@ def test_importing_the_package_imports_no_torch() -> None:
     assert all(name in proc.stdout for name in ner_toolkit.__all__)
     with pytest.raises(AttributeError):
         ner_toolkit.no_such_name  # noqa: B018
+
+
+def test_overwrite_and_resume_together_are_refused(sample_data: Data, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="give one of them"):
+        ner_toolkit.train(tiny(sample_data, tmp_path / "out"), resume=True, overwrite=True)

@@ -32,8 +32,6 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
             raise UserError(f"--seeds expects integers separated by commas, got {args.seeds!r}", "--seeds") from None
         if not seeds:
             raise UserError("--seeds expects at least one seed, e.g. --seeds 1,2,3", "--seeds")
-    if args.overwrite and args.resume:
-        raise UserError("--overwrite starts a new run and --resume continues one: give one of them", "--overwrite")
     from ..api import check_training_paths
 
     check_training_paths(config, args.config, seeds, resume=args.resume, overwrite=args.overwrite)

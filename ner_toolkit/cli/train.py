@@ -54,4 +54,3 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
 
         print(f"wall time by phase{' (the last seed)' if seeds else ''}:\n{PHASES.report()}", file=sys.stderr)
     return 0
-

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
-from .data.conll import DOCSTART, Passthrough, Sentence, format_passthrough, format_sentence
+from .data.conll import COLUMNS_HEADER, DOCSTART, Passthrough, Sentence, format_passthrough, format_sentence
 from .data.text import Document
 from .results import Prediction, entities
 
@@ -27,6 +27,7 @@ class Options:
     nbest: int = 1
     scores: bool = False
     fmt: str = "conll"
+    label_column: int = -1  # where the input holds gold tags (the model's data.label_column)
 
 
 class Writer:
@@ -101,13 +102,57 @@ def conll_columns(prediction: Prediction, nbest: int, scores: bool) -> list[list
     return columns
 
 
+def conll_layout(nbest: int, scores: bool, label_column: int) -> dict[str, int]:
+    """Where ``conll_columns`` puts each column, counted from the end of the line (the gold counted as the
+    model reads its inputs: from the start when ``label_column`` >= 0)."""
+    names = ["pred"] + [f"rank{r}" for r in range(2, nbest + 1)] + (["token_p", "span_p"] if scores else [])
+    layout = {"gold": label_column if label_column >= 0 else label_column - len(names)}
+    layout.update((name, i - len(names)) for i, name in enumerate(names))
+    return layout
+
+
+PLAIN_LAYOUT = {"gold": -2, "pred": -1}  # what conlleval and ner evaluate read with no header
+
+
+def format_layout(layout: dict[str, int]) -> str:
+    """The header line of a CoNLL output whose columns differ from ``PLAIN_LAYOUT``."""
+    return COLUMNS_HEADER + " " + " ".join(f"{name}={index}" for name, index in layout.items()) + "\n"
+
+
+def parse_layout(line: str) -> Optional[dict[str, int]]:
+    """The column map of a header line written by ``format_layout``; None when ``line`` is none."""
+    if not line.startswith(COLUMNS_HEADER):
+        return None
+    layout = {}
+    for field in line[len(COLUMNS_HEADER):].split():
+        name, _, index = field.partition("=")
+        try:
+            layout[name] = int(index)
+        except ValueError:
+            return None
+    return layout if "pred" in layout and "gold" in layout else None
+
+
 @register
 class Conll(Writer):
+    """The input's lines with the prediction columns appended. Where they are not the plain "gold,
+    prediction" pair at the end (n-best and score columns, a gold column elsewhere), the first line is a
+    ``# ner_toolkit columns: ...`` header that ``ner evaluate`` reads; plain outputs stay exactly what
+    conlleval reads."""
+
     name = "conll"
-    help = "the input's lines (or one token per line for text) plus the prediction columns"
+    help = ("the input's lines (or one token per line for text) plus the prediction columns; with --nbest, "
+            "--scores or a model's label column other than the last, a first line '# ner_toolkit columns: ...' "
+            "tells ner evaluate where gold and prediction are")
+
+    def header(self, options: Options) -> str:
+        layout = conll_layout(options.nbest, options.scores, options.label_column)
+        return "" if layout == PLAIN_LAYOUT else format_layout(layout)
 
     def passthrough(self, item: Passthrough, options: Options) -> str:
         line = item.line
+        if line.startswith(COLUMNS_HEADER):
+            return ""  # the input was an output: its header described columns that are now inputs
         if line.split()[:1] == [DOCSTART]:
             # conlleval needs the same column count on every non-blank line: DOCSTART gets an O too
             # (and "-" for every further column).

@@ -64,4 +64,5 @@ class Predictor(Inference):
                         batch_size, model.config.data.token_column, precision, model.chars,
                         word_tokenizer or model.config.data.word_tokenizer)
         predictor.temperature = read_temperature(model.directory)
+        predictor.label_column = model.config.data.label_column
         return predictor

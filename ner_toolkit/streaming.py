@@ -56,7 +56,7 @@ def read_items(predictor: Predictor, path: Path, options: OutputOptions,
     """The prediction units of ``path``: CoNLL sentences and passthrough lines, or documents."""
     tokenizer = options.word_tokenizer or predictor.word_tokenizer
     if options.input_format == "conll":
-        return read_conll(path, token_column=predictor.token_column)
+        return read_conll(path, token_column=predictor.token_column, label_column=predictor.label_column)
     if options.input_format == "text":
         return read_text(path, tokenizer, document_per_file=options.document_per_file)
     return read_jsonl(path, tokenizer, misaligned="expand", report=report)
@@ -100,13 +100,14 @@ def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileRe
     out.flush()  # a pipeline reader sees each chunk as soon as it is tagged
 
 
-def _check_gold(item: Any, path: Path, unknown_tag: Optional[str]) -> None:
+def _check_gold(item: Any, path: Path, unknown_tag: Optional[str], label_column: int) -> None:
     """Every gold tag is a tag, or ``unknown_tag`` (None: no tag may be unknown)."""
     if isinstance(item, Sentence) and item.labels is not None:
         for tag, line in zip(item.labels, item.line_numbers):
             problem = unknown_gold_problem(tag, unknown_tag or "?", unknown_tag is not None)
             if problem:
-                raise UserError(f"--evaluate needs gold tags in the last column: {problem}", path, line)
+                raise UserError(f"--evaluate needs gold tags in column {label_column} (the model's "
+                                f"data.label_column): {problem}", path, line)
 
 
 def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evaluate: bool = False,
@@ -135,7 +136,7 @@ def predict_file(predictor: Predictor, path: Path, output: Optional[Path], evalu
             chunk.append(item)
             if not isinstance(item, Passthrough):
                 if evaluate:
-                    _check_gold(item, path, unknown_tag)
+                    _check_gold(item, path, unknown_tag, predictor.label_column)
                 count += 1
                 # Documents are independent: their chunks may end anywhere.
                 if count >= chunk_sentences and (predictor.context == 0 or isinstance(item, Document)):

@@ -63,6 +63,9 @@ class Tagging:
     # Confidences (marginals, span probabilities) are computed with every CRF score over this; the model
     # directory's calibration.json sets it (fitted on dev by training). Tags never depend on it.
     temperature: float = 1.0
+    # Where a CoNLL input holds its gold tags (the model's data.label_column): read by --evaluate and named
+    # in the output's column header.
+    label_column: int = -1
 
     def _encode(self, sentences: list[Sequence[str]], documents: Optional[list[int]]) -> list[Any]:
         """The sentences as encoded items (``.index`` = position in ``sentences``)."""

@@ -2,6 +2,7 @@
 against JSONL gold."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -115,8 +116,11 @@ def _evaluate_jsonl(pred_path: str, gold_path: str, json_path: Optional[str]) ->
         if g_doc.entities is None:
             raise UserError("the gold document has no entities (no entities, label or annotations key)",
                             gold_path, g_doc.line)
+        if p_doc.entities is None:
+            raise UserError("this document has no predicted entities (no entities key); score the output of "
+                            "predict.py --format jsonl", pred_path, p_doc.line)
         gold.append(g_doc.entities)
-        pred.append(p_doc.entities or [])
+        pred.append(p_doc.entities)
     if not gold:
         raise UserError("no documents to score", gold_path)
     report_offsets(gold, pred, json_path)
@@ -142,16 +146,15 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
                    help="also the expected calibration error of the predicted spans' confidences, and a reliability "
                         "diagram written to PNG (default: beside FILE, FILE.reliability.png); needs the span "
                         "probabilities of predict.py --scores (see --confidence-column)")
-    p.add_argument("--confidence-column", type=int, default=-1, metavar="N",
-                   help="with --calibration: the column of each span's probability (default -1, where predict.py "
-                        "--scores writes it)")
-    p.add_argument("--gold-column", type=int, default=-2, metavar="N",
-                   help="column of the gold tags (default -2: second to last)")
-    p.add_argument("--pred-column", type=int, default=-1, metavar="N",
-                   help="column of the predicted tags (default -1: last); for predict.py --nbest/--scores output "
-                        "the prediction is the first column after the input's")
+    p.add_argument("--confidence-column", type=int, metavar="N",
+                   help="with --calibration: the column of each span's probability (default: where predict.py "
+                        "--scores wrote it, as its header says; else -1)")
+    p.add_argument("--gold-column", type=int, metavar="N",
+                   help="column of the gold tags (default: as the file's '# ner_toolkit columns:' header says, "
+                        "written by predict.py; else -2, the second to last)")
+    p.add_argument("--pred-column", type=int, metavar="N",
+                   help="column of the predicted tags (default: as the file's header says; else -1, the last)")
     args = p.parse_args(argv)
-    from ..data.conll import read_sentences
     from ..data.schemes import tag_problem
     from ..evaluate import unknown_gold_problem
     from ..paths import Read, Write, check_no_clash
@@ -169,6 +172,7 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
         writes.append(Write("--calibration", args.calibration))
     if writes:
         check_no_clash(reads, writes)
+    _check_not_unscored_json(args.file, bool(args.gold))
     if args.gold:
         _evaluate_jsonl(args.file, args.gold, args.json)
         return 0
@@ -177,11 +181,17 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
 
     gold, pred = [], []
     conf = None if args.calibration is None else Confidences([], [], args.file, args.calibration)
+    sentences, layout = _read_scored(args.file)
+    _resolve_columns(args, layout, conf is not None)
     columns = [args.gold_column, args.pred_column] + ([args.confidence_column] if conf else [])
-    for sentence in read_sentences(args.file):
+    for sentence in sentences:
         width = len(sentence.columns[0])
         if width < 2:
             raise UserError("need at least two columns (gold and predicted tags)", args.file, sentence.line_numbers[0])
+        if layout is not None and not _has_gold(layout, width):
+            raise UserError("no gold column: predict.py wrote this file from an input without gold tags; predict "
+                            "a file that has them (in the model's label column) to score it",
+                            args.file, sentence.line_numbers[0])
         for column in columns:
             if not -width <= column < width:
                 raise UserError(f"column {column} does not exist: the file has {width} columns; check "
@@ -191,7 +201,9 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
         for tag, line in zip(g, sentence.line_numbers):
             problem = unknown_gold_problem(tag, args.unknown_tag, args.ignore_unknown)
             if problem:
-                raise UserError(problem, args.file, line)
+                raise UserError(f"{problem} (read as gold from column {args.gold_column}: a file predicted from "
+                                f"tokens alone has no gold to score; else name it with --gold-column)",
+                                args.file, line)
         for tag, line in zip(q, sentence.line_numbers):
             problem = tag_problem(tag)
             if problem:
@@ -223,3 +235,51 @@ def _probability(cell: str, path: str, line: int) -> Optional[float]:
     return value
 
 
+
+
+def _read_scored(path: str) -> tuple[list, Optional[dict[str, int]]]:
+    """The sentences of a CoNLL file, and the column map of its first line when predict.py wrote one."""
+    from ..data.conll import Passthrough, read_conll
+    from ..formats import parse_layout
+
+    items = list(read_conll(path))
+    layout = None
+    if items and isinstance(items[0], Passthrough) and items[0].line_number == 1:
+        layout = parse_layout(items[0].line)
+    sentences = [item for item in items if not isinstance(item, Passthrough)]
+    return sentences, layout
+
+
+def _resolve_columns(args: argparse.Namespace, layout: Optional[dict[str, int]], calibration: bool) -> None:
+    """Explicit --gold/--pred/--confidence-column win; then the file's header; then the last two columns."""
+    layout = layout or {}
+    if args.gold_column is None:
+        args.gold_column = layout.get("gold", -2)
+    if args.pred_column is None:
+        args.pred_column = layout.get("pred", -1)
+    if args.confidence_column is None:
+        if calibration and layout and "span_p" not in layout:
+            raise UserError("--calibration needs the span probabilities of predict.py --scores; this file was "
+                            "predicted without --scores", args.file)
+        args.confidence_column = layout.get("span_p", -1)
+
+
+def _has_gold(layout: dict[str, int], width: int) -> bool:
+    """Whether a file predict.py wrote with ``layout`` kept a gold column: its input had more than the token."""
+    inputs = width - (len(layout) - 1)  # every named column but the gold one was appended
+    gold = layout["gold"]
+    return inputs > 1 and (0 <= gold < inputs if gold >= 0 else -width <= gold < -(len(layout) - 1))
+
+
+def _check_not_unscored_json(path: str, gold: bool) -> None:
+    """predict.py's hf and label-studio outputs hold neither gold nor tokens, and JSONL predictions pair with
+    JSONL gold: refuse them with the way that scores, before a reader misreads them (a file may have any name)."""
+    if path == "-" or not os.path.isfile(path):
+        return
+    with open(path, "rb") as fh:
+        first = fh.readline().lstrip(b"\xef\xbb\xbf").strip()
+    if first == b"[" or (first.startswith(b"[") and first.endswith(b"]")):
+        raise UserError("predict.py --format hf or label-studio output is not scored: predict with --format jsonl "
+                        "and score with --gold GOLD.jsonl, or with --format conll", path, 1)
+    if first.startswith(b'{"') and not gold:
+        raise UserError("JSONL predictions are scored against JSONL gold: add --gold GOLD.jsonl", path, 1)

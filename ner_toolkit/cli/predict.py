@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -28,14 +29,16 @@ def _parser(prog: Optional[str] = None) -> Parser:
                    help="how raw text is split into words (default: the model's, as in its training)")
     p.add_argument("--format", choices=formats.names(), default="conll", help=formats.describe())
     p.add_argument("--evaluate", action="store_true",
-                   help="print span P/R/F1 against the gold: the last column (conll) or the entities (jsonl, "
-                        "exact character offsets)")
+                   help="print span P/R/F1 against the gold: the model's label column (conll; data.label_column, "
+                        "the last by default) or the entities (jsonl, exact character offsets); on stderr when "
+                        "the predictions go to stdout")
     p.add_argument("--strict", action="store_true", help="with --evaluate on CoNLL: strict span matching")
     p.add_argument("--ignore-unknown", action="store_true",
                    help="with --evaluate on CoNLL: leave gold positions tagged --unknown-tag out of the score")
     p.add_argument("--unknown-tag", default="?", metavar="TAG",
                    help="with --ignore-unknown: the gold tag of unannotated tokens (default ?)")
-    p.add_argument("--json", metavar="PATH", help="with --evaluate: write the scores as JSON (- for stdout)")
+    p.add_argument("--json", metavar="PATH",
+                   help="with --evaluate: write the scores as JSON (- for stdout, stderr when the predictions go there)")
     p.add_argument("--nbest", type=int, default=1, metavar="K",
                    help="also write the tags of the 2nd..K-th best paths (conll columns, jsonl nbest)")
     p.add_argument("--scores", action="store_true",
@@ -81,11 +84,14 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
     if args.evaluate and distributed.current().main:
         from .evaluate import report, report_offsets
 
-        if scored[0]:  # tags: CoNLL, or JSONL rows of tokens + tags
-            report(scored[0], scored[1], args.strict, args.json, args.inputs[0], unknown_tag=_unknown(args),
-                   scheme=scored[4][0] if len(set(scored[4])) == 1 else None)
-        if scored[2]:  # character spans: JSONL texts with entities
-            report_offsets(scored[2], scored[3], None if scored[0] else args.json)
+        # Predictions on stdout stay parseable: the scores (and --json -) go to stderr then.
+        to_stderr = any(target is None for _, target in pairs)
+        with contextlib.redirect_stdout(sys.stderr) if to_stderr else contextlib.nullcontext():
+            if scored[0]:  # tags: CoNLL, or JSONL rows of tokens + tags
+                report(scored[0], scored[1], args.strict, args.json, args.inputs[0], unknown_tag=_unknown(args),
+                       scheme=scored[4][0] if len(set(scored[4])) == 1 else None)
+            if scored[2]:  # character spans: JSONL texts with entities
+                report_offsets(scored[2], scored[3], None if scored[0] else args.json)
     return 0
 
 
@@ -111,7 +117,8 @@ def _predict_files(args: argparse.Namespace, predictor: Any, pairs: list) -> tup
     pred_offsets: list = []
     schemes: list = []
     for source, target in pairs:
-        options = OutputOptions(args.nbest, args.scores, args.format, input_format=args.input_format,
+        options = OutputOptions(args.nbest, args.scores, args.format, predictor.label_column,
+                                input_format=args.input_format,
                                 document_per_file=args.document_per_file, word_tokenizer=args.word_tokenizer)
         result = predict_file(predictor, source, target, evaluate=args.evaluate, options=options,
                               unknown_tag=_unknown(args))

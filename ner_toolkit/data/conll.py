@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 DOCSTART = "-DOCSTART-"
+# The first line of a predict.py output whose columns are not "inputs + prediction" (formats.py writes it):
+# a passthrough line for every reader, the column map for ``ner evaluate``.
+COLUMNS_HEADER = "# ner_toolkit columns:"
 STDIN = "-"  # as a path: read standard input
 _SNIFF_BYTES = 8192
 _BOM = b"\xef\xbb\xbf"
@@ -196,7 +199,7 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
             full, numbered = _columns_ahead(numbered)
         for number, text in numbered:
             fields = _FIELD.findall(text)
-            if not fields or fields[0] == DOCSTART:
+            if not fields or fields[0] == DOCSTART or _is_header(number, text):
                 if lines:
                     yield flush()
                     lines, columns, numbers = [], [], []
@@ -230,6 +233,11 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
             yield flush()
 
 
+def _is_header(number: int, text: str) -> bool:
+    """The first line is predict.py's column header (a passthrough line)."""
+    return number == 1 and text.startswith(COLUMNS_HEADER)
+
+
 def _empty_last(text: str) -> bool:
     """The line ends with a tab (blanks after it aside): its last column is there, and empty."""
     return text.rstrip(" \r\f\v").endswith("\t")
@@ -244,7 +252,7 @@ def _columns_ahead(numbered: Iterator[tuple[int, str]]) -> tuple[int, Iterator[t
     for number, text in numbered:
         ahead.append((number, text))
         fields = _FIELD.findall(text)
-        if fields and fields[0] != DOCSTART:
+        if fields and fields[0] != DOCSTART and not _is_header(number, text):
             if not _empty_last(text):
                 full = len(fields)
                 break

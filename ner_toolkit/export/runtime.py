@@ -117,6 +117,7 @@ class OnnxPredictor(Tagging):
                                  int(c["stride"]), str(c["pooling"]))
         self.context = int(manifest.get("context", 0))
         self.token_column = self.config.data.token_column
+        self.label_column = self.config.data.label_column
         chosen = word_tokenizer or self.config.data.word_tokenizer
         check_tokenizer(chosen)
         self.word_tokenizer = (detect_tokenizer(self.vocab.words[2:] if self.vocab is not None else [])

@@ -11,7 +11,7 @@ import pytest
 from ner_toolkit.config import load_config
 from ner_toolkit.errors import UserError
 
-from conftest import SAMPLE
+from conftest import SAMPLE, TOKENIZER
 
 
 def test_a_set_typo_in_the_first_part_of_the_key_names_the_set_not_the_file(tmp_path: Path) -> None:
@@ -35,3 +35,26 @@ def test_a_vocabulary_smaller_than_asked_is_explained(tmp_path: Path, caplog: py
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and f"{size:,} pieces, fewer than --vocab-size 3,000" in warnings[0], warnings
     assert "more text" in warnings[0]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_training_words_the_encoder_reads_as_unk_are_one_warning(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from ner_toolkit.data.batching import SubwordAligner
+    from ner_toolkit.model.encoder import load_tokenizer
+    from ner_toolkit.training.dataset import LabelledFile, warn_unknown_words
+
+    aligner = SubwordAligner(load_tokenizer(TOKENIZER), 24)
+    chinese, english = LabelledFile("zh.txt"), LabelledFile("en.txt")
+    chinese.tokens.append(list("高勇男中国国籍无境外居留权"))
+    english.tokens.append("EU rejects German call to boycott British lamb .".split())
+    with caplog.at_level(logging.WARNING, logger="ner_toolkit"):
+        warn_unknown_words(aligner, english, TOKENIZER)
+        assert _warnings(caplog) == []
+        warn_unknown_words(aligner, chinese, TOKENIZER)
+    (line,) = _warnings(caplog)
+    assert line.startswith("zh.txt: ") and "as <unk>" in line and "%" in line and "高" in line, line
+    assert "model.encoder.tokenizer" in line and "ner pretrain tokenizer" in line

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Optional
 from array import array
 from dataclasses import dataclass, field
 from itertools import islice
@@ -13,6 +13,7 @@ from ..data.conll import Sentence, is_docstart, read_conll
 from ..data.schemes import (Scheme, SchemeError, detect_scheme, each_known_run, from_spans, get_scheme,
                              labels_for_types, reading_tables, tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
+from ..data.sniff import UNK_WARN_SHARE, unk_share
 from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
@@ -231,3 +232,16 @@ def read_training_data(cfg: DataConfig, decoder: str) -> tuple[LabelledFile, Opt
         if data is not None:
             warn_unseen(data.gold, labels.types, scheme, data.path)
     return train, dev, test, labels, train_tags, partial
+
+
+def warn_unknown_words(aligner: Any, train: LabelledFile, encoder: str, sample: int = 2000) -> None:
+    """One warning when more than ``UNK_WARN_SHARE`` of the training words (its first ``sample`` sentences)
+    hold the encoder tokenizer's unknown subword: the encoder cannot read the script, and training would
+    quietly learn from words alone (Chinese under albert-base-v2's vocabulary: 95% of the characters)."""
+    sentences = train.tokens[:sample]
+    unknown, total, examples = unk_share(sentences, aligner.pieces(sentences), aligner.unk)
+    if total and unknown > UNK_WARN_SHARE * total:
+        warn(f"the encoder's tokenizer ({encoder}) reads {unknown:,} of {total:,} training words "
+             f"({unknown / total:.0%}) as <unk>, e.g. {' '.join(examples)}: it does not cover this script; use an "
+             "encoder (model.encoder.name_or_path) or tokenizer (model.encoder.tokenizer, `ner pretrain tokenizer` "
+             "on your text) made for it", train.path)

@@ -13,7 +13,7 @@ from typing import IO, Any, Iterator, Literal, Optional
 
 from . import distributed
 from .atomic import atomic_write
-from .data.conll import Passthrough, Sentence, document_ids, is_docstart, read_conll
+from .data.conll import Passthrough, Sentence, document_ids, is_docstart, read_conll, refuse_text
 from .data.jsonl import AlignmentReport, read_jsonl
 from .data.plaintext import read_text
 from .data.text import Document
@@ -56,7 +56,7 @@ def read_items(predictor: Predictor, path: Path, options: OutputOptions,
     """The prediction units of ``path``: CoNLL sentences and passthrough lines, or documents."""
     tokenizer = options.word_tokenizer or predictor.word_tokenizer
     if options.input_format == "conll":
-        return read_conll(path, token_column=predictor.token_column)
+        return refuse_text(read_conll(path, token_column=predictor.token_column), path)
     if options.input_format == "text":
         return read_text(path, tokenizer, document_per_file=options.document_per_file)
     return read_jsonl(path, tokenizer, misaligned="expand", report=report)

@@ -252,17 +252,20 @@ def _columns_ahead(numbered: Iterator[tuple[int, str]],
     a file of one column, and a '#' line is a comment or a token by the file's columns."""
     ahead: list[tuple[int, str]] = []
     found: list[str] = []
+    hashed: list[str] = []  # the first '#' line: the template of a file of no other token line
     for number, text in numbered:
         ahead.append((number, text))
         fields = _FIELD.findall(text)
-        if fields and fields[0] != DOCSTART and text[:1] != "#":
+        if fields and text[:1] == "#" and not hashed:
+            hashed = fields
+        elif fields and fields[0] != DOCSTART and text[:1] != "#":
             if not (tabs and _empty_last(text)):
                 found = fields
                 break
             found = max(found, fields, key=len)  # every line so far ends with a tab: the widest is complete
         if len(ahead) >= _AHEAD:
             break
-    return found, itertools.chain(ahead, numbered)
+    return found or hashed, itertools.chain(ahead, numbered)
 
 
 def refuse_text(items: Iterator[Item], path: PathLike,

@@ -3,19 +3,19 @@
 Each rule is a plain function over what a reader already holds, so the readers stay streaming:
 
 - ``looks_like_tag(value)``: a tag (``O``, ``B-PER``), the unknown tag ``?``, or a placeholder ``_`` / ``-``.
-- ``comment_line(fields, width, tags)``: whether a line starting with ``#`` is a comment (MultiCoNER's
+- ``comment_line(fields, width, label, tags)``: whether a line starting with ``#`` is a comment (MultiCoNER's
   ``# id ... domain=en``, CoNLL-U's ``# text = ...``) rather than a token line whose token is ``#``: it is a
   token line only when it has the file's column count and, where the file's label column holds tags, a
   tag in that column (CoNLL-2003's ``# # I-NP O``), and it is not CoNLL-U's ``# key = value``.
 - ``text_like(fields)``: whether ONE token line that makes a whole sentence reads as a line of raw text:
   two or more fields whose last is neither a tag nor a short code (a POS ``NNP``, a chunk ``I-NP``; a word of
   text holds lowercase letters) or four or more fields whose last is no tag; or one field of 8 or more
-  characters of a script written without spaces (Chinese text). The CoNLL reader refuses a file whose first
-  sentence is such a line and whose next sentence is another or the end of the file.
+  characters of a script written without spaces (Chinese text). ``data.conll.refuse_text`` refuses a file
+  whose first sentence is such a line and whose next sentence is another or the end of the file.
 - ``tag_columns(columns, skip)``: the columns of a sentence that hold tags only (for the label-column hint).
 - ``script_mismatch(tokens, tokenizer)``: raw text that the word tokeniser cannot split (a long run of
   Chinese under ``conll``/``whitespace``) or splits into letters (Latin text under ``chars``).
-- ``unk_share(pieces, unk)``: the share of words whose subwords hold the encoder's unknown id.
+- ``unk_share(sentences, pieces, unk)``: the share of words whose subwords hold the encoder's unknown id.
 """
 from __future__ import annotations
 

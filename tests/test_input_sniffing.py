@@ -202,3 +202,23 @@ def test_predictions_keep_comments_and_line_counts(tmp_path: Path, predictor) ->
                 assert back == line  # a comment comes back verbatim, with no prediction column
             elif line:
                 assert back.startswith(line + sep) and len(back.split()) == len(line.split()) + 1
+
+
+def test_a_label_first_file_predicted_tokens_first_is_one_warning(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from ner_toolkit.streaming import OutputOptions, read_items
+
+    text, _ = _layout("label-first", "\t")
+    path = tmp_path / "lf.txt"
+    path.write_text(text, encoding="utf-8")
+    model = SimpleNamespace(token_column=0, word_tokenizer="conll")
+    with caplog.at_level(logging.WARNING, logger="ner_toolkit"):
+        items = list(read_items(model, path, OutputOptions()))  # type: ignore[arg-type]
+        assert sum(isinstance(i, Sentence) for i in items) == len(SENTENCES)
+        (line,) = _warnings(caplog)
+        assert line.startswith(f"{path}:1: ") and "label-first" in line and "B-ORG" in line, line
+        caplog.clear()
+        text, _ = _layout("label-last", "\t")
+        path.write_text(text, encoding="utf-8")
+        list(read_items(model, path, OutputOptions()))  # type: ignore[arg-type]
+    assert _warnings(caplog) == []

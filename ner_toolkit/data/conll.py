@@ -20,8 +20,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO, ContextManager, Iterator, Optional, Sequence, Union
 
-from ner_toolkit.data.sniff import comment_line, looks_like_tag, text_like
-from ner_toolkit.errors import PathLike, UserError
+from ner_toolkit.data.sniff import all_tags, comment_line, looks_like_tag, text_like
+from ner_toolkit.errors import PathLike, UserError, warn
 
 __all__ = [
     "Sentence",
@@ -269,11 +269,13 @@ def _columns_ahead(numbered: Iterator[tuple[int, str]],
 
 
 def refuse_text(items: Iterator[Item], path: PathLike,
-                fix: str = "for raw text (one document per line) pass --input-format text") -> Iterator[Item]:
+                fix: str = "for raw text (one document per line) pass --input-format text",
+                tag_tokens: bool = True) -> Iterator[Item]:
     """``items`` of ``read_conll``, unless the file starts as raw text: its first sentence is one text-like
     line (``data.sniff.text_like``) and so is the next sentence, or there is none. Only the items up to the
     second sentence are held (``_AHEAD`` at most). For callers that expect real CoNLL (prediction, training
-    data), not for the reader itself, which reads any columns. ``fix``: what to do instead, for the message."""
+    data), not for the reader itself, which reads any columns. ``fix``: what to do instead, for the message.
+    With ``tag_tokens``, tokens that are all tags (a label-first file read tokens-first) are one warning."""
     held: list[Item] = []
     sentences: list[Sentence] = []
     for item in items:
@@ -289,6 +291,11 @@ def refuse_text(items: Iterator[Item], path: PathLike,
             f"{len(first.columns[0])} column(s) ({first.lines[0][:30].strip()!r}...) that makes a whole sentence; "
             f"{fix}; CoNLL has one token per line, its columns (tag last) separated by spaces or tabs",
             path, first.line_numbers[0])
+    tokens = [t for s in sentences for t in s.tokens]
+    if tag_tokens and tokens and all_tags(tokens):
+        shown = ", ".join(dict.fromkeys(tokens[:20]))
+        warn(f"the tokens read from this file are all tags ({shown}): a label-first file? the tokens must be in "
+             "the token column (data.token_column, the model's for prediction)", path, sentences[0].line_numbers[0])
     yield from held
     yield from items
 

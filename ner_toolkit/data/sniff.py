@@ -12,7 +12,8 @@ Each rule is a plain function over what a reader already holds, so the readers s
   text holds lowercase letters) or four or more fields whose last is no tag; or one field of 8 or more
   characters of a script written without spaces (Chinese text). ``data.conll.refuse_text`` refuses a file
   whose first sentence is such a line and whose next sentence is another or the end of the file.
-- ``tag_columns(columns, skip)``: the columns of a sentence that hold tags only (for the label-column hint).
+- ``all_tags(values)`` / ``tag_columns(columns, skip)``: tags only, in a token column (a label-first file
+  read with the tokens first: prediction warns) or in another than the label column (training's hint).
 - ``script_mismatch(tokens, tokenizer)``: raw text that the word tokeniser cannot split (a long run of
   Chinese under ``conll``/``whitespace``) or splits into letters (Latin text under ``chars``).
 - ``unk_share(sentences, pieces, unk)``: the share of words whose subwords hold the encoder's unknown id.
@@ -57,12 +58,15 @@ def text_like(fields: Sequence[str]) -> bool:
     return not _code(last) or (len(fields) >= 4 and not looks_like_tag(last))
 
 
+def all_tags(values: Sequence[str]) -> bool:
+    """Every value is a tag and some is an entity tag (a column of ``O`` alone or of placeholders tells nothing)."""
+    return all(tag_problem(v) is None for v in values) and any(v != "O" for v in values)
+
+
 def tag_columns(columns: Sequence[Sequence[str]], skip: int) -> list[int]:
-    """The columns (besides ``skip``) in which every value of ``columns`` (one row per token) is a tag,
-    and some value is an entity tag (a column of ``O`` alone or of placeholders tells nothing)."""
+    """The columns (besides ``skip``) in which ``all_tags`` holds for ``columns`` (one row per token)."""
     width = min(map(len, columns), default=0)
-    return [c for c in range(width) if c != skip
-            and all(tag_problem(row[c]) is None for row in columns) and any(row[c] != "O" for row in columns)]
+    return [c for c in range(width) if c != skip and all_tags([row[c] for row in columns])]
 
 
 def script_mismatch(tokens: Iterable[str], tokenizer: str) -> Optional[str]:

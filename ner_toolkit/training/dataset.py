@@ -76,7 +76,9 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     unknown = cfg.unknown_tag if key == "data.train" else None  # partial labels train, never score
     # An empty label column reads as the unknown tag in training data; elsewhere it stays an error.
     items = read_conll(path, cfg.token_column, cfg.label_column, missing_label=unknown)
-    for item in refuse_text(items, path, "raw text trains nothing: label it as JSONL (text + entities) or CoNLL"):
+    # Tokens that are tags get no warning here: the label column's check names the settings that read them.
+    for item in refuse_text(items, path, "raw text trains nothing: label it as JSONL (text + entities) or CoNLL",
+                            tag_tokens=False):
         if is_docstart(item):
             document += 1
         if not isinstance(item, Sentence):

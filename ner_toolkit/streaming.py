@@ -13,11 +13,12 @@ from typing import IO, Any, Iterator, Literal, Optional
 
 from . import distributed
 from .atomic import atomic_write
-from .data.conll import Passthrough, Sentence, document_ids, is_docstart, read_conll
+from .data.conll import Passthrough, Sentence, document_ids, is_docstart, read_conll, refuse_text
 from .data.jsonl import AlignmentReport, read_jsonl
 from .data.plaintext import read_text
+from .data.sniff import script_mismatch
 from .data.text import Document
-from .errors import UserError
+from .errors import UserError, warn
 from .evaluate import unknown_gold_problem
 from .formats import Options, Writer, writer
 from .predict import Predictor, entities
@@ -56,10 +57,30 @@ def read_items(predictor: Predictor, path: Path, options: OutputOptions,
     """The prediction units of ``path``: CoNLL sentences and passthrough lines, or documents."""
     tokenizer = options.word_tokenizer or predictor.word_tokenizer
     if options.input_format == "conll":
-        return read_conll(path, token_column=predictor.token_column, label_column=predictor.label_column)
+        return refuse_text(read_conll(path, token_column=predictor.token_column, label_column=predictor.label_column),
+                           path)
     if options.input_format == "text":
-        return read_text(path, tokenizer, document_per_file=options.document_per_file)
-    return read_jsonl(path, tokenizer, misaligned="expand", report=report)
+        documents = read_text(path, tokenizer, document_per_file=options.document_per_file)
+    else:
+        documents = read_jsonl(path, tokenizer, misaligned="expand", report=report)
+    return warn_script_mismatch(documents, tokenizer, path)
+
+
+def warn_script_mismatch(documents: Iterator[Document], tokenizer: str, path: Path,
+                         sample: int = 2000) -> Iterator[Document]:
+    """``documents``, with one warning at the first whose text the word tokeniser splits wrongly, among
+    their first ``sample`` tokens (``data.sniff.script_mismatch``: Chinese left whole by ``conll``, English
+    cut into letters by ``chars``)."""
+    seen: list[str] = []
+    looking = True
+    for doc in documents:
+        if looking:
+            seen.extend(doc.tokens[:sample])
+            problem = script_mismatch(seen, tokenizer)
+            if problem:
+                warn(problem, path, doc.line or None)
+            looking = not problem and len(seen) < sample  # one warning at most
+        yield doc
 
 
 def _write_chunk(out: IO[str], items: list, predictor: Predictor, result: FileResult, keep_gold: bool,

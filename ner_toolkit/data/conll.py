@@ -2,10 +2,13 @@
 
 A CoNLL file is a sequence of token lines (one token per line, columns separated by
 spaces or tabs) grouped into sentences by blank lines. ``-DOCSTART-`` lines mark
-document boundaries. The reader yields every line back to the caller, either inside a
-``Sentence`` or as a ``Passthrough``, so a writer can reproduce the file exactly and
+document boundaries; a line starting with ``#`` is a comment (MultiCoNER's ``# id ...``,
+CoNLL-U's ``# text = ...``) unless it reads as a token line whose token is ``#`` (the
+rule is ``data.sniff.comment_line``: the file's column count and, where the label column
+holds tags, a tag there). The reader yields every line back to the caller, either inside
+a ``Sentence`` or as a ``Passthrough``, so a writer can reproduce the file exactly and
 only append columns. It knows nothing of tensors and never holds more than one
-sentence in memory.
+sentence in memory (two at the start, to tell raw text from CoNLL: ``data.sniff.text_like``).
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO, ContextManager, Iterator, Optional, Sequence, Union
 
-from ner_toolkit.errors import PathLike, UserError
+from ner_toolkit.data.sniff import all_tags, comment_line, looks_like_tag, text_like
+from ner_toolkit.errors import PathLike, UserError, warn
 
 __all__ = [
     "Sentence",
@@ -28,6 +32,7 @@ __all__ = [
     "read_conll",
     "check_text_file",
     "read_sentences",
+    "refuse_text",
     "format_sentence",
     "format_passthrough",
 ]
@@ -63,7 +68,7 @@ class Sentence:
 
 @dataclass
 class Passthrough:
-    """A line that belongs to no sentence (blank, whitespace-only or ``-DOCSTART-``), verbatim."""
+    """A line that belongs to no sentence (blank, whitespace-only, ``-DOCSTART-`` or a ``#`` comment), verbatim."""
 
     line: str
     line_number: int
@@ -194,12 +199,16 @@ def _iter_items(path: PathLike, token_column: int, label_column: int,
             )
 
         numbered: Iterator[tuple[int, str]] = enumerate(_decoded_lines(handle, path), start=1)
-        full = 0  # with missing_label: the column count of the first line with a label, read ahead
-        if missing_label is not None:
-            full, numbered = _columns_ahead(numbered)
+        # The first token line that does not start with '#' (with missing_label: nor end with a tab), read
+        # ahead: its column count completes a first ``word<TAB>`` line and tells comments from '#' tokens.
+        template, numbered = _columns_ahead(numbered, missing_label is not None)
+        full = len(template)
+        lab_t = label_column % full if full > 1 and -full <= label_column < full else None
+        tags = lab_t is not None and looks_like_tag(template[lab_t])
         for number, text in numbered:
             fields = _FIELD.findall(text)
-            if not fields or fields[0] == DOCSTART or _is_header(number, text):
+            if (not fields or fields[0] == DOCSTART or _is_header(number, text)
+                    or (text[:1] == "#" and comment_line(fields, n_columns or full, lab_t, tags))):
                 if lines:
                     yield flush()
                     lines, columns, numbers = [], [], []
@@ -243,23 +252,60 @@ def _empty_last(text: str) -> bool:
     return text.rstrip(" \r\f\v").endswith("\t")
 
 
-def _columns_ahead(numbered: Iterator[tuple[int, str]]) -> tuple[int, Iterator[tuple[int, str]]]:
-    """The column count of the first token line that does not end with a tab (else the most columns of
-    the lines read, ``_AHEAD`` at most), and the lines again, those read ahead included: a first line
-    ``word<TAB>`` has an empty label, which only a later line's count can tell from a file of one column."""
+def _columns_ahead(numbered: Iterator[tuple[int, str]],
+                   tabs: bool) -> tuple[list[str], Iterator[tuple[int, str]]]:
+    """The fields of the first token line that does not start with '#' (with ``tabs``: nor end with a tab,
+    else the widest of the lines read, ``_AHEAD`` at most), and the lines again, those read ahead
+    included: a first line ``word<TAB>`` has an empty label, which only a later line's count can tell from
+    a file of one column, and a '#' line is a comment or a token by the file's columns."""
     ahead: list[tuple[int, str]] = []
-    full = 0
+    found: list[str] = []
+    hashed: list[str] = []  # the first '#' line: the template of a file of no other token line
     for number, text in numbered:
         ahead.append((number, text))
         fields = _FIELD.findall(text)
-        if fields and fields[0] != DOCSTART and not _is_header(number, text):
-            if not _empty_last(text):
-                full = len(fields)
+        if fields and text[:1] == "#" and not hashed and not _is_header(number, text):
+            hashed = fields
+        elif fields and fields[0] != DOCSTART and text[:1] != "#":
+            if not (tabs and _empty_last(text)):
+                found = fields
                 break
-            full = max(full, len(fields))  # every line so far ends with a tab: the widest is complete
+            found = max(found, fields, key=len)  # every line so far ends with a tab: the widest is complete
         if len(ahead) >= _AHEAD:
             break
-    return full, itertools.chain(ahead, numbered)
+    return found or hashed, itertools.chain(ahead, numbered)
+
+
+def refuse_text(items: Iterator[Item], path: PathLike,
+                fix: str = "for raw text (one document per line) pass --input-format text",
+                tag_tokens: bool = True) -> Iterator[Item]:
+    """``items`` of ``read_conll``, unless the file starts as raw text: its first sentence is one text-like
+    line (``data.sniff.text_like``) and so is the next sentence, or there is none. Only the items up to the
+    second sentence are held (``_AHEAD`` at most). For callers that expect real CoNLL (prediction, training
+    data), not for the reader itself, which reads any columns. ``fix``: what to do instead, for the message.
+    With ``tag_tokens``, tokens that are all tags (a label-first file read tokens-first) are one warning."""
+    held: list[Item] = []
+    sentences: list[Sentence] = []
+    for item in items:
+        held.append(item)
+        if isinstance(item, Sentence):
+            sentences.append(item)
+        if len(sentences) == 2 or len(held) >= _AHEAD:
+            break
+    if sentences and all(len(s.lines) == 1 and text_like(s.columns[0]) for s in sentences) and len(held) < _AHEAD:
+        first = sentences[0]
+        raise UserError(
+            f"reads as raw text, not CoNLL: line {first.line_numbers[0]} is one token line of "
+            f"{len(first.columns[0])} column(s) ({first.lines[0][:30].strip()!r}...) that makes a whole sentence; "
+            f"{fix}; CoNLL has one token per line, its columns (tag last) separated by spaces or tabs",
+            path, first.line_numbers[0])
+    tokens = [t for s in sentences for t in s.tokens]
+    if tag_tokens and tokens and all_tags(tokens):
+        shown = ", ".join(dict.fromkeys(tokens[:20]))
+        warn(f"the tokens read from this file are all tags ({shown}): a label-first file? the tokens must be in "
+             "the token column (data.token_column, the model's for prediction)", path, sentences[0].line_numbers[0])
+    yield from held
+    yield from items
 
 
 def _decoded_lines(handle: BinaryIO, path: PathLike) -> Iterator[str]:

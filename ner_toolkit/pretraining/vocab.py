@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..atomic import atomic_directory
-from ..errors import UserError
+from ..errors import UserError, warn
 from .data import iter_sentences
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,10 @@ MAX_SENTENCES = 10_000_000  # SentencePiece samples this many sentences of a lar
 
 
 def _counted(sentences: Iterator[str], counter: list[int]) -> Iterator[str]:
+    """The sentences, counted in ``counter``: [sentences, characters]."""
     for sentence in sentences:
         counter[0] += 1
+        counter[1] += len(sentence)
         yield sentence
 
 
@@ -38,7 +40,7 @@ def train_vocabulary(inputs: Sequence[str], vocab_size: int, output: str, fmt: s
     for name in inputs:
         if not Path(name).is_file():
             raise UserError("input file not found; check --input", name)
-    counter = [0]
+    counter = [0, 0]
     model = io.BytesIO()
     try:
         spm.set_random_generator_seed(seed)
@@ -59,5 +61,9 @@ def train_vocabulary(inputs: Sequence[str], vocab_size: int, output: str, fmt: s
         tokenizer = AlbertTokenizer.from_pretrained(str(tmp / "spiece.model"), do_lower_case=False, keep_accents=True)
         tokenizer.save_pretrained(str(tmp))
         size = len(tokenizer)
+    if size < vocab_size:  # hard_vocab_limit=False: SentencePiece keeps only the pieces the corpus supports
+        warn(f"vocabulary of {size:,} pieces, fewer than --vocab-size {vocab_size:,}: {counter[0]:,} sentences "
+             f"({counter[1]:,} characters) hold no more pieces worth keeping (SentencePiece's unigram model prunes "
+             "the rest); give more text for a larger vocabulary, or ask for fewer pieces", output)
     log.info(f"vocabulary of {size} pieces from {counter[0]} sentences in {output}")
     return size

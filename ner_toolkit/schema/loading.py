@@ -158,9 +158,13 @@ def _build(cls: type, raw: dict, prefix: str, ctx: _Context) -> Any:
         if key not in fields:
             path = prefix + str(key)
             src, line = ctx.where.get(path, ctx.source)
+            if path not in ctx.where.lines:  # a --set below an unknown section: blame that --set, not the file
+                src, line = next(((s, n) for k, (s, n) in ctx.where.lines.items()
+                                  if s == "--set" and k.startswith(path + ".")), (src, line))
             close = difflib.get_close_matches(path, all_keys(ctx.root), n=1, cutoff=0.5)
             hint = f"; did you mean `{close[0]}`?" if close else f"; see {ctx.reference} for valid keys"
-            raise UserError(f"unknown config key `{path}`{hint}", src, line)
+            given = f" (from --set {ctx.where.overrides[line]})" if src == "--set" and line in ctx.where.overrides else ""
+            raise UserError(f"unknown config key `{path}`{given}{hint}", src, line)
     return cls(**{k: _coerce(v, types[k], prefix + k, fields[k].metadata, ctx) for k, v in raw.items()})
 
 

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Optional
 from array import array
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
 from ..config import DataConfig
-from ..data.conll import Sentence, is_docstart, read_conll
+from ..data.conll import Sentence, is_docstart, read_conll, refuse_text
 from ..data.schemes import (Scheme, SchemeError, detect_scheme, each_known_run, from_spans, get_scheme,
                              labels_for_types, reading_tables, tag_problem, to_spans)
 from ..data.jsonl import AlignmentReport, read_jsonl
+from ..data.sniff import UNK_WARN_SHARE, tag_columns, unk_share
 from ..data.store import RaggedInts, RaggedStrings
 from ..data.text import detect_tokenizer
 from ..errors import UserError, warn
@@ -74,7 +75,10 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     document = 0
     unknown = cfg.unknown_tag if key == "data.train" else None  # partial labels train, never score
     # An empty label column reads as the unknown tag in training data; elsewhere it stays an error.
-    for item in read_conll(path, cfg.token_column, cfg.label_column, missing_label=unknown):
+    items = read_conll(path, cfg.token_column, cfg.label_column, missing_label=unknown)
+    # Tokens that are tags get no warning here: the label column's check names the settings that read them.
+    for item in refuse_text(items, path, "raw text trains nothing: label it as JSONL (text + entities) or CoNLL",
+                            tag_tokens=False):
         if is_docstart(item):
             document += 1
         if not isinstance(item, Sentence):
@@ -90,7 +94,7 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
                                 f"labelled (dev and test are scored against every tag)", path, line)
             problem = tag_problem(tag)
             if problem:
-                raise UserError(problem, path, line)
+                raise UserError(_label_column_problem(item, tag, cfg, key) or problem, path, line)
         data.tokens.append(item.tokens)
         data.gold.append(item.labels)
         data.first_lines.append(item.line_numbers[0])
@@ -98,6 +102,22 @@ def read_labelled(path: str, cfg: DataConfig, key: str) -> LabelledFile:
     if not len(data.tokens):
         raise UserError(f"no sentences found (`{key}` must be a CoNLL file with token lines)", path)
     return data
+
+
+def _label_column_problem(sentence: Sentence, tag: str, cfg: DataConfig, key: str) -> Optional[str]:
+    """Where the label column holds no tag but another column holds tags only (label-first CoNLL), the
+    message naming the settings that read the file; else None."""
+    width = len(sentence.columns[0])
+    label = cfg.label_column % width
+    found = tag_columns(sentence.columns, label)
+    if not found:
+        return None
+    sets = [f"data.label_column={found[0]}"]
+    if cfg.token_column % width == found[0]:  # label-first: the token is where the label was looked for
+        sets.append(f"data.token_column={label}")
+    return (f"`{key}` column {label} (data.label_column={cfg.label_column}) holds {tag!r}, not a tag, and column "
+            f"{found[0]} holds tags (a label-first file?): set {' and '.join(sets)} "
+            f"({' '.join('--set ' + s for s in sets)})")
 
 
 def _read_jsonl(path: str, cfg: DataConfig, key: str) -> LabelledFile:
@@ -231,3 +251,16 @@ def read_training_data(cfg: DataConfig, decoder: str) -> tuple[LabelledFile, Opt
         if data is not None:
             warn_unseen(data.gold, labels.types, scheme, data.path)
     return train, dev, test, labels, train_tags, partial
+
+
+def warn_unknown_words(aligner: Any, train: LabelledFile, encoder: str, sample: int = 2000) -> None:
+    """One warning when more than ``UNK_WARN_SHARE`` of the training words (its first ``sample`` sentences)
+    hold the encoder tokenizer's unknown subword: the encoder cannot read the script, and training would
+    quietly learn from words alone (Chinese under albert-base-v2's vocabulary: 95% of the characters)."""
+    sentences = train.tokens[:sample]
+    unknown, total, examples = unk_share(sentences, aligner.pieces(sentences), aligner.unk)
+    if total and unknown > UNK_WARN_SHARE * total:
+        warn(f"the encoder's tokenizer ({encoder}) reads {unknown:,} of {total:,} training words "
+             f"({unknown / total:.0%}) as <unk>, e.g. {' '.join(examples)}: it does not cover this script; use an "
+             "encoder (model.encoder.name_or_path) or tokenizer (model.encoder.tokenizer, `ner pretrain tokenizer` "
+             "on your text) made for it", train.path)

@@ -43,7 +43,7 @@ from .fingerprint import run_fingerprints
 from .reporting import TensorBoardLog, read_metrics, seed_summary, write_metrics_log
 from .runlock import run_lock
 from .scoring import finish, score, short_scores
-from .dataset import LabelledFile, read_training_data, resolve_word_tokenizer
+from .dataset import LabelledFile, read_training_data, resolve_word_tokenizer, warn_unknown_words
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,8 @@ def prepare(config: Config) -> Setup:
     with PHASES("subword encoding of the training set"):
         aligner, collator = make_collator(tokenizer, max_positions(hf_encoder), config.model.encoder,
                                           pad_multiple(tc.pad_to_multiple, len(train_data.tokens), tc.precision))
+        encoder_name = config.model.encoder.name_or_path or str(config.model.encoder.tokenizer)
+        warn_unknown_words(aligner, train_data, encoder_name)  # a script the encoder cannot read
         items = encode_sentences(aligner, vocab, train_data.tokens, train_tags, chars=chars,
                                  documents=train_data.documents, context=config.model.encoder.context,
                                  known=None if partial is None else partial[0])

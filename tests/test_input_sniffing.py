@@ -85,7 +85,7 @@ def test_raw_text_shapes_are_refused_where_conll_is_read(tmp_path: Path, text: s
 
     raw = tmp_path / "raw.txt"
     raw.write_text(text, encoding="utf-8")
-    model = SimpleNamespace(token_column=0, word_tokenizer="conll")
+    model = SimpleNamespace(token_column=0, label_column=-1, word_tokenizer="conll")
     with pytest.raises(UserError, match="reads as raw text.*--input-format text"):
         list(read_items(model, raw, OutputOptions()))  # type: ignore[arg-type]
     with pytest.raises(UserError, match="reads as raw text.*label it as JSONL"):
@@ -211,7 +211,7 @@ def test_a_label_first_file_predicted_tokens_first_is_one_warning(tmp_path: Path
     text, _ = _layout("label-first", "\t")
     path = tmp_path / "lf.txt"
     path.write_text(text, encoding="utf-8")
-    model = SimpleNamespace(token_column=0, word_tokenizer="conll")
+    model = SimpleNamespace(token_column=0, label_column=-1, word_tokenizer="conll")
     with caplog.at_level(logging.WARNING, logger="ner_toolkit"):
         items = list(read_items(model, path, OutputOptions()))  # type: ignore[arg-type]
         assert sum(isinstance(i, Sentence) for i in items) == len(SENTENCES)

@@ -135,7 +135,8 @@ def reliability_diagram(results: Sequence[tuple[str, dict]], path: Union[str, os
     ax.legend(loc="upper left")
     hist.set_xlabel("span confidence (CRF probability of the exact span)")
     hist.set_ylabel("spans")
-    hist.set_yscale("log")
+    if any(r["count"] for _, result in results for r in result["bins"]):
+        hist.set_yscale("log")  # a model that predicted no span has no bar: a log axis of nothing raises
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)

@@ -230,3 +230,14 @@ def test_ner_evaluate_never_claims_a_temperature_the_file_does_not_hold(calibrat
     assert "temperature" not in line and t != 1.0
     result = {"ece": 0.1, "mce": 0.2, "spans": 3, "bins": [], "mean_confidence": 0.5, "accuracy": 0.5}
     assert f"(temperature {t:.3g})" in format_calibration(result, t)
+
+
+def test_a_reliability_diagram_of_no_spans_is_drawn_not_a_crash(tmp_path):
+    # A model that predicts no span at all (an early or tiny one) leaves every bin empty: ner-evaluate
+    # --calibration crashed inside matplotlib's log axis instead of drawing the empty diagram.
+    pytest.importorskip("matplotlib")
+    from ner_toolkit.calibration import reliability_diagram
+
+    path = tmp_path / "reliability.png"
+    assert reliability_diagram([("test", calibration_error([], []))], path) is None
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -60,7 +60,6 @@ def _override_strings(overrides: Overrides, output_dir: Optional[Union[str, "os.
 def _load(config: ConfigSource, overrides: tuple[str, ...]) -> tuple[Any, Optional[str]]:
     """The validated Config and the file it was read from (None for a mapping or a Config)."""
     from . import config as schema_config
-    from .schema import parse_override
 
     if isinstance(config, (str, os.PathLike)):
         return schema_config.load_config(config, overrides), os.fspath(config)
@@ -70,16 +69,7 @@ def _load(config: ConfigSource, overrides: tuple[str, ...]) -> tuple[Any, Option
         raw = copy.deepcopy(dict(config))
     else:
         raise UserError(f"config is a YAML path, a mapping or a Config, not {type(config).__name__}", "config")
-    for text in overrides:
-        key, value = parse_override(text)
-        node = raw
-        for part in key.split(".")[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"cannot set `{key}`: `{part}` is not a section", "--set")
-            node = child
-        node[key.split(".")[-1]] = value
-    return schema_config.from_dict(raw, "config"), None
+    return schema_config.from_dict(raw, "config", overrides), None  # the schema applies the --set strings
 
 
 class _LogLines(io.TextIOBase):

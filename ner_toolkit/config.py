@@ -176,8 +176,8 @@ def to_dict(config: Config) -> dict:
     return schema.to_dict(config)
 
 
-def from_dict(raw: dict, source: str = "config") -> Config:
-    return schema.from_dict(Config, raw, source, reference=REFERENCE)
+def from_dict(raw: dict, source: str = "config", overrides: tuple[str, ...] = ()) -> Config:
+    return schema.from_dict(Config, raw, source, reference=REFERENCE, overrides=overrides)
 
 
 def save_config(config: Config, path: Union[str, os.PathLike]) -> None:

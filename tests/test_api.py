@@ -62,8 +62,12 @@ def test_a_bad_config_raises_user_error_with_its_line(tmp_path: Path, sample_dat
     with pytest.raises(UserError) as caught:
         ner_toolkit.train(path)
     assert str(caught.value).startswith(f"error: {path}:{line}: ")
-    with pytest.raises(UserError, match="training.epochs"):
-        ner_toolkit.train(tiny(sample_data, tmp_path), {"training.epochs": 0})
+    with pytest.raises(UserError) as caught:  # an override of a mapping is named as the CLI's --set is
+        ner_toolkit.train(tiny(sample_data, tmp_path), {"training.seed": 1, "training.epochs": 0})
+    assert str(caught.value).startswith("error: --set:2: ") and "training.epochs" in str(caught.value)
+    with pytest.raises(UserError, match=r"^error: --set: cannot set `training.epochs.x`: `training.epochs` is "
+                                        "not a section"):
+        ner_toolkit.train(tiny(sample_data, tmp_path), ["training.epochs.x=1"])
     with pytest.raises(UserError, match="not one string"):
         ner_toolkit.train(path, "training.epochs=1")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="not int"):

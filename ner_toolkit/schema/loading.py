@@ -6,6 +6,7 @@ Every value is coerced to its field's type and checked against its range or choi
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -255,12 +256,17 @@ def read_raw(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str],
             raise UserError(f"a config must be a mapping of keys (e.g. `{example}`)", source, 1)
         if node is not None:
             record_lines(node, "", source, where)
+    _apply_overrides(raw, overrides, where)
+    return raw, where, source
+
+
+def _apply_overrides(raw: dict, overrides: Sequence[str], where: Where) -> None:
+    """Set each ``KEY=VALUE`` of ``overrides`` in ``raw`` (in place), recording it as ``--set:N``."""
     for i, text in enumerate(overrides, 1):
         key, value = parse_override(text)
         where.lines[key] = ("--set", i)
         where.overrides[i] = text
         _set_dotted(raw, key, value, where)
-    return raw, where, source
 
 
 def load(cls: type[T], path: Optional[Union[str, os.PathLike]] = None, overrides: Sequence[str] = (), *,
@@ -273,9 +279,15 @@ def load(cls: type[T], path: Optional[Union[str, os.PathLike]] = None, overrides
     return _validate(cls, raw, _Context(cls, where, source, reference))
 
 
-def from_dict(cls: type[T], raw: dict, source: str = "config", *, reference: str = "the reference config") -> T:
-    """Validate a plain mapping (e.g. a saved ``config.yaml``) into ``cls``; errors name ``source``."""
-    return _validate(cls, raw, _Context(cls, Where(), source, reference))
+def from_dict(cls: type[T], raw: dict, source: str = "config", *, reference: str = "the reference config",
+              overrides: Sequence[str] = ()) -> T:
+    """Validate a plain mapping (e.g. a saved ``config.yaml``) into ``cls``, after the ``--set`` style
+    ``overrides`` (applied to a copy; their errors name ``--set:N``); other errors name ``source``."""
+    where = Where()
+    if overrides:
+        raw = copy.deepcopy(raw)
+        _apply_overrides(raw, overrides, where)
+    return _validate(cls, raw, _Context(cls, where, source, reference))
 
 
 def to_dict(config: Any) -> dict:

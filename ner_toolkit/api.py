@@ -7,9 +7,7 @@ progress and summary lines are ``logging`` records of the ``ner_toolkit`` logger
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import logging
 import os
@@ -72,20 +70,6 @@ def _load(config: ConfigSource, overrides: tuple[str, ...]) -> tuple[Any, Option
     return schema_config.from_dict(raw, "config", overrides), None  # the schema applies the --set strings
 
 
-class _LogLines(io.TextIOBase):
-    """stdout while the API trains: each line the trainer prints (the ``done:`` summary) becomes a log record."""
-
-    def __init__(self) -> None:
-        self.pending = ""
-
-    def write(self, text: str) -> int:
-        *lines, self.pending = (self.pending + text).split("\n")
-        for line in lines:
-            if line.strip():
-                log.info(line)
-        return len(text)
-
-
 def train(config: ConfigSource, overrides: Overrides = (), output_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
           *, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train a tagger as ``ner train`` does and return what it left.
@@ -103,8 +87,9 @@ def train(config: ConfigSource, overrides: Overrides = (), output_dir: Optional[
     from .training.trainer import train as run
 
     try:
-        with contextlib.redirect_stdout(_LogLines()):  # type: ignore[type-var]
-            summary = run(resolved, resume=resume, config_path=path, command=["ner_toolkit.train(...)"])
+        # The summary line the command prints on stdout is a log record here: a library never prints.
+        summary = run(resolved, resume=resume, config_path=path, command=["ner_toolkit.train(...)"],
+                      announce=log.info)
     finally:
         distributed.shutdown()  # under torchrun, as ner train: the process group ends with the run
     if not summary:  # a torchrun rank other than 0: rank 0 alone scores and writes

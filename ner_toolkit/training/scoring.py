@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..evaluate import evaluate_spans, format_report
 from ..model.compiled import compile_seconds
@@ -39,8 +39,10 @@ def short_scores(result: dict) -> dict:
     return {k: round(result["micro"][k], 6) for k in ("precision", "recall", "f1")}
 
 
-def finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dict:
-    """Rank 0 at the end: curves, the saved (best) weights scored on dev and test, the summary line."""
+def finish(setup: Setup, state: RunState, out_dir: Path, started: float,
+           announce: Callable[[str], None] = print) -> dict:
+    """Rank 0 at the end: curves, the saved (best) weights scored on dev and test, the summary line (to
+    ``announce``: the command's stdout, a log record for the Python API)."""
     from safetensors.torch import load_file
 
     with PHASES("training curves (matplotlib)"):
@@ -76,5 +78,5 @@ def finish(setup: Setup, state: RunState, out_dir: Path, started: float) -> dict
     if setup.config.training.compile:
         summary["compile_seconds"] = round(compiling, 1)
         parts.append(f"compiling took {compiling:.0f} s of the run")
-    print(f"done: {', '.join(parts)}; model in {model_dir} ({summary['seconds']:.0f} s)")
+    announce(f"done: {', '.join(parts)}; model in {model_dir} ({summary['seconds']:.0f} s)")
     return summary

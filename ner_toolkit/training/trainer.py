@@ -216,13 +216,14 @@ def make_optimization(setup: Setup) -> Optimization:
 
 
 def train(config: Config, resume: bool = False, config_path: Optional[str] = None,
-          command: Optional[list[str]] = None) -> dict:
+          command: Optional[list[str]] = None, announce: Callable[[str], None] = print) -> dict:
     """Train a tagger as ``config`` says; returns the summary (also written to OUTPUT_DIR/model/metrics.json).
 
     ``resume``: continue the run in ``output_dir`` from its newest checkpoint, exactly where it stopped.
     ``config_path``: the file the config was read from; when it is ``OUTPUT_DIR/config.yaml`` itself it is
     never rewritten (the user's file, comments and all, stays as it is).
     ``command``: the command line the model card records (default: this process's ``sys.argv``).
+    ``announce``: where the final ``done: ...`` line goes (the command prints it; the Python API logs it).
     Under ``torchrun`` every rank trains its share of each batch; rank 0 alone evaluates and writes.
     While it runs, OUTPUT_DIR/.lock keeps a second run out of the same directory.
     """
@@ -230,10 +231,11 @@ def train(config: Config, resume: bool = False, config_path: Optional[str] = Non
     PHASES.reset()
     # Before anything is written there; torchrun sets RANK before prepare() joins the process group.
     with run_lock(Path(config.output_dir), enabled=os.environ.get("RANK", "0") == "0"):
-        return _train(config, resume, config_path, started, command or sys.argv)
+        return _train(config, resume, config_path, started, command or sys.argv, announce)
 
 
-def _train(config: Config, resume: bool, config_path: Optional[str], started: float, command: list[str]) -> dict:
+def _train(config: Config, resume: bool, config_path: Optional[str], started: float, command: list[str],
+           announce: Callable[[str], None]) -> dict:
     setup = prepare(config)
     tc, device, labels = config.training, setup.device, setup.labels
     main = distributed.current().main
@@ -301,7 +303,7 @@ def _train(config: Config, resume: bool, config_path: Optional[str], started: fl
     if not main:
         distributed.barrier()  # rank 0 scores the best model and writes the summary
         return {}
-    summary = finish(setup, state, out_dir, started)
+    summary = finish(setup, state, out_dir, started, announce)
     distributed.barrier()
     return summary
 
@@ -335,7 +337,7 @@ def _end_epoch(setup: Setup, state: RunState, mean_loss: float, seconds: float, 
 
 
 def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_path: Optional[str] = None,
-                command: Optional[list[str]] = None) -> dict:
+                command: Optional[list[str]] = None, announce: Callable[[str], None] = print) -> dict:
     """One run per seed in OUTPUT_DIR/seed-N; OUTPUT_DIR/summary.json holds mean ± std of dev and test F1."""
     from dataclasses import replace
 
@@ -345,13 +347,13 @@ def train_seeds(config: Config, seeds: list[int], resume: bool = False, config_p
     for seed in seeds:
         run_config = replace(config, output_dir=str(Path(config.output_dir) / f"seed-{seed}"),
                              training=replace(config.training, seed=seed))
-        runs[seed] = train(run_config, resume=resume, config_path=config_path, command=command)
+        runs[seed] = train(run_config, resume=resume, config_path=config_path, command=command, announce=announce)
     summary = seed_summary(runs)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     with atomic_write(Path(config.output_dir) / "summary.json") as fh:
         fh.write(json.dumps(summary, indent=2) + "\n")
     parts = [f"{key.replace('_f1', '')} F1 {100 * summary[key]['mean']:.2f} ± {100 * summary[key]['std']:.2f}"
              for key in ("dev_f1", "test_f1") if key in summary]
-    print(f"seeds {','.join(map(str, seeds))}: {'; '.join(parts) or 'no dev/test files'}; "
+    announce(f"seeds {','.join(map(str, seeds))}: {'; '.join(parts) or 'no dev/test files'}; "
           f"summary in {Path(config.output_dir) / 'summary.json'}")
     return summary

@@ -149,7 +149,7 @@ class TrainingConfig:
     device: str = field("auto", "auto | cpu | cuda | cuda:N")
     checkpoint_every: int = field(1000, "optimizer steps between checkpoints in OUTPUT_DIR/checkpoints (also at every epoch end; 0 = epoch ends only)", size(MAX_COUNT, 0))
     keep_checkpoints: int = field(2, "newest checkpoints kept", size(MAX_COUNT))
-    num_threads: Optional[int] = field(None, "torch CPU threads (null = torch's default)", size(MAX_THREADS))
+    num_threads: Optional[int] = field(None, "CPU threads (null = the cores not busy with other processes at the start, at least 1; docs/threads.md)", size(MAX_THREADS))
     progress: bool = field(True, "show tqdm progress bars (on a terminal)")
     tensorboard: bool = field(False, "also log per-epoch scalars to OUTPUT_DIR/tensorboard (needs the tensorboard package)")
 

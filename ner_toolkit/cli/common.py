@@ -12,9 +12,11 @@ from typing import Optional
 
 from ..errors import UserError
 from ..model.modes import PRECISIONS, QUANTIZATIONS
+from ..schema.fields import MAX_THREADS
+from ..threads import AUTO
 
 __all__ = ["Parser", "model_options", "device_options", "speed_options", "config_options",
-           "config_overrides"]
+           "config_overrides", "threads_options", "checked_threads"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,6 +64,22 @@ def speed_options() -> argparse.ArgumentParser:
     return p
 
 
+def threads_options() -> argparse.ArgumentParser:
+    """``--threads N``: the CPU threads of every command that runs a model (``ner_toolkit.threads``)."""
+    p = _parent()
+    p.add_argument("--threads", type=int, default=AUTO, metavar="N",
+                   help="CPU threads for the model (default 0: the cores not busy with other processes when the "
+                        "command starts, at least 1; see docs/threads.md)")
+    return p
+
+
+def checked_threads(args: argparse.Namespace) -> int:
+    """``--threads`` of :func:`threads_options`, range-checked (0 = automatic)."""
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise UserError(f"--threads must be from 0 (automatic) to {MAX_THREADS}, got {args.threads}", "--threads")
+    return int(args.threads)
+
+
 def config_options(what: str, reference: str, example: str) -> argparse.ArgumentParser:
     """``--config``, ``--set``, ``--output-dir``, ``--resume``: the commands run from a YAML config (train,
     pretrain train); ``what`` names the config, ``reference`` the file that documents it, ``example`` a
@@ -73,10 +91,16 @@ def config_options(what: str, reference: str, example: str) -> argparse.Argument
     p.add_argument("--output-dir", help="same as --set output_dir=DIR")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in the output directory from its newest checkpoint, exactly where it stopped")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="same as --set training.num_threads=N, 0 for null (default: the config's; null there: the "
+                        "cores not busy with other processes when training starts, at least 1)")
     return p
 
 
 def config_overrides(args: argparse.Namespace) -> tuple[str, ...]:
-    """The ``--set`` overrides of :func:`config_options`, ``--output-dir`` last (it wins)."""
+    """The ``--set`` overrides of :func:`config_options`, ``--threads`` and ``--output-dir`` last (they win)."""
     output_dir: Optional[str] = args.output_dir
-    return tuple(args.overrides) + ((f"output_dir={output_dir}",) if output_dir else ())
+    threads: tuple[str, ...] = ()
+    if args.threads is not None:  # 0: automatic, as for the other commands (null in the config)
+        threads = (f"training.num_threads={checked_threads(args) or 'null'}",)
+    return tuple(args.overrides) + threads + ((f"output_dir={output_dir}",) if output_dir else ())

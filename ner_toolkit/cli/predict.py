@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import UserError
-from .common import Parser, device_options, model_options, speed_options
+from .common import Parser, checked_threads, device_options, model_options, speed_options, threads_options
 
 
 def _parser(prog: Optional[str] = None) -> Parser:
@@ -17,7 +17,7 @@ def _parser(prog: Optional[str] = None) -> Parser:
     from ..streaming import INPUT_FORMATS
 
     p = Parser(prog=prog, description="Tag CoNLL files, raw text or JSONL with a trained model.",
-               parents=[model_options(), device_options(), speed_options()])
+               parents=[model_options(), device_options(), speed_options(), threads_options()])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories of files (- = stdin)")
     p.add_argument("--output", help="output file (one input) or directory (several); default or -: stdout")
     p.add_argument("--input-format", choices=INPUT_FORMATS, default="conll",
@@ -50,6 +50,8 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
     args = _parser(prog).parse_args(argv)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1", "--batch-size")
+    threads_wanted = checked_threads(args)
+    from .. import threads
     from ..predict import MAX_NBEST
 
     if not 1 <= args.nbest <= MAX_NBEST:
@@ -73,6 +75,7 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
     if args.json:
         writes.append(Write("--json", args.json))
     check_no_clash(reads, writes)
+    threads.apply(threads_wanted)
     predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision,
                                trust_remote_code=args.trust_remote_code, quantize=args.quantize,
                                compile=args.compile)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, Optional
 
 from ..errors import UserError
-from .common import Parser, device_options, model_options
+from .common import Parser, checked_threads, device_options, model_options, threads_options
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _parser(prog: Optional[str] = None) -> Parser:
 
     p = Parser(prog=prog, description="Choose the pool sentences to annotate next: the N the model is least sure "
                                       "of, pre-annotated with its predicted tags.",
-               parents=[model_options(), device_options()])
+               parents=[model_options(), device_options(), threads_options()])
     p.add_argument("pools", nargs="+", metavar="POOL", help="CoNLL files of unlabelled sentences (tokens first)")
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget", type=int, metavar="N", help="how many sentences to choose")
@@ -122,7 +122,9 @@ def _check_inputs(args: Any) -> None:
 
 def run(argv: list[str], prog: Optional[str] = None) -> int:
     args = _parser(prog).parse_args(argv)
+    threads_wanted = checked_threads(args)
     _check_inputs(args)
+    from .. import threads
     from ..atomic import atomic_write
     from ..data.text import Document
     from ..errors import warn
@@ -130,6 +132,7 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
     from ..predict import Predictor
     from ..selection import select, select_tokens, uncertainties
 
+    threads.apply(threads_wanted)
     predictor = Predictor.load(args.model, args.device, args.batch_size, args.precision,
                                trust_remote_code=args.trust_remote_code)
     pool = read_pool(args.pools, predictor.token_column)

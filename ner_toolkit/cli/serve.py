@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from ..errors import UserError
 from ..extras import require
-from .common import Parser, device_options, model_options, speed_options
+from .common import Parser, checked_threads, device_options, model_options, speed_options, threads_options
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_WAIT_MS = 0.0  # as Triton: no added delay; requests queued while the model is busy still batch
@@ -37,7 +37,8 @@ def _parser(prog: Optional[str] = None) -> Parser:
 
     limits = Limits()
     p = Parser(prog=prog, description="Serve a trained model over HTTP: POST /predict, GET /health, GET /metadata, "
-                                      "GET /stats.", parents=[model_options(), device_options(), speed_options()])
+                                      "GET /stats.",
+               parents=[model_options(), device_options(), speed_options(), threads_options()])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
@@ -50,9 +51,6 @@ def _parser(prog: Optional[str] = None) -> Parser:
     p.add_argument("--workers", type=int, default=1,
                    help="model processes, each with its own copy of the model and tagging its own batches "
                         "(default 1); more use more cores and memory")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads of each model process (default 0: the CPU cores divided among the "
-                        "workers, at least 1)")
     p.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes,
                    help=f"largest request body; larger: 413 (default {limits.max_body_bytes})")
     p.add_argument("--max-texts", type=int, default=limits.max_texts,
@@ -80,8 +78,7 @@ def _parser(prog: Optional[str] = None) -> Parser:
 
 
 def _check(args: Any) -> None:
-    if args.threads < 0:
-        raise UserError(f"--threads must be 0 (automatic) or more, got {args.threads}", "--threads")
+    checked_threads(args)  # of each model process; 0: the free cores divided among the workers
     for name in ("workers", "max_batch", "batch_size", "max_body_bytes", "max_texts", "max_tokens",
                  "max_header_bytes", "max_concurrency"):
         if getattr(args, name) < 1:

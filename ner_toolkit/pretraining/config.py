@@ -93,7 +93,7 @@ class PretrainTraining:
     checkpoint_every: int = field(500, "optimizer steps between checkpoints in OUTPUT_DIR/checkpoints (also at the end; 0 = at the end only)", size(MAX_COUNT, 0))
     keep_checkpoints: int = field(2, "newest checkpoints kept", size(MAX_COUNT))
     device: str = field("auto", "auto | cpu | cuda | cuda:N")
-    num_threads: Optional[int] = field(None, "torch CPU threads (null = torch's default)", size(MAX_THREADS))
+    num_threads: Optional[int] = field(None, "CPU threads (null = the cores not busy with other processes at the start, at least 1; docs/threads.md)", size(MAX_THREADS))
     progress: bool = field(True, "show a tqdm progress bar (on a terminal)")
 
 

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import torch
 
-from .. import distributed
+from .. import distributed, threads
 from ..devices import resolve_device
 from ..errors import UserError
 from ..model.precision import autocast, check_precision
@@ -104,8 +104,7 @@ class Pretrainer:
     def __init__(self, config: PretrainConfig, config_path: Optional[str] = None) -> None:
         self.config, self.config_path = config, config_path
         tc = config.training
-        if tc.num_threads:
-            torch.set_num_threads(tc.num_threads)
+        threads.apply(tc.num_threads)
         self.dist, rank_device = distributed.init_from_env(tc.device)
         self.device = resolve_device(rank_device or tc.device, "training.device")
         check_precision(tc.precision, self.device)

@@ -25,7 +25,6 @@ import hashlib
 import logging
 import math
 import multiprocessing
-import os
 import signal
 import socket
 import time
@@ -36,6 +35,7 @@ from typing import Any, Optional, Sequence
 from ..data.text import Document
 from ..errors import UserError, one_line_logging
 from ..results import Prediction
+from ..threads import free_cores
 from .batching import ModelUnavailable
 from .pipe import Channel, ChannelClosed, recv_frame, send_frame
 
@@ -352,6 +352,6 @@ def start_models(load: dict, workers: int, threads: Optional[int]) -> list[Model
 
 
 def default_threads(workers: int = 1) -> int:
-    """Torch threads for each of ``workers`` model processes: the cores shared out, at least one each."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // workers)
+    """Torch threads for each of ``workers`` model processes: the cores not busy with other processes
+    (:func:`ner_toolkit.threads.free_cores`) shared out, at least one each."""
+    return max(1, free_cores() // workers)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .. import distributed
+from .. import distributed, threads
 from ..config import Config, TrainingConfig, save_config
 from ..paths import same_file
 from ..schema import here
@@ -133,8 +133,7 @@ def prepare(config: Config) -> Setup:
     """Read and check the data, build labels, vocabulary, encoder and tagger, encode the training set."""
     _check_paths(config)
     tc = config.training
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
+    threads.apply(tc.num_threads)
     dist, rank_device = distributed.init_from_env(tc.device)
     device = resolve_device(rank_device or tc.device, "training.device")
     check_precision(tc.precision, device)

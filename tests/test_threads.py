@@ -14,7 +14,6 @@ import torch
 
 from ner_toolkit import threads
 from ner_toolkit.cli import COMMANDS, command_main
-from ner_toolkit.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 

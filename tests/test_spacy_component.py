@@ -274,7 +274,11 @@ def test_to_disk_copies_the_model_and_loads_it_back(trained, tmp_path: Path) -> 
     nlp.to_disk(tmp_path / "pipeline")
     copy = tmp_path / "pipeline" / "ner_toolkit" / "model"
     assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in model.iterdir())
-    assert spans(spacy.load(tmp_path / "pipeline")(TEXT)) == expected
+    reloaded = spacy.load(tmp_path / "pipeline")
+    assert spans(reloaded(TEXT)) == expected
+    assert reloaded.get_pipe("ner_toolkit").directory == model  # the copy is the same: not loaded twice
+    (model / "README.md").write_text("retrained since\n", encoding="utf-8")
+    assert spacy.load(tmp_path / "pipeline").get_pipe("ner_toolkit").directory == copy  # the saved one wins
     shutil.rmtree(model)  # the config's directory is gone: the error names it; the copy is chosen by config
     with pytest.raises(ValueError, match="model directory not found"):
         spacy.load(tmp_path / "pipeline")

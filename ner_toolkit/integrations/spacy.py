@@ -147,8 +147,9 @@ class NerToolkitComponent:
         return self.set_annotations(doc, found)
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
-        """The docs of ``stream`` in their order, ``batch_size`` texts per call of the model (the model
-        batches their windows again by its own ``batch_size``)."""
+        """The docs of ``stream`` in their order, ``batch_size`` texts per call of the model (``nlp.pipe``
+        passes its own, 1000 by default; the component's when called directly); the model runs their
+        windows ``self.batch_size`` at a time."""
         for docs in minibatch(stream, size=batch_size or self.batch_size):
             found = self.predictor.predict_text([doc.text for doc in docs])
             for doc, entities in zip(docs, found):

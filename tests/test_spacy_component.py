@@ -337,12 +337,14 @@ def test_a_chinese_model_on_blank_zh(tmp_path: Path) -> None:
                        "--set", "data.test=null", "--set", "model.encoder.scratch={embedding_size: 16, "
                        "hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, "
                        "max_position_embeddings: 64}", "--set", "model.encoder.tokenizer=" + str(VOCAB),
-                       "--set", "training.epochs=3"]) == 0
+                       "--set", "training.epochs=12", "--set", "training.batch_size=8",
+                       "--set", "training.lr={encoder: 3.0e-3, words: 2.0e-2, lstm: 1.0e-2, crf: 5.0e-2}"]) == 0
     text = "高勇，男，1966年出生，汉族，中国国籍，无境外永久居留权，本科学历，现任北京大学副教授。"
     nlp = spacy.blank("zh")
     nlp.add_pipe("ner_toolkit", config={"model": str(tmp_path / "run")})
     doc = nlp(text)
     found = Predictor.load(tmp_path / "run").predict_text(text)
+    assert len(found) >= 3, found  # a model that finds entities (NAME, ORG, ... in this text)
     # Characters are tokens on both sides: every entity is set exactly as the model found it.
     assert spans(doc) == [(e.text, e.label, e.start, e.end) for e in found]
     assert [s._.ner_score for s in doc.ents] == pytest.approx([e.score for e in found])

@@ -172,10 +172,10 @@ class NerToolkitComponent:
             span._.ner_offsets = (entity.start, entity.end)
         doc.ents = sorted(existing + [span for span, _, _ in kept], key=lambda s: s.start)
         doc._.ner_dropped = dropped
-        self._count(doc, kept, dropped)
+        self._count(kept, dropped)
         return doc
 
-    def _count(self, doc: Doc, kept: Sequence[tuple[Span, Entity, bool]], dropped: Sequence[dict]) -> None:
+    def _count(self, kept: Sequence[tuple[Span, Entity, bool]], dropped: Sequence[dict]) -> None:
         self.stats["docs"] += 1
         self.stats["entities"] += len(kept)
         expanded = [span for span, _, was in kept if was]
@@ -190,7 +190,7 @@ class NerToolkitComponent:
         if expanded:
             self._warn_once("expanded", f"{self.name}: an entity did not fall on spaCy's token boundaries and "
                                         "was expanded to them (span._.ner_expanded, span._.ner_offsets)")
-        for kind in {item["reason"] for item in dropped}:
+        for kind in dict.fromkeys(item["reason"] for item in dropped):  # in the order they came
             self._warn_once(kind, f"{self.name}: an entity was not set ({kind}); see doc._.ner_dropped and "
                                   f"the component's stats")
 

@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "export": ("onnx", "onnxruntime", "onnxscript"),
     "plot": ("matplotlib",),
     "tensorboard": ("tensorboard",),
+    "spacy": ("spacy",),
 }
 
 

@@ -6,6 +6,7 @@ none of that directory's ``.pth`` files, so an editable install of the checkout 
 """
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import shutil
@@ -52,9 +53,12 @@ def test_the_wheel_holds_the_package_data(wheel: Path) -> None:
                    "ner_toolkit/schema/__init__.py", "ner_toolkit/serve/app.py", "ner_toolkit/api.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
-    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    scripts = re.findall(r"^(ner[\w-]*) =", zipfile.ZipFile(wheel).read(entry_points).decode(), re.M)
-    assert sorted(scripts) == sorted(SCRIPTS)
+    entry_points = configparser.ConfigParser()
+    entry_points.read_string(zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode())
+    assert sorted(entry_points["console_scripts"]) == sorted(SCRIPTS)
+    # spaCy's add_pipe("ner_toolkit") finds the component through this group of the installed package.
+    assert entry_points["spacy_factories"]["ner_toolkit"] == "ner_toolkit.integrations.spacy:make_component"
 
 
 def test_the_installed_wheel_runs_the_quickstart(wheel: Path, tmp_path: Path) -> None:

@@ -158,10 +158,9 @@ def parser_options(parser: argparse.ArgumentParser) -> list[str]:
 
 def _parser_lines(parser: argparse.ArgumentParser, level: str, title: str, summary: str) -> list[str]:
     lines = [f"{level} `{title}`", ""]
-    if summary:
-        lines += [summary[0].upper() + summary[1:] + ".", ""]
-    if parser.description and parser.description.rstrip(".") != summary.rstrip("."):
-        lines += [parser.description, ""]
+    text = parser.description or (summary[0].upper() + summary[1:] + "." if summary else "")
+    if text:
+        lines += [text, ""]
     lines += ["```text", parser.format_usage().strip(), "```", ""]
     rows = [a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
     if rows:
@@ -170,7 +169,8 @@ def _parser_lines(parser: argparse.ArgumentParser, level: str, title: str, summa
             names = ", ".join(f"`{n}`" for n in action.option_strings) or f"`{_value(action)}`"
             value = "" if not action.option_strings else _cell(_value(action))
             default = action.default
-            shown = "" if default in (None, False, argparse.SUPPRESS) or action.required else f"`{_cell(str(default))}`"
+            shown = ("" if default in (None, False, [], argparse.SUPPRESS) or action.required
+                     else f"`{_cell(str(default))}`")
             required = "required; " if action.required and action.option_strings else ""
             lines.append(f"| {names} | {value} | {shown} | {required}{_cell(_help(action, parser.prog))} |")
         lines.append("")

@@ -106,6 +106,8 @@ def run_page(page: Path, root: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+# Running the pages is the heavy part (a few minutes of CPU: every block starts a fresh process): marked
+# slow, so `-m "not slow"` skips it locally; the test command (CI) runs it.
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("docs-quickstart")
@@ -114,11 +116,13 @@ def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_quickstart_tutorial_runs_and_leaves_its_model(quickstart_run: Path) -> None:
     assert (quickstart_run / "runs" / "quickstart" / "model" / "model.safetensors").is_file()
     assert (quickstart_run / "runs" / "quickstart" / "test.pred.txt").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if p != QUICKSTART and _markers(p)],
                          ids=_name)
 def test_runnable_blocks_of_page(page: Path, quickstart_run: Path, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -172,7 +173,7 @@ def test_a_failing_block_fails_with_its_page_and_line(tmp_path: Path) -> None:
 
 # --- generated references ----------------------------------------------------------------------------------
 
-def _reference_module():
+def _reference_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("docs_reference", REPO / "docs_hooks" / "reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

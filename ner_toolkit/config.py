@@ -137,7 +137,7 @@ class TrainingConfig:
     pad_to_multiple: Optional[int] = field(None, "training batches padded to a multiple of this many words and subwords: few distinct shapes keep the memory allocator from fragmenting; null = 16 for a training set of more than 1000 sentences in bf16/fp16, else 1 (pad to the longest: fp32 does not fragment that way, and a small set keeps its earlier results bit for bit)", size(512))
     precision: str = field("fp32", "fp32 | bf16 (CPU or GPU autocast) | fp16 (CUDA, loss scaling); the CRF stays fp32", choices=PRECISIONS)
     eval_batch_size: int = field(64, "sentences per batch when scoring dev/test", size(MAX_COUNT))
-    compile: bool = field(False, "torch.compile (inductor, dynamic shapes) the encoder, fusion and BiLSTM for training and dev/test scoring: faster steps after a one-off compile of about a minute (README Numbers); needs a C++ compiler, else runs eager after a warning")
+    compile: bool = field(False, "torch.compile (inductor, dynamic shapes) the encoder, fusion and BiLSTM for training and dev/test scoring: faster steps after a one-off compile of about a minute (docs/benchmarks/speed-memory.md); needs a C++ compiler, else runs eager after a warning")
     seed: int = field(42, "seed for initialisation, shuffling and dropout (CPU runs are reproducible)", size(MAX_SEED, 0))
     lr: LearningRates = field(LearningRates(), "learning rate per parameter group")
     weight_decay: float = field(0.01, "AdamW weight decay (not applied to biases, LayerNorm and the CRF)", NON_NEGATIVE)

@@ -4,7 +4,7 @@ Training allocates and frees activations of ever-changing shapes. glibc keeps wh
 heap, where it fragments, so resident memory creeps up over an epoch and across phases (dev scoring,
 calibration, saving) although the tensors alive do not. ``malloc_trim(0)`` returns every whole free
 page, not only the heap's top, at a cost of milliseconds. Measured with
-``benchmarks/bench_train_memory.py`` (README, Numbers): a lower peak RSS at the same sentences/s.
+``benchmarks/bench_train_memory.py`` (docs/benchmarks/speed-memory.md): a lower peak RSS at the same sentences/s.
 Where the C library is not glibc (macOS, musl) this does nothing.
 """
 from __future__ import annotations

@@ -60,7 +60,7 @@ def speed_options() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network before the CRF (needs a C++ compiler; pays for large inputs: "
                         "about 20 s of compiling first, on a warm-up batch in each ner-serve model process before "
-                        "it accepts requests; see README Numbers)")
+                        "it accepts requests; see docs/benchmarks/speed-memory.md)")
     return p
 
 

@@ -33,7 +33,7 @@ MUST_RUN = ("README.md", "docs/tutorials/quickstart.md", "docs/tutorials/own-dat
             "docs/how-to/predict-evaluate.md", "docs/how-to/raw-text.md", "docs/how-to/serve.md",
             "docs/how-to/export.md", "docs/how-to/precision.md", "docs/how-to/active-learning.md",
             "docs/how-to/calibration.md", "docs/how-to/partial-labels.md", "docs/how-to/pretraining.md",
-            "docs/reference/python-api.md")
+            "docs/reference/python-api.md", "docs/threads.md", "docs/spacy.md")
 BLOCK_TIMEOUT = 300
 
 

@@ -4,6 +4,7 @@ the labeling config, annotations as corpus records, the corpus file, the trainin
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -244,20 +245,60 @@ def test_a_training_round_swaps_the_model_without_dropping_a_request(trained, tm
         assert out["result"]["number"] == 2
         status, queued = request(s.port, "POST", "/webhook", {"action": "START_TRAINING", "project": {"id": 1}})
         assert queued["result"] == {**queued["result"], "number": 3, "state": "queued"}
-        answers = hammer_until(s.port, lambda: wait_for_round(s.port, 3, timeout=0) is not None, limit=240)
-        assert answers, "no request was made during the rounds"
+        answers = hammer_until(s.port, lambda: wait_for_round(s.port, 2, timeout=0) is not None, limit=240)
+        assert answers, "no request was made during the round"
         assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
         versions = {v for _, v in answers}
         health = request(s.port, "GET", "/health")[1]
-        done = [health["training"]["last"]]
-        assert done[0]["state"] == "done", done
+        last = health["training"]["last"]
+        assert last["state"] == "done" and last["examples"] == 8, last
         new = health["model_version"]
-        assert new == done[0]["model_version"] and new.startswith("round-3-") and new != base
-        assert base in versions and new in versions  # requests were answered before, during and after the swaps
+        assert new == last["model_version"] and new.startswith("round-2-") and new != base
+        assert base in versions and new in versions  # requests were answered before, during and after the swap
         assert ls_predict(s.port, tasks(TEXTS[:3]))["model_version"] == new
-        assert (tmp_path / "rounds" / "0002" / "train.jsonl").is_file()
         rows = [json.loads(line) for line in (tmp_path / "rounds" / "0002" / "train.jsonl").read_text().splitlines()]
         assert sum("ner_tags" in r for r in rows) == 2 and len(rows) == 8  # tasks 3 and 6 were incomplete
+        # The queued round started when round 2 ended; a SIGTERM stops it with the server.
+        assert health["training"]["current"]["number"] == 3 and health["training"]["queued"] is None
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) == 0
+    finally:
+        s.stop()
+
+
+def training_processes(directory: Path) -> list[int]:
+    """Pids of processes whose command line names ``directory`` (a round's training run)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(directory).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_train_takes_the_tasks_annotations_and_sigterm_stops_a_running_round(trained, tmp_path: Path) -> None:
+    s = ls_server(trained.model_dir, tmp_path)
+    try:
+        status, out = request(s.port, "POST", "/train", {"annotations": "all of them"})
+        assert status == 422 and "annotations" in out["error"]
+        annotated = [{"id": i + 1, "data": {"sentence": text},
+                      "annotations": [annotation(i + 1, text, spans, aid=50 + i)["annotation"]]}
+                     for i, (text, spans) in enumerate(gold(4))]
+        status, out = request(s.port, "POST", "/train", {"annotations": annotated, "label_config": CONFIG,
+                                                         "project": "1.1700000000"})
+        assert status == 201 and out["job"] == "1" and out["result"]["state"] == "running"
+        assert request(s.port, "GET", "/health")[1]["annotations"] == 4
+        run = tmp_path / "rounds" / "0001"
+        deadline = time.monotonic() + 60
+        while not training_processes(run):
+            assert time.monotonic() < deadline, "the training process did not start"
+            time.sleep(0.1)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) == 0
+        time.sleep(0.5)
+        assert training_processes(run) == [], "the training process outlived the server"
     finally:
         s.stop()
 
@@ -293,7 +334,7 @@ def hammer_until(port: int, done: Any, limit: float) -> list[tuple[int, str]]:
             status, out = request(port, "POST", "/predict", {"texts": TEXTS[:size]})
             if status != 200:
                 errors.append(f"{status} {out}")
-            time.sleep(0.05)  # steady traffic that leaves the training process some CPU
+            time.sleep(0.25)  # steady traffic that leaves the training process most of the CPU
 
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in (1, 12, 3)]
     for t in threads:
@@ -322,4 +363,4 @@ def test_label_studio_options_are_checked(trained, tmp_path: Path) -> None:
     assert_user_error(proc.returncode, proc.stderr, "--work-dir", "--label-studio")
     proc = subprocess.run(base + ["--label-studio", "--work-dir", str(tmp_path), "--train-set", "training.epochz=2"],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    assert_user_error(proc.returncode, proc.stderr, "epochz")
+    assert_user_error(proc.returncode, proc.stderr, "--train-set:1", "epochz")

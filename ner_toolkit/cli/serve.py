@@ -200,7 +200,12 @@ def _label_studio(args: Any, model_dir: Any, load: dict, threads: int) -> Any:
     from ..serve.backend import LabelStudioBackend
     from ..serve.worker import start_models
 
-    config = load_config(model_dir / "config.yaml", tuple(args.train_overrides))
+    try:
+        config = load_config(model_dir / "config.yaml", tuple(args.train_overrides))
+    except UserError as exc:
+        if exc.path != "--set":
+            raise
+        raise UserError(exc.message.replace("(from --set ", "(from --train-set "), "--train-set", exc.line) from None
     return LabelStudioBackend(model_dir, Path(args.work_dir).resolve(),
                               lambda directory: start_models({**load, "directory": directory}, args.workers, threads),
                               tuple(args.train_overrides), config.data.unknown_tag)

@@ -103,12 +103,11 @@ class Rounds:
         return self._rounds[number]
 
     def _start(self, round_: Round) -> None:
-        self.current = round_
+        self.current, round_.state = round_, "running"
         self._task = asyncio.get_running_loop().create_task(self._run(round_), name=f"training-round-{round_.number}")
 
     async def _run(self, round_: Round) -> None:
         started = time.monotonic()
-        round_.state = "running"
         directory = self.root / f"{round_.number:04d}"
         try:
             directory.mkdir(parents=True, exist_ok=True)

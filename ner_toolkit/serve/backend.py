@@ -13,8 +13,8 @@ Endpoints added to ``serve.app`` (JSON in and out):
 - ``POST /webhook`` ``{"action", "annotation", "task", "project"}``: ANNOTATION_CREATED / ANNOTATION_UPDATED
   keep the task's annotation in the corpus (``corpus.Corpus``), ANNOTATION_DELETED / ANNOTATIONS_DELETED
   drop it, START_TRAINING starts (or queues) a training round (``rounds.Rounds``); other actions are
-  answered ``{"status": "Unknown event"}``. ``POST /train`` (older Label Studio): its tasks' annotations
-  join the corpus, then a round starts.
+  answered ``{"status": "Unknown event"}``. ``POST /train`` (Label Studio's Start Training, unless its webhook
+  feature flag sends ``START_TRAINING``): each task's last submitted annotation joins the corpus, then a round starts.
 
 For a simulation (or any program) the same without HTTP: ``apply(payload)`` is ``POST /webhook``,
 ``rounds.request()`` starts a round and ``await rounds.wait(number)`` waits for it (``Round.model_version``).
@@ -203,14 +203,18 @@ class LabelStudioBackend:
         return {"task": record.task, "kept": True, "partial": record.partial, "new_labels": new}
 
     def train(self, body: Any) -> tuple[int, dict]:
-        """``POST /train`` of older Label Studio: ``{"annotations": [task with annotations, ...], ...}``."""
+        """``POST /train``: ``{"annotations": [task with its annotations, ...], "label_config"}``."""
         tasks = body.get("annotations") if isinstance(body, dict) else None
         if not isinstance(tasks, list):
             return 422, {"error": '"annotations" must be the list of annotated tasks'}
         for task in tasks:
-            annotations = [a for a in (task.get("annotations") or []) if isinstance(a, dict)] if isinstance(task, dict) else []
+            given = task.get("annotations") if isinstance(task, dict) else None
+            annotations = [a for a in given if isinstance(a, dict)] if isinstance(given, list) else []
+            # The last submitted one, as the webhooks would have left it; a task only skipped keeps no record.
+            annotations = [a for a in annotations if not a.get("was_cancelled")] or annotations
             if annotations:
-                status, answer = self.apply({"action": "ANNOTATION_UPDATED", "task": task, "annotation": annotations[-1],
+                status, answer = self.apply({"action": "ANNOTATION_UPDATED", "task": task,
+                                             "annotation": annotations[-1],
                                              "project": {"label_config": body.get("label_config")}})
                 if status != 201:
                     return status, answer
@@ -230,7 +234,8 @@ class LabelStudioBackend:
         async def root(request: Request) -> Response:
             return JSONResponse(self.health())
 
-        return [Route("/", root, methods=["GET"]), Route("/setup", endpoint(lambda b: (200, self.setup(b))), methods=["POST"]),
+        return [Route("/", root, methods=["GET"]),
+                Route("/setup", endpoint(lambda b: (200, self.setup(b))), methods=["POST"]),
                 Route("/webhook", endpoint(self.apply), methods=["POST"]),
                 Route("/train", endpoint(self.train), methods=["POST"])]
 

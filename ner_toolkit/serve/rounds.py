@@ -138,7 +138,8 @@ class Rounds:
         logfile = directory / "train.log"
         with open(logfile, "wb") as out:
             self._process = await asyncio.create_subprocess_exec(
-                *self.command(directory), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT)
+                *self.command(directory), stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT)
             code = await self._process.wait()
         if code != 0:
             lines = logfile.read_text(encoding="utf-8", errors="replace").splitlines()

@@ -364,3 +364,8 @@ def test_label_studio_options_are_checked(trained, tmp_path: Path) -> None:
     proc = subprocess.run(base + ["--label-studio", "--work-dir", str(tmp_path), "--train-set", "training.epochz=2"],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert_user_error(proc.returncode, proc.stderr, "--train-set:1", "epochz")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("", encoding="utf-8")
+    proc = subprocess.run(base + ["--label-studio", "--work-dir", str(blocked / "work")], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert_user_error(proc.returncode, proc.stderr, str(blocked / "work"), "cannot create the work directory")

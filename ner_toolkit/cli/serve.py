@@ -38,7 +38,7 @@ def _parser(prog: Optional[str] = None) -> Parser:
 
     limits = Limits()
     p = Parser(prog=prog, description="Serve a trained model over HTTP: POST /predict, GET /health, GET /metadata, "
-                                      "GET /stats.", parents=[model_options(), device_options(), speed_options()])
+                                      "GET /stats; with --label-studio, also a Label Studio ML backend.", parents=[model_options(), device_options(), speed_options()])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")

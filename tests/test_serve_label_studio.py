@@ -65,8 +65,9 @@ class LabelStudioServer(Server):
 
 
 def ls_server(model: Path, work: Path, *args: str) -> LabelStudioServer:
-    return LabelStudioServer(model, "--label-studio", "--work-dir", str(work), "--train-set", "training.epochs=2",
-                             *args).wait_ready()
+    s = LabelStudioServer(model, "--label-studio", "--work-dir", str(work), "--train-set", "training.epochs=2", *args)
+    s.work = work
+    return s.wait_ready()
 
 
 @pytest.fixture(scope="module")
@@ -369,3 +370,24 @@ def test_label_studio_options_are_checked(trained, tmp_path: Path) -> None:
     proc = subprocess.run(base + ["--label-studio", "--work-dir", str(blocked / "work")], cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert_user_error(proc.returncode, proc.stderr, str(blocked / "work"), "cannot create the work directory")
+
+
+def test_the_client_drives_the_loop_as_label_studio_would(server: LabelStudioServer) -> None:
+    from ner_toolkit.serve.labelstudio import annotation_payload
+    from ner_toolkit.serve.ls_client import BackendError, Client
+
+    client = Client(f"http://127.0.0.1:{server.port}", CONFIG, timeout=60)
+    text = "Fans 😀 cheered Nadim Ladki in Bonn ."
+    results = client.predict(tasks([text, ""], first_id=500))
+    assert len(results) == 2 and results[1]["result"] == []
+    before = client.health()["annotations"]
+    number = client.start_round()  # nothing annotated on this server yet: the round fails, and says why
+    with pytest.raises(BackendError, match=f"round {number} failed: no annotations"):
+        client.wait_round(number, timeout=60)
+    start = text.index("Nadim")
+    payload = annotation_payload(500, text, [(start, start + len("Nadim Ladki"), "PER")], client.config, partial=True)
+    assert payload["annotation"]["result"][0]["value"]["start"] == start + 1  # UTF-16: the emoji is two units
+    assert client.annotate(payload) == {"task": 500, "kept": True, "partial": True, "new_labels": []}
+    record = json.loads(Path(server.work).joinpath("annotations.jsonl").read_text().splitlines()[-1])
+    assert record["entities"] == [[start, start + len("Nadim Ladki"), "PER"]] and record["partial"]
+    assert client.health()["annotations"] == before + 1

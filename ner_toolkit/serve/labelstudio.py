@@ -160,3 +160,21 @@ def _offsets(text: str, value: dict, task: int) -> tuple[int, int]:
         raise AnnotationProblem(f"task {task}: region [{start}, {end}) is outside its text of {len(text)} "
                                 f"characters")
     return start, end
+
+
+def annotation_payload(task: int, text: str, spans: Sequence[tuple[int, int, str]], config: LabelConfig,
+                       annotation: Optional[int] = None, partial: bool = False,
+                       action: str = "ANNOTATION_CREATED") -> dict:
+    """The webhook payload Label Studio sends when ``spans`` (Python offsets, end exclusive) are submitted on
+    ``task``: what a simulation posts to ``/webhook`` (or hands to ``LabelStudioBackend.apply``). ``partial``
+    adds the ``incomplete`` choice (its config needs no <Choices>: only the choice is read)."""
+    utf16 = _utf16_offsets(text) if any(ord(c) > 0xFFFF for c in text) else None
+    result: list[dict] = [
+        {"id": f"s{i}", "from_name": config.from_name, "to_name": config.to_name, "type": "labels",
+         "value": {"start": utf16[s] if utf16 else s, "end": utf16[e] if utf16 else e, "text": text[s:e],
+                   "labels": [label]}} for i, (s, e, label) in enumerate(spans)]
+    if partial:
+        result.append({"from_name": "status", "to_name": config.to_name, "type": "choices",
+                       "value": {"choices": ["incomplete"]}})
+    return {"action": action, "task": {"id": task, "data": {config.text_key: text}},
+            "annotation": {"id": task if annotation is None else annotation, "result": result, "was_cancelled": False}}

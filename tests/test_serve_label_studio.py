@@ -197,6 +197,8 @@ def test_setup_reports_labels_the_model_does_not_know_and_refuses_a_config_it_ca
     assert sum("PRODUCT" in line and "unknown to model" in line for line in server.lines) == 1  # reported once
     status, out = request(server.port, "POST", "/predict", {"tasks": tasks(["a"]), "label_config": "<View"})
     assert status == 422 and "not well-formed" in out["error"]
+    status, out = request(server.port, "POST", "/predict", {"tasks": tasks(["a"]), "label_config": {"View": []}})
+    assert status == 422 and "XML text" in out["error"]
     status, health = request(server.port, "GET", "/")
     assert status == 200 and health["status"] == "UP" and health["model_class"] == "ner_toolkit"
 

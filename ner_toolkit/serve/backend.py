@@ -92,6 +92,8 @@ class LabelStudioBackend:
 
     def _config(self, xml: Any) -> LabelConfig:
         """The parsed labeling config (cached by its text; None or "": the last one seen); 422 if unusable."""
+        if xml is not None and not isinstance(xml, str):
+            raise RequestError(422, "the labeling config (label_config / schema) must be XML text")
         if not xml and self.config is not None:
             return self.config
         if xml not in self._configs:

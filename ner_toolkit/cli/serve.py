@@ -17,6 +17,7 @@ import logging
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import UserError
@@ -37,7 +38,7 @@ def _parser(prog: Optional[str] = None) -> Parser:
 
     limits = Limits()
     p = Parser(prog=prog, description="Serve a trained model over HTTP: POST /predict, GET /health, GET /metadata, "
-                                      "GET /stats.",
+                                      "GET /stats; with --label-studio, also a Label Studio ML backend.",
                parents=[model_options(), device_options(), speed_options(), threads_options()])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                                                        "only; 0.0.0.0 exposes it to the network)")
@@ -74,6 +75,16 @@ def _parser(prog: Optional[str] = None) -> Parser:
                    help=f"on SIGTERM or Ctrl-C, seconds to let the requests in progress finish before they are "
                         f"cut off and the server exits (default {DEFAULT_GRACEFUL_TIMEOUT:g})")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument("--label-studio", action="store_true",
+                   help="also be a Label Studio ML backend: /setup, /webhook, /train, and Label Studio's /predict "
+                        "and /health (docs/label-studio.md); annotations are kept in --work-dir and train new "
+                        "model versions on START_TRAINING")
+    p.add_argument("--work-dir", default="ner-label-studio",
+                   help="with --label-studio: the annotations corpus and the training rounds' directories "
+                        "(default ./ner-label-studio)")
+    p.add_argument("--train-set", dest="train_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --label-studio: a config override for every training round, e.g. --train-set "
+                        "training.epochs=5 (repeatable; data.train is the server's)")
     return p
 
 
@@ -93,6 +104,9 @@ def _check(args: Any) -> None:
         raise UserError(f"--max-wait-ms must be from 0 to 60000, got {args.max_wait_ms:g}", "--max-wait-ms")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be from 0 to 65535, got {args.port}", "--port")
+    if not args.label_studio and (args.train_overrides or args.work_dir != "ner-label-studio"):
+        raise UserError("--work-dir and --train-set apply to --label-studio only; add --label-studio",
+                        "--work-dir" if args.work_dir != "ner-label-studio" else "--train-set")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -139,10 +153,12 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
     if args.port != 0:
         bind(args.host, args.port).close()  # a busy port fails now, not after a long model load
     # The model runs in a child process: the event loop here and the model there each get a core.
-    models = start_models(dict(directory=str(model_dir), device=args.device, batch_size=args.batch_size,
-                               precision=args.precision, trust_remote_code=args.trust_remote_code,
-                               quantize=args.quantize, compile=args.compile),
-                          args.workers, args.threads or default_threads(args.workers))
+    load = dict(directory=str(model_dir), device=args.device, batch_size=args.batch_size,
+                precision=args.precision, trust_remote_code=args.trust_remote_code, quantize=args.quantize,
+                compile=args.compile)
+    threads = args.threads or default_threads(args.workers)
+    backend = _label_studio(args, model_dir, load, threads) if args.label_studio else None
+    models = start_models(load, args.workers, threads)
     limits = Limits(args.max_body_bytes, args.max_texts, args.max_tokens)
     # model_dir and config_sha256 come from each model process: what it loaded.
     metadata = {"version": _version(),
@@ -151,7 +167,7 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
                                 "graceful_timeout": args.graceful_timeout}}
     sock = bind(args.host, args.port)
     app = create_app(models, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
-                     metadata=metadata, body_timeout=args.body_timeout)
+                     metadata=metadata, body_timeout=args.body_timeout, label_studio=backend)
     ready = (f"serving {model_dir} on {url(args.host, sock)} "
              f"(max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms)")
     _log_to_stderr()
@@ -172,6 +188,24 @@ def run(argv: list[str], prog: Optional[str] = None) -> int:
         for model in models:  # after the drain: the batcher has run everything queued
             model.close()
     return 0 if server.started else 1
+
+
+def _label_studio(args: Any, model_dir: Any, load: dict, threads: int) -> Any:
+    """The Label Studio backend, its training overrides checked now against the model's config (a bad one is
+    exit 2 here, not a failed round later)."""
+    from ..config import load_config
+    from ..serve.backend import LabelStudioBackend
+    from ..serve.worker import start_models
+
+    try:
+        config = load_config(model_dir / "config.yaml", tuple(args.train_overrides))
+    except UserError as exc:
+        if exc.path != "--set":
+            raise
+        raise UserError(exc.message.replace("(from --set ", "(from --train-set "), "--train-set", exc.line) from None
+    return LabelStudioBackend(model_dir, Path(args.work_dir).resolve(),
+                              lambda directory: start_models({**load, "directory": directory}, args.workers, threads),
+                              tuple(args.train_overrides), config.data.unknown_tag)
 
 
 def _log_to_stderr() -> None:

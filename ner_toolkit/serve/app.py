@@ -15,6 +15,11 @@ Endpoints (all JSON; every error is ``{"error": "..."}``, never a traceback):
   batches, batch sizes (``batching.BatchStats``), and each model process's pid, restarts and state
   (``workers``).
 
+With ``--label-studio`` (``serve.backend``) the server is also a Label Studio ML backend: ``GET /health``
+answers ``{"status": "UP", "model_version", ...}``, a ``POST /predict`` body with ``"tasks"`` is Label
+Studio's, and ``POST /setup``, ``/webhook``, ``/train`` and ``GET /`` are added; the models can then be
+swapped for a newly trained version while the server runs (``serve.pool``).
+
 Status codes: 400 malformed JSON (or not UTF-8); 408 a body not received within ``body_timeout``; 413 body
 over ``max_body_bytes``, more than ``max_texts`` texts/sentences, or more than ``max_tokens`` tokens in one
 request (all three are "too large": split the request; raw texts are counted before they are tokenised, and
@@ -42,7 +47,8 @@ from starlette.routing import Route
 from ..data.text import TOKENIZERS, Document
 from ..data.validate import InvalidJSON, InvalidText, load_json
 from ..results import Entity, entities
-from .batching import AsyncModel, Batcher, ModelUnavailable, ShuttingDown
+from .batching import ModelUnavailable, ShuttingDown
+from .pool import Pool
 
 log = logging.getLogger("ner_toolkit.serve")
 
@@ -206,20 +212,23 @@ def _documents_of_texts(texts: list[str], tokenizer: str, limits: Limits) -> lis
 
 
 def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Limits,
-               metadata: Optional[dict] = None, body_timeout: Optional[float] = None) -> Starlette:
+               metadata: Optional[dict] = None, body_timeout: Optional[float] = None,
+               label_studio: Optional[Any] = None) -> Starlette:
     """The API around ``predictor`` (a ``Predictor``, or anything with its ``labels``, ``word_tokenizer``,
     ``batch_size``, ``device``, ``precision`` and ``predict_documents``, or ``batching.AsyncModel``'s
     ``submit`` in its place: ``worker.ModelProcess``), or around a list of copies of one model, which
     then tag batches side by side; ``metadata``: extra fields for ``GET /metadata`` (model directory,
     version, ...; a model's own ``identity`` takes precedence); ``body_timeout``: seconds a request body may
-    take to arrive (None: no limit)."""
-    copies = list(predictor) if isinstance(predictor, (list, tuple)) else [predictor]
-    batcher = Batcher([c if isinstance(c, AsyncModel) else c.predict_documents for c in copies], max_batch,
-                      max_wait_ms / 1000.0)
+    take to arrive (None: no limit); ``label_studio``: a ``backend.LabelStudioBackend``, whose protocol then
+    answers ``GET /health`` and ``POST /predict`` bodies with ``"tasks"``, and adds its own routes."""
+    pool = Pool(list(predictor) if isinstance(predictor, (list, tuple)) else [predictor], max_batch,
+                max_wait_ms / 1000.0)
+    if label_studio is not None:
+        label_studio.attach(pool, limits)
 
     def live() -> Any:
         """The model that answers: the first one ready (a model process describes what it loaded last)."""
-        return next((c for c in copies if getattr(c, "state", "ready") == "ready"), copies[0])
+        return next((c for c in pool.copies if getattr(c, "state", "ready") == "ready"), pool.copies[0])
 
     def described() -> dict:
         model = live()
@@ -235,15 +244,15 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
             "tokenizers": list(TOKENIZERS),
             "limits": asdict(limits),
             "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "batch_size": model.batch_size,
-                         "workers": len(copies)},
+                         "workers": len(pool.copies)},
             "device": str(model.device),
             "precision": model.precision,
         }
 
     def unavailable() -> Optional[ModelUnavailable]:
         """Why no model can answer now, or None (``health``: a dead model process is found and replaced)."""
-        down = batcher.unavailable()
-        problems = [c.health() for c in copies if hasattr(c, "health")]
+        down = pool.batcher.unavailable()
+        problems = [c.health() for c in pool.copies if hasattr(c, "health")]
         if down is None and problems and all(problems):
             down = ModelUnavailable(str(problems[0]), 1.0)
         return down
@@ -256,8 +265,10 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
 
     async def predict(request: Request) -> Response:
         try:
-            body = await read_body(request, limits.max_body_bytes, body_timeout)
-            kind, items, tokenizer = parse_predict(parse_json(body), limits)
+            body = parse_json(await read_body(request, limits.max_body_bytes, body_timeout))
+            if label_studio is not None and isinstance(body, dict) and "tasks" in body:
+                return await label_studio.predict(body)
+            kind, items, tokenizer = parse_predict(body, limits)
             if kind == "texts":
                 name = tokenizer or live().word_tokenizer
                 check_texts(items, name, limits)  # before the tokenising, which costs in proportion
@@ -267,13 +278,17 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
                 documents = [Document.from_tokens(sentence) for sentence in items]
         except RequestError as exc:
             return _error(exc.status, exc.message)
+        except ShuttingDown:  # from Label Studio's predict: it tags within the try
+            return _error(503, "the server is shutting down; retry on another instance")
+        except ModelUnavailable as exc:
+            return refused(exc)
         except ClientDisconnect:
             log.info("%s:%s left before sending the whole body", *(request.client or ("?", "?")))
             return Response(status_code=400)  # nobody reads it
         if not documents:
             return JSONResponse({"entities": []} if kind == "texts" else {"entities": [], "tags": []})
         try:
-            predictions = await batcher.submit(documents)
+            predictions = await pool.batcher.submit(documents)
         except ShuttingDown:
             return _error(503, "the server is shutting down; retry on another instance")
         except ModelUnavailable as exc:
@@ -284,21 +299,22 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
         return JSONResponse({"entities": found, "tags": [p.tags for p in predictions]})
 
     async def health(request: Request) -> JSONResponse:
-        if batcher.closing:
+        if pool.batcher.closing:
             return JSONResponse({"status": "shutting down"}, status_code=503)
         down = unavailable()
         if down is not None:
             return JSONResponse({"status": "unavailable", "error": f"no model can answer: {down.reason}"},
                                 status_code=503, headers=retry_after(down))
-        return JSONResponse({"status": "ok"})
+        # Label Studio's protocol: "UP", with the model version and the training rounds' state.
+        return JSONResponse(label_studio.health() if label_studio is not None else {"status": "ok"})
 
     async def describe(request: Request) -> JSONResponse:
         return JSONResponse(described())
 
     async def stats(request: Request) -> JSONResponse:
         workers = [{"pid": c.pid, "restarts": c.restarts, "state": c.state}
-                   for c in copies if hasattr(c, "restarts")]
-        return JSONResponse({**batcher.stats.to_dict(), "queued": batcher.queued, "workers": workers})
+                   for c in pool.copies if hasattr(c, "restarts")]
+        return JSONResponse({**pool.batcher.stats.to_dict(), "queued": pool.batcher.queued, "workers": workers})
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -315,23 +331,24 @@ def create_app(predictor: Any, *, max_batch: int, max_wait_ms: float, limits: Li
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await batcher.start()
+        await pool.start()
         try:
             yield
         finally:
+            if label_studio is not None:
+                await label_studio.close()  # a training run stops; no swap starts now
             # uvicorn runs this after the connections in flight have closed (or its deadline has cut them
             # off); anything still queued is tagged before the worker stops, then the model processes go.
-            await batcher.close()
-            for copy in copies:
-                if hasattr(copy, "aclose"):
-                    await copy.aclose()
+            await pool.close()
 
+    extra = label_studio.routes() if label_studio is not None else []
     app = Starlette(
         routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health, methods=["GET"]),
-                Route("/metadata", describe, methods=["GET"]), Route("/stats", stats, methods=["GET"])],
+                Route("/metadata", describe, methods=["GET"]), Route("/stats", stats, methods=["GET"]), *extra],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan)
     # "/health/" is a 404, never a redirect to whatever host the client's Host header names.
     app.router.redirect_slashes = False
-    app.state.batcher = batcher
+    app.state.batcher = pool.batcher  # the first one; pool.batcher after a swap
+    app.state.pool = pool
     return app

@@ -25,7 +25,6 @@ time of each strategy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import socket
@@ -33,15 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ner_toolkit.data.conll import is_docstart, read_conll  # noqa: E402
 from ner_toolkit.data.schemes import to_spans  # noqa: E402
+from ner_toolkit.serve.labelstudio import annotation_payload  # noqa: E402
+from ner_toolkit.serve.ls_client import Client  # noqa: E402
 
 CONLL = ROOT.parent / "shared" / "datasets" / "conll2003" / "iob2"
 LABELS = ("PER", "ORG", "LOC", "MISC")
@@ -71,69 +71,44 @@ def read_tasks(path: Path, limit: int, first_id: int = 1) -> list[Task]:
     return tasks
 
 
-def region(task: Task, span: tuple[int, int, str], n: int) -> dict:
-    start, end, label = span
-    return {"id": f"g{n}", "from_name": "label", "to_name": "text", "type": "labels",
-            "value": {"start": start, "end": end, "text": task["data"]["text"][start:end], "labels": [label]}}
-
-
 class Backend:
-    """One ``ner serve --label-studio`` process on a free loopback port."""
+    """One ``ner serve --label-studio`` process on a free loopback port, driven by the shipped client."""
 
     def __init__(self, model: Path, work_dir: Path, train_set: list[str]) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+            port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "ner_toolkit", "serve", "--model", str(model), "--label-studio",
-               "--port", str(self.port), "--work-dir", str(work_dir), "--max-body-bytes", str(64 << 20)]
+               "--port", str(port), "--work-dir", str(work_dir), "--max-body-bytes", str(64 << 20)]
         for override in train_set:
             cmd += ["--train-set", override]
         self.log = open(work_dir.parent / f"{work_dir.name}.server.log", "wb")
         self.process = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                         env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)))
+        self.client = Client(f"http://127.0.0.1:{port}", CONFIG_XML, timeout=3600)
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        while True:
             try:
-                if self.call("GET", "/health").get("status") == "UP":
+                if self.client.health().get("status") == "UP":
                     break
             except OSError:
-                if self.process.poll() is not None:
-                    raise SystemExit(f"the server exited; see {self.log.name}")
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the server did not start; see {self.log.name}")
             time.sleep(0.5)
-        self.call("POST", "/setup", {"project": "1", "schema": CONFIG_XML, "extra_params": {}})
-
-    def call(self, method: str, path: str, body: Optional[dict] = None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=600) as answer:
-            return json.loads(answer.read())
+        self.client.call("POST", "/setup", {"project": "1", "schema": CONFIG_XML, "extra_params": {}})
 
     def annotate(self, tasks: list[Task]) -> None:
         for task in tasks:
-            regions = [region(task, span, n) for n, span in enumerate(sorted(task["gold"]))]
-            self.call("POST", "/webhook", {"action": "ANNOTATION_CREATED", "project": {"label_config": CONFIG_XML},
-                                           "task": {"id": task["id"], "data": task["data"]},
-                                           "annotation": {"id": task["id"], "result": regions}})
-
-    def train(self) -> str:
-        """Start a round and wait until its model serves; returns the new model version."""
-        number = self.call("POST", "/webhook", {"action": "START_TRAINING"})["result"]["number"]
-        while True:
-            time.sleep(1.0)
-            last = self.call("GET", "/health")["training"].get("last") or {}
-            if last.get("number") == number and last.get("state") in ("done", "failed"):
-                if last["state"] == "failed":
-                    raise SystemExit(f"round {number} failed: {last.get('error')}")
-                return str(last["model_version"])
+            self.client.annotate(annotation_payload(task["id"], task["data"]["text"], sorted(task["gold"]),
+                                                    self.client.config))
 
     def predict(self, tasks: list[Task]) -> list[dict]:
         results: list[dict] = []
         for i in range(0, len(tasks), 500):
             batch = [{"id": t["id"], "data": t["data"]} for t in tasks[i:i + 500]]
-            answer = self.call("POST", "/predict", {"tasks": batch, "label_config": CONFIG_XML, "params": {}})
-            assert len(answer["results"]) == len(batch), "one result per task"
-            results += answer["results"]
+            answer = self.client.predict(batch)
+            assert len(answer) == len(batch), "one result per task"
+            results += answer
         return results
 
     def close(self) -> None:
@@ -169,7 +144,7 @@ def run_strategy(name: str, args: argparse.Namespace, pool: list[Task], initial:
                 chosen = rng.sample(rest, args.step)
             backend.annotate(chosen)
             annotated |= {t["id"] for t in chosen}
-            backend.train()
+            backend.client.train()
             curve.append((len(annotated), span_f1(backend, test)))
             print(f"{name}: {len(annotated)} annotated, F1 {curve[-1][1]:.4f}", file=sys.stderr, flush=True)
     finally:

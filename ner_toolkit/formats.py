@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from .data.conll import COLUMNS_HEADER, DOCSTART, Passthrough, Sentence, format_passthrough, format_sentence
 from .data.text import Document
@@ -218,6 +218,24 @@ def _utf16_offsets(text: str) -> list[int]:
     return out
 
 
+def label_studio_regions(text: str, spans: Iterable[tuple[int, int, str, Optional[float]]], from_name: str,
+                         to_name: str, id_prefix: str) -> list[dict]:
+    """Label Studio ``labels`` results for ``(start, end, label, score)`` spans of ``text`` (Python offsets,
+    end exclusive; a None score writes none): the one builder of the file writer, the ML backend's
+    predictions and a simulated annotator's webhook payloads. Label Studio indexes text in JavaScript
+    (UTF-16) units, which differ from Python's after a character outside the BMP (an emoji)."""
+    utf16 = _utf16_offsets(text) if any(ord(c) > 0xFFFF for c in text) else None
+    out = []
+    for i, (start, end, label, score) in enumerate(spans):
+        region: dict = {"id": f"{id_prefix}{i}", "from_name": from_name, "to_name": to_name, "type": "labels",
+                        "value": {"start": utf16[start] if utf16 else start, "end": utf16[end] if utf16 else end,
+                                  "text": text[start:end], "labels": [label]}}
+        if score is not None:
+            region["score"] = round(score, 6)
+        out.append(region)
+    return out
+
+
 @register
 class LabelStudio(Writer):
     """Pre-annotation tasks for Label Studio's named-entity template (``<Labels name="label"
@@ -239,12 +257,8 @@ class LabelStudio(Writer):
     def write(self, unit: Unit, prediction: Prediction, options: Options) -> str:
         document = as_document(unit)
         found = entities(document, prediction)
-        # Label Studio indexes text in JavaScript (UTF-16) units: they differ from Python's after an emoji.
-        utf16 = _utf16_offsets(document.text) if any(ord(c) > 0xFFFF for c in document.text) else None
-        results = [{"id": f"e{i}", "from_name": self.from_name, "to_name": self.to_name, "type": "labels",
-                    "value": {"start": utf16[e.start] if utf16 else e.start, "end": utf16[e.end] if utf16 else e.end,
-                              "text": e.text, "labels": [e.label]},
-                    "score": round(e.score, 6)} for i, e in enumerate(found)]
+        results = label_studio_regions(document.text, ((e.start, e.end, e.label, e.score) for e in found),
+                                       self.from_name, self.to_name, "e")
         extra = document.fields.get("data")  # a Label Studio task read back: its other data keys
         task = {"data": {**(extra if isinstance(extra, dict) else {}), "text": document.text},
                 "predictions": [{"model_version": "ner_toolkit", "result": results,

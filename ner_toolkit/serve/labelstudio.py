@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..data.jsonl import _from_utf16
-from ..formats import _utf16_offsets
+from ..formats import label_studio_regions
 from ..results import Entity, Prediction
 
 # A <Choices> answer that marks an annotation as incomplete: its unlabelled words train as unknown.
@@ -68,16 +68,8 @@ def task_text(task: Any, config: LabelConfig) -> Optional[str]:
 def regions(found: Sequence[Entity], text: str, config: LabelConfig, allowed: Optional[set] = None) -> list[dict]:
     """Label Studio ``labels`` results for the entities of ``text``; ``allowed``: the labels the config
     offers (an entity of another label is left out: Label Studio cannot show it)."""
-    utf16 = _utf16_offsets(text) if any(ord(c) > 0xFFFF for c in text) else None
-    out = []
-    for i, e in enumerate(found):
-        if allowed is not None and e.label not in allowed:
-            continue
-        start, end = (utf16[e.start], utf16[e.end]) if utf16 else (e.start, e.end)
-        out.append({"id": f"ner{i}", "from_name": config.from_name, "to_name": config.to_name, "type": "labels",
-                    "value": {"start": start, "end": end, "text": e.text, "labels": [e.label]},
-                    "score": round(e.score, 6)})
-    return out
+    shown = ((e.start, e.end, e.label, e.score) for e in found if allowed is None or e.label in allowed)
+    return label_studio_regions(text, shown, config.from_name, config.to_name, "ner")
 
 
 def task_score(prediction: Optional[Prediction]) -> float:
@@ -168,11 +160,8 @@ def annotation_payload(task: int, text: str, spans: Sequence[tuple[int, int, str
     """The webhook payload Label Studio sends when ``spans`` (Python offsets, end exclusive) are submitted on
     ``task``: what a simulation posts to ``/webhook`` (or hands to ``LabelStudioBackend.apply``). ``partial``
     adds the ``incomplete`` choice (its config needs no <Choices>: only the choice is read)."""
-    utf16 = _utf16_offsets(text) if any(ord(c) > 0xFFFF for c in text) else None
-    result: list[dict] = [
-        {"id": f"s{i}", "from_name": config.from_name, "to_name": config.to_name, "type": "labels",
-         "value": {"start": utf16[s] if utf16 else s, "end": utf16[e] if utf16 else e, "text": text[s:e],
-                   "labels": [label]}} for i, (s, e, label) in enumerate(spans)]
+    result = label_studio_regions(text, ((s, e, label, None) for s, e, label in spans), config.from_name,
+                                  config.to_name, "s")
     if partial:
         result.append({"from_name": "status", "to_name": config.to_name, "type": "choices",
                        "value": {"choices": ["incomplete"]}})
